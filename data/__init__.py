@@ -1,0 +1,1 @@
+"""Data sets shipped with lmmformula (see README.md in this folder)."""
