@@ -1,0 +1,30 @@
+"""lmmformula: lme4/brms-style mixed-model formulas as Bayesian multilevel models.
+
+Write the formula the way R users write it for lme4 and brms and get a Bambi model whose
+group-level blocks mean what they mean in R: ``(x|g)`` gives correlated intercepts and slopes
+with an LKJ prior, non-centered by default.
+"""
+
+from lmmformula import errors
+from lmmformula.datasets import describe_dataset, list_datasets, load_dataset
+from lmmformula.fit import Fit, fit
+from lmmformula.formula import Translation, translate
+from lmmformula.io import load_fit
+from lmmformula.model import Model, model
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Fit",
+    "Model",
+    "Translation",
+    "__version__",
+    "describe_dataset",
+    "errors",
+    "fit",
+    "list_datasets",
+    "load_fit",
+    "load_dataset",
+    "model",
+    "translate",
+]

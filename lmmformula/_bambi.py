@@ -1,0 +1,425 @@
+"""Everything that touches Bambi internals lives here, pinned to one Bambi minor version.
+
+Bambi builds each group-level term with its own independent prior. lmmformula keeps Bambi's
+model specification (terms, priors, design matrices, names, dims) and replaces only the step
+that turns the group-level terms of a correlated block into PyMC variables:
+
+* the block's standard deviations and correlation come from one ``pm.LKJCholeskyCov``
+  (``eta = lkj_eta``); each term's standard deviation keeps the prior Bambi (or the user) gave
+  the term's ``sigma``;
+* non-centered (default): ``z ~ Normal(0, 1)`` of shape (groups, block size) and
+  ``coefficients = mu + z @ L.T``; centered: ``coefficients ~ MvNormal(mu, chol=L)``;
+* the coefficients are stored under Bambi's names and dims (``1|g``, ``x|g`` with dims
+  ``g__factor_dim``, ...), the standard deviations as ``1|g_sigma``, ``x|g_sigma``, and the
+  correlation matrix as ``g_corr`` with dims ``g__block_dim`` x ``g__block_dim_bis`` whose
+  coordinates are the block's column names. Bambi's ``predict``, ``interpret`` and
+  ``compute_log_likelihood`` read only those names, so they keep working unchanged.
+
+The contract test ``tests/test_bambi_contract.py`` fails loudly when a Bambi release moves any
+of the internals used here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import version
+
+import bambi as bmb
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+import scipy as sp
+from bambi.backend.model_components import (
+    ConstantComponent,
+    DistributionalComponent,
+    ResponseComponent,
+)
+from bambi.backend.pymc import PyMCModel
+from bambi.backend.terms import GroupSpecificTerm as _BambiGroupSpecificTerm
+from bambi.backend.utils import get_distribution_from_prior, noncentered_default_for
+from bambi.config import config as bambi_config
+from bambi.families.multivariate import MultivariateFamily
+from bambi.families.univariate import Categorical
+from bambi.priors import Prior
+from bambi.utils import as_dataset
+from pytensor import sparse as ps
+
+from lmmformula.errors import ModelError, PriorError
+
+BAMBI_SERIES = "0.21"
+"""The Bambi minor version whose internals this module was written against."""
+
+__all__ = [
+    "BAMBI_SERIES",
+    "BlockSpec",
+    "LkjBambiModel",
+    "block_column_labels",
+    "internal_var_names",
+]
+
+
+def _check_bambi_version() -> None:
+    installed = version("bambi")
+    if not installed.startswith(BAMBI_SERIES + ".") and installed != BAMBI_SERIES:
+        raise ImportError(
+            f"lmmformula needs bambi {BAMBI_SERIES}.x (it builds correlated blocks on Bambi "
+            f"internals), but bambi {installed} is installed. "
+            f"Install 'bambi>={BAMBI_SERIES},<0.{int(BAMBI_SERIES.split('.')[1]) + 1}'."
+        )
+
+
+_check_bambi_version()
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """A correlated block of group-level terms on one grouping factor.
+
+    Attributes
+    ----------
+    factor : str
+        The grouping factor as Bambi names it.
+    terms : tuple of str
+        Bambi names of the block's terms, in order.
+    noncentered : bool
+        Non-centered (``z`` times the Cholesky factor) or centered (``MvNormal``).
+    eta : float, optional
+        LKJ shape for this block; ``None`` uses the model's ``lkj_eta``.
+    """
+
+    factor: str
+    terms: tuple[str, ...]
+    noncentered: bool = True
+    eta: float | None = None
+
+    @property
+    def corr_name(self) -> str:
+        return f"{self.factor}_corr"
+
+    @property
+    def dims(self) -> tuple[str, str]:
+        return (f"{self.factor}__block_dim", f"{self.factor}__block_dim_bis")
+
+    @property
+    def chol_name(self) -> str:
+        return f"{self.factor}_lkj"
+
+    @property
+    def offset_name(self) -> str:
+        return f"{self.factor}_offset"
+
+    @property
+    def centered_name(self) -> str:
+        return f"{self.factor}_block"
+
+
+def internal_var_names(blocks: dict[str, BlockSpec]) -> set[str]:
+    """Names of the block variables that are kept out of the returned posterior.
+
+    They carry no information the stored variables lack: ``z`` and the packed Cholesky factor
+    are functions of the coefficients, standard deviations and correlations.
+    """
+    names = set()
+    for spec in blocks.values():
+        names |= {spec.chol_name, spec.offset_name, spec.centered_name}
+    return names
+
+
+def _term_columns(term) -> tuple[int, list[str]]:
+    """Number of columns of a Bambi group-specific term and their labels."""
+    predictor = term.predictor
+    ncol = 1 if predictor.ndim == 1 else predictor.shape[1]
+    name = term.alias or term.name
+    if ncol == 1:
+        return 1, [name]
+    expr, factor = name.split("|", 1)
+    if term.categorical:
+        levels = [str(level) for level in term.term.expr.levels]
+    else:
+        levels = [str(i) for i in range(ncol)]
+    return ncol, [f"{expr}[{level}]|{factor}" for level in levels]
+
+
+def block_column_labels(block_terms) -> list[str]:
+    """Labels of the columns of a block, as used on the axes of ``{factor}_corr``."""
+    labels: list[str] = []
+    for term in block_terms:
+        labels += _term_columns(term)[1]
+    return labels
+
+
+def block_size(bambi_model: bmb.Model, terms: tuple[str, ...]) -> int:
+    """Number of columns a block of terms spans (1 means no correlation to model)."""
+    gs = bambi_model.parameters[bambi_model.family.likelihood.parent].group_specific_terms
+    return sum(_term_columns(gs[name])[0] for name in terms)
+
+
+def _sd_dist(sd_priors: list[tuple[Prior, int]]):
+    """One distribution over the block's standard deviations, each keeping its own prior."""
+    pieces = []
+    for prior, ncol in sd_priors:
+        dist = get_distribution_from_prior(prior)
+        args = {k: np.broadcast_to(np.asarray(v, dtype=float), (ncol,)) for k, v in prior.args.items()}
+        pieces.append((dist, args, ncol))
+
+    def generate(size):
+        return pt.concatenate([dist.dist(**args, shape=(ncol,)) for dist, args, ncol in pieces])
+
+    return pm.CustomDist.dist(dist=generate, ndim_supp=1, class_name="BlockSD")
+
+
+class _LkjDistributionalComponent(DistributionalComponent):
+    """Bambi's distributional component with correlated blocks built jointly."""
+
+    def __init__(self, component, blocks: dict[str, BlockSpec], eta: float):
+        super().__init__(component)
+        self.blocks = blocks
+        self.eta = eta
+
+    def _build_block(self, pymc_backend, spec: BlockSpec) -> dict[str, pt.TensorVariable]:
+        terms = self.component.group_specific_terms
+        model = pymc_backend.model
+        block_terms = [terms[name] for name in spec.terms]
+        group_sizes = {len(t.groups) for t in block_terms}
+        if len(group_sizes) != 1:  # pragma: no cover - a Bambi invariant
+            raise ModelError(f"terms of the block on {spec.factor!r} disagree on the groups")
+
+        sd_priors: list[tuple[Prior, int]] = []
+        means: list[np.ndarray] = []
+        slices: dict[str, slice] = {}
+        start = 0
+        for term in block_terms:
+            name = term.alias or term.name
+            prior = term.prior
+            if not isinstance(prior, Prior) or prior.name != "Normal":
+                raise PriorError(
+                    f"the group-level term {name!r} is in a correlated block, which needs a "
+                    f"Normal prior with a prior on its sigma; got {prior}. Give it "
+                    "Prior('Normal', mu=0, sigma=Prior('HalfNormal', sigma=...)), or write "
+                    "the term with '||' to keep it uncorrelated."
+                )
+            sigma_prior = prior.args.get("sigma")
+            if not isinstance(sigma_prior, Prior):
+                raise PriorError(
+                    f"the sigma of the group-level term {name!r} must have a prior (a Prior), "
+                    f"got {sigma_prior!r}."
+                )
+            mu = prior.args.get("mu", 0.0)
+            if isinstance(mu, Prior):
+                raise PriorError(
+                    f"a prior on the mean of the group-level term {name!r} is not supported in "
+                    "a correlated block; give a fixed mean (usually 0)."
+                )
+            ncol, _ = _term_columns(term)
+            sd_priors.append((sigma_prior, ncol))
+            means.append(np.broadcast_to(np.asarray(mu, dtype=float), (ncol,)))
+            slices[name] = slice(start, start + ncol)
+            start += ncol
+
+        size = start
+        labels = block_column_labels(block_terms)
+        factor_dim = f"{spec.factor}__factor_dim"
+        row_dim, col_dim = spec.dims
+        model.add_coords({row_dim: labels, col_dim: labels})
+
+        chol, corr, stds = pm.LKJCholeskyCov(
+            spec.chol_name,
+            n=size,
+            eta=self.eta if spec.eta is None else spec.eta,
+            sd_dist=_sd_dist(sd_priors),
+            compute_corr=True,
+            store_in_trace=False,
+        )
+        pm.Deterministic(spec.corr_name, corr, dims=(row_dim, col_dim))
+        mean = np.concatenate(means)
+        has_mean = bool(np.any(mean != 0))
+
+        if spec.noncentered:
+            z = pm.Normal(spec.offset_name, mu=0.0, sigma=1.0, dims=(factor_dim, row_dim))
+            coefs = pt.dot(z, chol.T)
+            if has_mean:
+                coefs = coefs + mean
+        else:
+            coefs = pm.MvNormal(
+                spec.centered_name, mu=mean, chol=chol, dims=(factor_dim, row_dim)
+            )
+
+        out = {}
+        for term in block_terms:
+            name = term.alias or term.name
+            sl = slices[name]
+            sigma_key = term.hyperprior_alias.get("sigma", "sigma")
+            term_dims = list(_BambiGroupSpecificTerm(term, spec.noncentered).coords)
+            expr_dims = [d for d in term_dims if not d.endswith("__factor_dim")]
+            if sl.stop - sl.start == 1 and not expr_dims:
+                out[name] = pm.Deterministic(name, coefs[:, sl.start], dims=term_dims)
+                pm.Deterministic(f"{name}_{sigma_key}", stds[sl.start])
+            else:
+                out[name] = pm.Deterministic(name, coefs[:, sl], dims=term_dims)
+                pm.Deterministic(f"{name}_{sigma_key}", stds[sl], dims=expr_dims)
+        return out
+
+    def build_group_specific_terms(self, pymc_backend, bmb_model):
+        """Bambi's ``build_group_specific_terms`` with correlated blocks built jointly."""
+        if not self.component.group_specific_terms:
+            return
+
+        as_multivariate = isinstance(bmb_model.family, (MultivariateFamily, Categorical))
+        if as_multivariate and self.blocks:
+            raise ModelError(
+                f"correlated group-level blocks are not available for the "
+                f"{bmb_model.family.name!r} family; write the terms with '||' (uncorrelated)."
+            )
+
+        block_coefs: dict[str, pt.TensorVariable] = {}
+        noncentered_default = noncentered_default_for(bmb_model, self.component.name)
+        for term in self.component.group_specific_terms.values():
+            for name, values in _BambiGroupSpecificTerm(term, noncentered_default).coords.items():
+                if name not in pymc_backend.model.coords:
+                    pymc_backend.model.add_coords({name: values})
+        for spec in self.blocks.values():
+            block_coefs.update(self._build_block(pymc_backend, spec))
+
+        coefs, columns, predictors, group_indexes = [], [], [], []
+        for term in self.component.group_specific_terms.values():
+            name = term.alias or term.name
+            if name in block_coefs:
+                coefs.append(block_coefs[name])
+            else:
+                coefs.append(_BambiGroupSpecificTerm(term, noncentered_default).build(bmb_model))
+            columns.append(term.data)
+            predictors.append(term.predictor)
+            group_indexes.append(term.group_index)
+
+        if bambi_config["SPARSE_DOT"]:
+            flat = [c.flatten() if c.ndim == 2 else c for c in coefs]
+            data = sp.sparse.hstack(columns, format="csr")
+            stacked = pt.concatenate(flat, axis=0)[:, np.newaxis]
+            contribution = ps.structured_dot(data, stacked).squeeze()
+        else:
+            contribution = 0
+            for coef, predictor, group_index in zip(coefs, predictors, group_indexes, strict=True):
+                term_contribution = coef[group_index] * predictor
+                if predictor.ndim > 1:
+                    term_contribution = term_contribution.sum(axis=1)
+                contribution += term_contribution
+
+        self.output += contribution
+
+
+class _LkjPyMCModel(PyMCModel):
+    """Bambi's PyMC backend whose parent component builds correlated blocks."""
+
+    def __init__(self, blocks: dict[str, BlockSpec], eta: float):
+        super().__init__()
+        self.blocks = blocks
+        self.eta = eta
+
+    def build(self, spec):
+        """Bambi's ``PyMCModel.build`` with the parent component swapped for ours."""
+        parent = spec.family.likelihood.parent
+        self.model = pm.Model()
+        self.components = {}
+        for name, values in spec.response_term.coords.items():
+            if name not in self.model.coords:
+                self.model.add_coords({name: values})
+        with self.model:
+            for name, component in spec.marginal_parameters.items():
+                self.components[name] = ConstantComponent(component)
+                self.components[name].build(self, spec)
+            for name, component in spec.conditional_parameters.items():
+                if name == parent:
+                    built = _LkjDistributionalComponent(component, self.blocks, self.eta)
+                else:
+                    built = DistributionalComponent(component)
+                self.components[name] = built
+                built.build(self, spec)
+            self.response_component = ResponseComponent(spec.response_term)
+            self.response_component.build(self, spec)
+            self.build_potentials(spec)
+        self.spec = spec
+
+    def _clean_results(self, idata, omit_offsets, include_response_params):
+        drop = internal_var_names(self.blocks)
+        posterior = as_dataset(idata["posterior"])
+        present = [name for name in drop if name in posterior.data_vars]
+        if present:
+            idata["posterior"] = posterior.drop_vars(present)
+        return super()._clean_results(idata, omit_offsets, include_response_params)
+
+
+class LkjBambiModel(bmb.Model):
+    """A ``bambi.Model`` whose correlated group-level blocks get an LKJ prior.
+
+    Everything else (terms, priors, families, ``predict``, ``interpret``, ``plot_priors``) is
+    Bambi's own.
+
+    Parameters
+    ----------
+    formula, data, family, priors, link, noncentered, **kwargs
+        As for ``bambi.Model``.
+    blocks : dict of str to BlockSpec
+        The correlated blocks, keyed by grouping factor.
+    lkj_eta : float
+        Shape of the LKJ prior on every block's correlation matrix.
+    """
+
+    def __init__(self, formula, data, *, blocks: dict[str, BlockSpec], lkj_eta: float = 2.0,
+                 **kwargs):
+        self.lkj_blocks = dict(blocks)
+        self.lkj_eta = float(lkj_eta)
+        super().__init__(formula, data, **kwargs)
+
+    def build(self):
+        self.backend = _LkjPyMCModel(self.lkj_blocks, self.lkj_eta)
+        self.backend.build(self)
+        self.built = True
+
+
+def group_specific_terms(bambi_model: bmb.Model) -> dict:
+    """The parent component's group-specific terms (Bambi objects), by name."""
+    return dict(bambi_model.parameters[bambi_model.family.likelihood.parent].group_specific_terms)
+
+
+def common_terms(bambi_model: bmb.Model) -> dict:
+    """The parent component's common (population-level) terms, by name."""
+    return dict(bambi_model.parameters[bambi_model.family.likelihood.parent].common_terms)
+
+
+def intercept_term(bambi_model: bmb.Model):
+    return bambi_model.parameters[bambi_model.family.likelihood.parent].intercept_term
+
+
+@dataclass
+class TermInfo:
+    """What the results layer needs to know about a group-level term."""
+
+    name: str
+    expr: str
+    factor: str
+    columns: list[str] = field(default_factory=list)
+    levels: list[str] = field(default_factory=list)
+    expr_dim: str | None = None
+    sigma_name: str = ""
+
+
+def term_info(bambi_model: bmb.Model) -> dict[str, TermInfo]:
+    """Names, columns, levels and dims of every group-level term of the parent component."""
+    out = {}
+    for name, term in group_specific_terms(bambi_model).items():
+        name = term.alias or name
+        expr, factor = name.split("|", 1)
+        ncol, labels = _term_columns(term)
+        coords = list(term.coords)
+        expr_dims = [d for d in coords if not d.endswith("__factor_dim")]
+        sigma_key = term.hyperprior_alias.get("sigma", "sigma")
+        out[name] = TermInfo(
+            name=name,
+            expr=expr,
+            factor=factor,
+            columns=labels,
+            levels=[str(g) for g in term.groups],
+            expr_dim=expr_dims[0] if expr_dims else None,
+            sigma_name=f"{name}_{sigma_key}",
+        )
+    return out

@@ -1,0 +1,716 @@
+"""After the fit: sampling, diagnostics and the R-style accessors.
+
+The accessors read the model's terms and the posterior draws, never the formula string:
+``fixef`` / ``ranef`` / ``coef`` / ``varcorr`` / ``summary`` / ``predict`` / ``loo``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from lmmformula import _bambi
+from lmmformula.errors import DataError, LmmFormulaError, ModelError
+
+if TYPE_CHECKING:
+    from lmmformula.model import Model
+
+__all__ = ["Fit", "SamplingWarning", "fit", "sample"]
+
+CI_PROB = 0.95
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+
+
+class SamplingWarning(UserWarning):
+    """The sampler reported divergences, high R-hat or low effective sample sizes."""
+
+
+# -- summaries of draws ---------------------------------------------------------------------
+def _describe(draws: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Mean, sd, 95% equal-tailed interval, R-hat and ESS of named (chain, draw) arrays."""
+    if not draws:
+        return pd.DataFrame(
+            columns=["estimate", "sd", "lower", "upper", "rhat", "ess_bulk", "ess_tail"]
+        )
+    keys = list(draws)
+    ds = xr.Dataset({f"v{i}": (("chain", "draw"), np.asarray(draws[k])) for i, k in enumerate(keys)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = az.summary(
+            xr.DataTree.from_dict({"posterior": ds}),
+            ci_prob=CI_PROB,
+            ci_kind="eti",
+            round_to="none",
+        )
+    lo, hi = (c for c in table.columns if c.startswith("eti"))
+    table = table.rename(
+        columns={"mean": "estimate", lo: "lower", hi: "upper", "r_hat": "rhat"}
+    )[["estimate", "sd", "lower", "upper", "rhat", "ess_bulk", "ess_tail"]]
+    table.index = keys
+    return table.astype(float)
+
+
+def _columns_of(da: xr.DataArray) -> dict[str, np.ndarray]:
+    """Split a posterior variable with extra dims into (chain, draw) arrays labelled ``name[level]``."""
+    extra = [d for d in da.dims if d not in ("chain", "draw")]
+    if not extra:
+        return {str(da.name): da.values}
+    stacked = da.stack(__col__=extra).transpose("chain", "draw", "__col__")
+    out = {}
+    for i, idx in enumerate(stacked["__col__"].values):
+        label = idx if not isinstance(idx, tuple) else ",".join(map(str, idx))
+        out[f"{da.name}[{label}]"] = stacked.values[:, :, i]
+    return out
+
+
+@dataclass
+class Diagnostics:
+    """Sampler health: divergences, worst R-hat and smallest effective sample sizes."""
+
+    divergences: int
+    max_rhat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    draws: int
+    chains: int
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.divergences:
+            out.append(f"{self.divergences} divergent transitions")
+        if self.max_rhat > 1.01:
+            out.append(f"R-hat up to {self.max_rhat:.3f} (> 1.01)")
+        threshold = 100 * self.chains
+        if self.min_ess_bulk < threshold:
+            out.append(f"bulk ESS as low as {self.min_ess_bulk:.0f} (< {threshold})")
+        if self.min_ess_tail < threshold:
+            out.append(f"tail ESS as low as {self.min_ess_tail:.0f} (< {threshold})")
+        return out
+
+
+@dataclass
+class Summary:
+    """A printable, brms-like summary; the tables are pandas DataFrames."""
+
+    header: list[str]
+    group_level: dict[str, pd.DataFrame]
+    population: pd.DataFrame
+    family_specific: pd.DataFrame
+    diagnostics: Diagnostics
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        def fmt(table: pd.DataFrame) -> str:
+            shown = table.rename(
+                columns={
+                    "estimate": "Estimate",
+                    "sd": "Est.Error",
+                    "lower": "l-95% CI",
+                    "upper": "u-95% CI",
+                    "rhat": "Rhat",
+                    "ess_bulk": "Bulk_ESS",
+                    "ess_tail": "Tail_ESS",
+                }
+            )
+            return shown.to_string(
+                float_format=lambda v: f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2g}",
+                formatters={
+                    "Bulk_ESS": lambda v: f"{v:.0f}",
+                    "Tail_ESS": lambda v: f"{v:.0f}",
+                    "Rhat": lambda v: f"{v:.2f}",
+                },
+            )
+
+        lines = list(self.header)
+        if self.group_level:
+            lines += ["", "Multilevel Hyperparameters:"]
+            for factor, table in self.group_level.items():
+                lines += [f"~{factor}", fmt(table), ""]
+        lines += ["Regression Coefficients:", fmt(self.population)]
+        if len(self.family_specific):
+            lines += ["", "Further Distributional Parameters:", fmt(self.family_specific)]
+        d = self.diagnostics
+        lines += [
+            "",
+            f"Diagnostics: {d.divergences} divergences; max R-hat {d.max_rhat:.3f}; "
+            f"min bulk ESS {d.min_ess_bulk:.0f}; min tail ESS {d.min_ess_tail:.0f}.",
+        ]
+        lines += self.notes
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:  # notebooks
+        return "<pre>" + str(self).replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+
+    __repr__ = __str__
+
+
+def _pretty_term(term_column: str) -> str:
+    """``1|g`` -> ``Intercept``; ``x|g`` -> ``x``; ``f[b]|g`` -> ``f[b]``."""
+    expr = term_column.split("|", 1)[0]
+    return "Intercept" if expr == "1" else expr
+
+
+class Fit:
+    """A fitted lmmformula model: the posterior and R-style ways to read it.
+
+    Attributes
+    ----------
+    model : Model
+        The model that was fitted.
+    idata : xarray.DataTree
+        ArviZ data: ``posterior``, ``sample_stats``, ``observed_data`` (and ``log_likelihood``
+        once :meth:`loo` or :meth:`log_likelihood` has run).
+    sampler : str
+        The NUTS implementation used.
+    timings : dict
+        Seconds spent building and sampling (compile time is part of sampling for nutpie).
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        idata: xr.DataTree,
+        *,
+        sampler: str,
+        settings: dict[str, Any] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> None:
+        self.model = model
+        self.idata = idata
+        self.sampler = sampler
+        self.settings = dict(settings or {})
+        self.timings = dict(timings or {})
+        self._loo = None
+
+    # -- raw access --------------------------------------------------------------------
+    @property
+    def posterior(self) -> xr.Dataset:
+        return self.idata["posterior"].to_dataset()
+
+    @property
+    def bambi(self):
+        return self.model.bambi
+
+    def _terms(self) -> dict[str, _bambi.TermInfo]:
+        return _bambi.term_info(self.model.bambi)
+
+    # -- diagnostics -------------------------------------------------------------------
+    def diagnostics(self) -> Diagnostics:
+        """Divergences, max R-hat and min bulk/tail ESS over every stored parameter."""
+        post = self.posterior
+        stats = self.idata["sample_stats"].to_dataset() if "sample_stats" in self.idata else None
+        divergences = 0
+        if stats is not None and "diverging" in stats:
+            divergences = int(stats["diverging"].sum())
+        names = self._parameter_names()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sub = post[names]
+            rhat = az.rhat(sub)
+            ess_bulk = az.ess(sub, method="bulk")
+            ess_tail = az.ess(sub, method="tail")
+
+        def extreme(ds: xr.Dataset, fn) -> float:
+            values = [np.asarray(ds[v].values, dtype=float).ravel() for v in ds.data_vars]
+            values = np.concatenate(values) if values else np.array([np.nan])
+            values = values[np.isfinite(values)]
+            return float(fn(values)) if values.size else float("nan")
+
+        return Diagnostics(
+            divergences=divergences,
+            max_rhat=extreme(rhat, np.max),
+            min_ess_bulk=extreme(ess_bulk, np.min),
+            min_ess_tail=extreme(ess_tail, np.min),
+            draws=int(post.sizes["draw"]),
+            chains=int(post.sizes["chain"]),
+        )
+
+    def _parameter_names(self) -> list[str]:
+        """Stored parameters, without deterministic constants (e.g. a correlation diagonal)."""
+        post = self.posterior
+        names = []
+        for name, da in post.data_vars.items():
+            if "__obs__" in da.dims:
+                continue
+            names.append(name)
+        out = []
+        for name in names:
+            if name.endswith("_corr"):
+                continue  # diagonal is constant 1; its off-diagonal draws are checked below
+            out.append(name)
+        return out
+
+    # -- R-style accessors -------------------------------------------------------------
+    def _fixed_draws(self) -> dict[str, np.ndarray]:
+        """``{coefficient: (chain, draw) array}`` for the population-level effects."""
+        post = self.posterior
+        draws: dict[str, np.ndarray] = {}
+        intercept = _bambi.intercept_term(self.model.bambi)
+        if intercept is not None:
+            draws["Intercept"] = post[intercept.alias or intercept.name].values
+        for name, term in _bambi.common_terms(self.model.bambi).items():
+            name = term.alias or name
+            if name in post:
+                draws.update(_columns_of(post[name]))
+        return draws
+
+    def fixef(self) -> pd.DataFrame:
+        """Population-level effects: one row per coefficient (``fixef(m)`` in lme4/brms).
+
+        Columns: ``estimate`` (posterior mean), ``sd``, ``lower``, ``upper`` (95% interval),
+        ``rhat``, ``ess_bulk``, ``ess_tail``.
+        """
+        return _describe(self._fixed_draws())
+
+    def _group_draws(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per factor: ``{column label: (chain, draw, level) array}``."""
+        post = self.posterior
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for info in self._terms().values():
+            da = post[info.name]
+            factor_dim = next(d for d in da.dims if d.endswith("__factor_dim"))
+            if info.expr_dim is None:
+                out.setdefault(info.factor, {})[info.name] = da.transpose(
+                    "chain", "draw", factor_dim
+                ).values
+            else:
+                arr = da.transpose("chain", "draw", factor_dim, info.expr_dim).values
+                for j, col in enumerate(info.columns):
+                    out.setdefault(info.factor, {})[col] = arr[:, :, :, j]
+        return out
+
+    def _levels(self) -> dict[str, list[str]]:
+        return {info.factor: info.levels for info in self._terms().values()}
+
+    def ranef(self, long: bool = False) -> dict[str, pd.DataFrame] | pd.DataFrame:
+        """Group-level effects (deviations from the population-level effects).
+
+        Parameters
+        ----------
+        long : bool
+            ``False`` (default): a dict keyed by grouping factor of DataFrames with one row per
+            level and one column per term, holding posterior means (``ranef(m)$g`` in lme4).
+            ``True``: one tidy DataFrame with ``grp, level, term, estimate, sd, lower, upper``.
+        """
+        levels = self._levels()
+        if not long:
+            out = {}
+            for factor, cols in self._group_draws().items():
+                out[factor] = pd.DataFrame(
+                    {_pretty_term(c): arr.mean(axis=(0, 1)) for c, arr in cols.items()},
+                    index=pd.Index(levels[factor], name=factor),
+                )
+            return out
+        rows = []
+        for factor, cols in self._group_draws().items():
+            for col, arr in cols.items():
+                flat = arr.reshape(-1, arr.shape[-1])
+                lower, upper = np.quantile(flat, [(1 - CI_PROB) / 2, (1 + CI_PROB) / 2], axis=0)
+                for i, level in enumerate(levels[factor]):
+                    rows.append(
+                        {
+                            "grp": factor,
+                            "level": level,
+                            "term": _pretty_term(col),
+                            "estimate": flat[:, i].mean(),
+                            "sd": flat[:, i].std(ddof=1),
+                            "lower": lower[i],
+                            "upper": upper[i],
+                        }
+                    )
+        return pd.DataFrame(rows)
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Population-level plus group-level effects per level (``coef(m)$g`` in lme4).
+
+        For each grouping factor, a DataFrame with one row per level and one column per
+        population-level coefficient: the posterior mean of ``fixef + ranef`` (terms without a
+        group-level part on that factor are the population value).
+        """
+        fixed = self._fixed_draws()
+        levels = self._levels()
+        out = {}
+        for factor, cols in self._group_draws().items():
+            n_levels = len(levels[factor])
+            table = {}
+            for key, arr in fixed.items():
+                table[key] = np.broadcast_to(arr[..., None], arr.shape + (n_levels,))
+            for col, arr in cols.items():
+                key = _pretty_term(col)
+                table[key] = table[key] + arr if key in table else arr
+            out[factor] = pd.DataFrame(
+                {k: v.mean(axis=(0, 1)) for k, v in table.items()},
+                index=pd.Index(levels[factor], name=factor),
+            )
+        return out
+
+    def _variance_draws(self) -> list[tuple[str, str | None, str | None, str, np.ndarray]]:
+        """``(grp, var1, var2, brms label, draws)`` for every sd, correlation and sigma."""
+        post = self.posterior
+        out: list[tuple[str, str | None, str | None, str, np.ndarray]] = []
+        by_factor: dict[str, list[_bambi.TermInfo]] = {}
+        for info in self._terms().values():
+            by_factor.setdefault(info.factor, []).append(info)
+        for factor, infos in by_factor.items():
+            for info in infos:
+                sd = post[info.sigma_name].transpose("chain", "draw", ...).values
+                columns = [info.name] if info.expr_dim is None else info.columns
+                for j, col in enumerate(columns):
+                    term = _pretty_term(col)
+                    values = sd if info.expr_dim is None else sd[:, :, j]
+                    out.append((factor, term, None, f"sd({term})", values))
+            block = self.model.blocks.get(factor)
+            if block is not None:
+                corr = post[block.corr_name]
+                labels = [_pretty_term(str(v)) for v in corr[block.dims[0]].values]
+                arr = corr.transpose("chain", "draw", *block.dims).values
+                for i in range(len(labels)):
+                    for j in range(i + 1, len(labels)):
+                        label = f"cor({labels[i]},{labels[j]})"
+                        out.append((factor, labels[i], labels[j], label, arr[:, :, i, j]))
+        if self.model.family == "gaussian" and "sigma" in post:
+            out.append(("Residual", None, None, "sigma", post["sigma"].values))
+        return out
+
+    def varcorr(self) -> pd.DataFrame:
+        """Standard deviations and correlations, shaped like lme4's ``as.data.frame(VarCorr(m))``.
+
+        Columns ``grp``, ``var1``, ``var2`` (``None`` on sd rows), ``estimate`` (posterior mean
+        of the sd or correlation), ``sd``, ``lower``, ``upper``; a ``Residual`` row holds
+        sigma for gaussian models.
+        """
+        return self._varcorr_table(full=False)
+
+    def _varcorr_table(self, full: bool = True) -> pd.DataFrame:
+        rows = self._variance_draws()
+        table = _describe({str(i): r[4] for i, r in enumerate(rows)}).reset_index(drop=True)
+        head = pd.DataFrame(
+            {
+                "grp": [r[0] for r in rows],
+                "var1": pd.Series([r[1] for r in rows], dtype=object),
+                "var2": pd.Series([r[2] for r in rows], dtype=object),
+            }
+        )
+        if full:
+            head["label"] = [r[3] for r in rows]
+            return pd.concat([head, table], axis=1)
+        return pd.concat([head, table[["estimate", "sd", "lower", "upper"]]], axis=1)
+
+    def summary(self) -> Summary:
+        """A brms-like summary: formula, family, data, group-level sds and correlations,
+        population-level effects, family parameters, with 95% intervals, R-hat and ESS."""
+        m = self.model
+        post = self.posterior
+        d = self.diagnostics()
+        groups = m.group_sizes
+        header = [
+            f" Family: {m.family} ({'links: ' + m.link_name})",
+            f"Formula: {m.formula}",
+            f"   Data: {m.n_obs} observations"
+            + (
+                "; groups: " + ", ".join(f"{g} ({n})" for g, n in groups.items())
+                if groups
+                else ""
+            ),
+            f"  Draws: {d.chains} chains, each with {self.settings.get('tune', '?')} tuning and "
+            f"{d.draws} kept draws; sampler {self.sampler}",
+        ]
+        if m.blocks:
+            header.append(
+                "  Prior: LKJ(eta = "
+                + f"{m.lkj_eta:g}) on the correlations of "
+                + ", ".join(
+                    f"{f} ({'non-centered' if b.noncentered else 'centered'})"
+                    for f, b in m.blocks.items()
+                )
+            )
+        full = self._varcorr_table()
+        group_level = {}
+        for factor in groups:
+            sub = full[full["grp"] == factor]
+            if len(sub):
+                group_level[factor] = sub.drop(columns=["grp", "var1", "var2"]).set_index("label")
+        population = self.fixef()
+        family_draws = {}
+        for name in m.bambi.family.auxiliary_parameters:
+            if name in post and set(post[name].dims) <= {"chain", "draw"}:
+                family_draws[name] = post[name].values
+        family_specific = _describe(family_draws)
+        return Summary(header, group_level, population, family_specific, d)
+
+    # -- prediction --------------------------------------------------------------------
+    def predict(
+        self,
+        data: pd.DataFrame | None = None,
+        kind: str = "mean",
+        include_group_effects: bool = True,
+        allow_new_levels: bool = False,
+        random_seed: int | None = None,
+        summary: bool = True,
+    ) -> pd.DataFrame | xr.DataArray:
+        """Predictions for the fitted or new data, following Bambi's ``predict``.
+
+        Parameters
+        ----------
+        data : pandas.DataFrame, optional
+            New data; default the data the model was fitted on.
+        kind : {"mean", "response"}
+            ``"mean"``: the expected value (brms' ``posterior_epred``); ``"response"``: draws of
+            new observations (brms' ``posterior_predict``).
+        include_group_effects : bool
+            ``False`` predicts from population-level effects only (``re_formula = NA``).
+        allow_new_levels : bool
+            Allow grouping-factor levels not seen in the fit; their effects are drawn from the
+            posterior of a random existing level per draw, the same level for every term of
+            a factor so correlations are kept (brms' ``sample_new_levels = "uncertainty"``).
+        random_seed : int, optional
+            Seed for ``kind="response"`` and new levels.
+        summary : bool
+            ``True``: a DataFrame with ``estimate, sd, lower, upper`` per row; ``False``: the
+            draws as a DataArray with dims ``(chain, draw, __obs__)``.
+        """
+        if kind not in ("mean", "response"):
+            raise ModelError(f"kind must be 'mean' or 'response', got {kind!r}.")
+        new = None
+        if data is not None:
+            from lmmformula._frame import as_pandas
+
+            new = as_pandas(data).copy(deep=True)
+            self._check_new_levels(new, allow_new_levels, include_group_effects)
+        draws = self._predict_draws(new, kind, include_group_effects, allow_new_levels, random_seed)
+        if not summary:
+            return draws
+        flat = draws.stack(__sample__=("chain", "draw")).transpose("__obs__", "__sample__").values
+        lower, upper = np.quantile(flat, [(1 - CI_PROB) / 2, (1 + CI_PROB) / 2], axis=1)
+        return pd.DataFrame(
+            {
+                "estimate": flat.mean(axis=1),
+                "sd": flat.std(axis=1, ddof=1),
+                "lower": lower,
+                "upper": upper,
+            }
+        )
+
+    def _check_new_levels(
+        self, data: pd.DataFrame, allow_new_levels: bool, include_group_effects: bool
+    ) -> None:
+        model_data = self.model.data
+        for name in self.model.translation.variables[1:]:
+            if name not in data.columns:
+                continue
+            col = model_data[name]
+            if col.dtype == object or isinstance(col.dtype, pd.CategoricalDtype):
+                seen = set(col.astype(str))
+                unseen = sorted(set(data[name].dropna().astype(str)) - seen)
+                if not unseen:
+                    continue
+                factors = set()
+                for info in self._terms().values():
+                    factors |= set(info.factor.split(":"))
+                if name in factors:
+                    if include_group_effects and not allow_new_levels:
+                        raise DataError(
+                            f"the grouping factor {name!r} has levels not seen in the fit: "
+                            f"{', '.join(map(repr, unseen[:5]))}. Pass allow_new_levels=True "
+                            "to draw their effects from the fitted population, or "
+                            "include_group_effects=False."
+                        )
+                else:
+                    raise DataError(
+                        f"the column {name!r} has levels not seen in the fit: "
+                        f"{', '.join(map(repr, unseen[:5]))}; a population-level effect cannot "
+                        "be predicted for them."
+                    )
+
+    def _predict_draws(self, data, kind, include_group_effects, allow_new_levels, random_seed):
+        bm = self.model.bambi
+        idata = self.idata.copy()
+        parent = bm.family.likelihood.parent
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                out = bm.predict(
+                    idata,
+                    kind="response" if kind == "response" else "response_params",
+                    data=data,
+                    inplace=False,
+                    include_group_specific=include_group_effects,
+                    sample_new_groups=True if allow_new_levels else None,
+                    random_seed=random_seed,
+                )
+        except LmmFormulaError:
+            raise
+        except Exception as exc:
+            raise DataError(f"prediction failed: {exc}") from exc
+        if kind == "response":
+            pp = out["posterior_predictive"].to_dataset()
+            name = next(iter(pp.data_vars))
+            return pp[name]
+        return out["posterior"].to_dataset()[parent]
+
+    # -- log-likelihood and LOO --------------------------------------------------------
+    def log_likelihood(self) -> xr.DataArray:
+        """Pointwise log-likelihood ``(chain, draw, __obs__)``, computed from the draws once and
+        kept in ``idata["log_likelihood"]``."""
+        if "log_likelihood" not in self.idata.children:
+            bm = self.model.bambi
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = bm.compute_log_likelihood(self.idata.copy(), inplace=False)
+            self.idata["log_likelihood"] = out["log_likelihood"].to_dataset()
+        ll = self.idata["log_likelihood"].to_dataset()
+        return ll[next(iter(ll.data_vars))]
+
+    def loo(self):
+        """PSIS-LOO (ArviZ ``loo``) with the count of observations whose Pareto k is bad."""
+        if self._loo is None:
+            self.log_likelihood()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._loo = az.loo(self.idata, pointwise=True)
+        return self._loo
+
+    def pp_check(self, **kwargs: Any):
+        """Posterior predictive check plot (brms' ``pp_check``); see
+        :func:`lmmformula.plots.pp_check`."""
+        from lmmformula.plots import pp_check
+
+        return pp_check(self, **kwargs)
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the fit (posterior, sampler stats, data and model spec) to one netCDF file."""
+        from lmmformula.io import save_fit
+
+        save_fit(self, path)
+
+    def __repr__(self) -> str:
+        d = self.diagnostics()
+        return (
+            f"<lmmformula.Fit {self.model.formula!r} {d.chains}x{d.draws} draws, "
+            f"{d.divergences} divergences, sampler {self.sampler}>"
+        )
+
+    def __str__(self) -> str:
+        return str(self.summary())
+
+
+def sample(
+    model: Model,
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    cores: int | None = None,
+    sampler: str = "nutpie",
+    random_seed: int | None = None,
+    target_accept: float | None = None,
+    progressbar: bool = True,
+    **kwargs: Any,
+) -> Fit:
+    """Sample a model's posterior; see :meth:`lmmformula.Model.fit`."""
+    for name, value in (("draws", draws), ("chains", chains)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+            raise ModelError(f"{name} must be a positive integer, got {value!r}.")
+    if not isinstance(tune, (int, np.integer)) or isinstance(tune, bool) or tune < 0:
+        raise ModelError(f"tune must be a non-negative integer, got {tune!r}.")
+    if sampler not in SAMPLERS:
+        raise ModelError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}.")
+    if target_accept is not None and not 0 < float(target_accept) < 1:
+        raise ModelError(f"target_accept must be between 0 and 1, got {target_accept!r}.")
+    if sampler in ("numpyro", "blackjax"):
+        import importlib.util
+
+        if importlib.util.find_spec(sampler) is None:
+            raise ModelError(f"sampler={sampler!r} needs the {sampler} package; install it first.")
+
+    start = time.perf_counter()
+    model.build()
+    built = time.perf_counter()
+    nuts = dict(kwargs.pop("nuts", None) or {})
+    if target_accept is not None:
+        nuts["target_accept"] = float(target_accept)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*BLAS.*")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        idata = model.bambi.fit(
+            draws=int(draws),
+            tune=int(tune),
+            chains=int(chains),
+            cores=cores,
+            inference_method=sampler,
+            random_seed=random_seed,
+            nuts=nuts or None,
+            progressbar=progressbar,
+            **kwargs,
+        )
+    done = time.perf_counter()
+    settings = {
+        "draws": int(draws),
+        "tune": int(tune),
+        "chains": int(chains),
+        "random_seed": random_seed,
+        "target_accept": target_accept,
+    }
+    timings = {"build": built - start, "sample": done - built}
+    result = Fit(model, idata, sampler=sampler, settings=settings, timings=timings)
+    _warn_if_unhealthy(result)
+    return result
+
+
+def _warn_if_unhealthy(result: Fit) -> None:
+    d = result.diagnostics()
+    problems = d.problems()
+    if not problems:
+        return
+    advice = []
+    if d.divergences:
+        centered = [f for f, nc in result.model.noncentered.items() if not nc]
+        if centered:
+            advice.append(
+                "use the non-centered form for " + ", ".join(map(repr, centered))
+                + " (noncentered=True, the default)"
+            )
+        advice.append("raise target_accept (e.g. fit(target_accept=0.95))")
+    if d.max_rhat > 1.01 or d.min_ess_bulk < 100 * d.chains or d.min_ess_tail < 100 * d.chains:
+        advice.append("run more draws (and tuning steps)")
+    warnings.warn(
+        "sampling problems: " + "; ".join(problems) + ". To fix: " + "; ".join(advice) + ".",
+        SamplingWarning,
+        stacklevel=3,
+    )
+
+
+def fit(formula, data, family=None, priors=None, **kwargs: Any) -> Fit:
+    """Build and fit a model in one call: ``lf.fit("y ~ x + (x|g)", data)``.
+
+    Keyword arguments of :func:`lmmformula.model` (``lkj_eta``, ``noncentered``, ``link``,
+    ``weights``, ``na_action``) build the model; the rest (``draws``, ``tune``, ``chains``,
+    ``sampler``, ``random_seed``, ...) go to :meth:`Model.fit`.
+
+    Examples
+    --------
+    >>> import lmmformula as lf
+    >>> fit = lf.fit("Reaction ~ Days + (Days|Subject)", lf.load_dataset("sleepstudy"),
+    ...              draws=200, tune=200, chains=2, random_seed=1, progressbar=False)
+    ... # doctest: +SKIP
+    """
+    from lmmformula.model import model as make_model
+
+    model_keys = {"lkj_eta", "noncentered", "link", "weights", "na_action"}
+    fit_keys = {
+        "draws", "tune", "chains", "cores", "sampler", "random_seed", "target_accept",
+        "progressbar",
+    }
+    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in model_keys}
+    fit_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fit_keys}
+    m = make_model(formula, data, family, priors, **model_kwargs, **kwargs)
+    return m.fit(**fit_kwargs)
+

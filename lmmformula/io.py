@@ -1,0 +1,266 @@
+"""Saving and loading fits: one netCDF file with the ArviZ groups, the data and the model spec.
+
+The file is an ordinary netCDF-4 file that ArviZ/xarray can open (``xarray.open_datatree``).
+Besides the ArviZ groups (``posterior``, ``sample_stats``, ``observed_data`` and, when computed,
+``log_likelihood`` and ``posterior_predictive``) it holds a group ``lmmformula_data`` with the
+rows the model used and, in the root attributes, the model's specification as JSON, so that
+:func:`load_fit` rebuilds the same model around the stored draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from lmmformula.errors import FitError
+
+__all__ = ["load_fit", "save_fit"]
+
+FORMAT = "lmmformula-fit"
+FORMAT_VERSION = 1
+DATA_GROUP = "lmmformula_data"
+_JSON_PREFIX = "__json__:"
+_ENGINE = "h5netcdf"
+
+
+# -- attribute codec: netCDF attributes hold scalars and strings only -------------------------
+def _encode_attrs(attrs: dict) -> dict:
+    out = {}
+    for key, value in attrs.items():
+        if isinstance(value, str) or (
+            isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_))
+        ):
+            out[key] = value
+        else:
+            out[key] = _JSON_PREFIX + json.dumps(_jsonable(value))
+    return out
+
+
+def _decode_attrs(attrs: dict) -> dict:
+    out = {}
+    for key, value in attrs.items():
+        if isinstance(value, str) and value.startswith(_JSON_PREFIX):
+            out[key] = json.loads(value[len(_JSON_PREFIX) :])
+        elif isinstance(value, np.generic):
+            out[key] = value.item()
+        else:
+            out[key] = value
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# -- priors -------------------------------------------------------------------------------------
+def _encode_prior(value: Any) -> Any:
+    import bambi as bmb
+
+    if isinstance(value, bmb.Prior):
+        return {
+            "__bambi_prior__": value.name,
+            "args": {k: _encode_prior(v) for k, v in value.args.items()},
+            "noncentered": value.noncentered,
+        }
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        return {"__lmm_prior__": value.to_dict()}
+    if isinstance(value, dict):
+        return {str(k): _encode_prior(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode_prior(v) for v in value]
+    return _jsonable(value)
+
+
+def _decode_prior(value: Any) -> Any:
+    import bambi as bmb
+
+    if isinstance(value, dict) and "__bambi_prior__" in value:
+        args = {k: _decode_prior(v) for k, v in value["args"].items()}
+        args = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in args.items()}
+        prior = bmb.Prior(value["__bambi_prior__"], **args)
+        prior.noncentered = value.get("noncentered")
+        return prior
+    if isinstance(value, dict) and "__lmm_prior__" in value:
+        from lmmformula.priors import PriorSpec
+
+        return PriorSpec.from_dict(value["__lmm_prior__"])
+    if isinstance(value, dict):
+        return {k: _decode_prior(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_prior(v) for v in value]
+    return value
+
+
+# -- data frame <-> dataset ---------------------------------------------------------------------
+def _frame_to_dataset(frame: pd.DataFrame) -> xr.Dataset:
+    variables = {}
+    dtypes = {}
+    for i, name in enumerate(frame.columns):
+        col = frame[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            dtypes[name] = {
+                "kind": "category",
+                "categories": [str(c) for c in col.cat.categories],
+                "ordered": bool(col.cat.ordered),
+                "categories_dtype": str(col.cat.categories.dtype),
+            }
+            values = col.astype(str).to_numpy(dtype=object)
+        elif col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+            dtypes[name] = {"kind": "object"}
+            values = col.astype(str).to_numpy(dtype=object)
+        else:
+            dtypes[name] = {"kind": "numpy", "dtype": str(col.dtype)}
+            values = col.to_numpy()
+        variables[f"c{i}"] = ("row", values)
+    return xr.Dataset(
+        variables,
+        attrs={"columns": json.dumps([str(c) for c in frame.columns]), "dtypes": json.dumps(dtypes)},
+    )
+
+
+def _dataset_to_frame(ds: xr.Dataset) -> pd.DataFrame:
+    columns = json.loads(ds.attrs["columns"])
+    dtypes = json.loads(ds.attrs["dtypes"])
+    data = {}
+    for i, name in enumerate(columns):
+        values = ds[f"c{i}"].values
+        info = dtypes[name]
+        if info["kind"] == "category":
+            cats = pd.Index(info["categories"])
+            if info.get("categories_dtype", "object") not in ("object", "str", "string"):
+                cats = cats.astype(info["categories_dtype"])
+                values = pd.Series(values.astype(str)).astype(info["categories_dtype"])
+            data[name] = pd.Categorical(values, categories=cats, ordered=info["ordered"])
+        elif info["kind"] == "object":
+            data[name] = pd.Series(values.astype(str), dtype=object)
+        else:
+            data[name] = values.astype(info["dtype"])
+    return pd.DataFrame(data)
+
+
+# -- public -------------------------------------------------------------------------------------
+def save_fit(fit, path: str | os.PathLike) -> None:
+    """Write a :class:`~lmmformula.Fit` to ``path`` (netCDF-4)."""
+    from lmmformula import __version__
+
+    model = fit.model
+    spec = model.spec()
+    spec["priors"] = _encode_prior(model.user_priors)
+    spec["bambi_kwargs"] = _jsonable(
+        {k: v for k, v in model.bambi_kwargs.items() if _is_plain(v)}
+    )
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "lmmformula_version": __version__,
+        "model": spec,
+        "sampler": fit.sampler,
+        "settings": _jsonable(fit.settings),
+        "timings": _jsonable(fit.timings),
+    }
+    groups: dict[str, xr.Dataset] = {}
+    for name, child in fit.idata.children.items():
+        ds = child.to_dataset()
+        ds = ds.assign_attrs(_encode_attrs(dict(ds.attrs)))
+        for var in ds.data_vars:
+            ds[var].attrs = _encode_attrs(dict(ds[var].attrs))
+        groups[name] = ds
+    groups[DATA_GROUP] = _frame_to_dataset(model.data)
+    root = xr.Dataset(attrs={"lmmformula": json.dumps(meta)})
+    tree = xr.DataTree.from_dict({"/": root, **groups})
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tree.to_netcdf(tmp, engine=_ENGINE)
+    os.replace(tmp, path)
+
+
+def _is_plain(value: Any) -> bool:
+    try:
+        json.dumps(_jsonable(value))
+    except TypeError:
+        return False
+    return True
+
+
+def load_fit(path: str | os.PathLike):
+    """Read a fit written by :meth:`Fit.save`; the model is rebuilt around the stored draws.
+
+    Raises
+    ------
+    FitError
+        When the file is missing, truncated, or not an lmmformula fit.
+    """
+    from lmmformula.fit import Fit
+    from lmmformula.model import model as make_model
+
+    path = Path(path)
+    if not path.exists():
+        raise FitError(f"no such file: {str(path)!r}")
+    try:
+        tree = xr.open_datatree(path, engine=_ENGINE).load()
+    except Exception as exc:
+        raise FitError(
+            f"{str(path)!r} is not a readable lmmformula fit (truncated or not netCDF-4): {exc}"
+        ) from exc
+    raw = tree.attrs.get("lmmformula")
+    if raw is None or DATA_GROUP not in tree.children:
+        raise FitError(
+            f"{str(path)!r} is a netCDF file but not an lmmformula fit "
+            "(it lacks the model specification); was it written by Fit.save()?"
+        )
+    meta = json.loads(raw)
+    if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
+        raise FitError(
+            f"{str(path)!r} has format {meta.get('format')!r} version "
+            f"{meta.get('format_version')!r}; this lmmformula reads {FORMAT!r} up to "
+            f"version {FORMAT_VERSION}."
+        )
+    data = _dataset_to_frame(tree[DATA_GROUP].to_dataset())
+    spec = meta["model"]
+    m = make_model(
+        spec["formula"],
+        data,
+        spec["family"],
+        _decode_prior(spec.get("priors")),
+        lkj_eta=spec["lkj_eta"],
+        noncentered=spec["noncentered"],
+        link=spec.get("link"),
+        weights=spec.get("weights"),
+        na_action=spec.get("na_action", "drop"),
+        **spec.get("bambi_kwargs", {}),
+    )
+    groups = {}
+    for name, child in tree.children.items():
+        if name == DATA_GROUP:
+            continue
+        ds = child.to_dataset()
+        ds = ds.assign_attrs(_decode_attrs(dict(ds.attrs)))
+        for var in ds.data_vars:
+            ds[var].attrs = _decode_attrs(dict(ds[var].attrs))
+        for coord in ds.coords:
+            if ds[coord].dtype.kind == "U":
+                ds = ds.assign_coords({coord: ds[coord].values.astype(object)})
+        groups[name] = ds
+    idata = xr.DataTree.from_dict(groups)
+    return Fit(
+        m,
+        idata,
+        sampler=meta["sampler"],
+        settings=meta.get("settings"),
+        timings=meta.get("timings"),
+    )

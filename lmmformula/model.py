@@ -1,0 +1,373 @@
+"""The model layer: a formula's description and the data in, a Bambi model with LKJ blocks out."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import bambi as bmb
+import numpy as np
+
+from lmmformula import _bambi
+from lmmformula._frame import PreparedData, prepare_data
+from lmmformula.errors import LmmFormulaError, ModelError
+from lmmformula.formula import Translation, translate
+
+__all__ = ["Model", "model"]
+
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+
+
+def _family_name(family: Any) -> str:
+    return family if isinstance(family, str) else getattr(family, "name", str(family))
+
+
+class Model:
+    """A Bayesian multilevel model read from an lme4/brms formula.
+
+    Build one with :func:`lmmformula.model`. The underlying ``bambi.Model`` is
+    :attr:`bambi`; its PyMC model (after :meth:`build`) is :attr:`pymc_model`.
+
+    Attributes
+    ----------
+    formula : str
+        The formula as written.
+    translation : Translation
+        How the formula was read.
+    data : pandas.DataFrame
+        The rows and columns the model uses (a copy; the caller's data is untouched).
+    family : str
+        The response family.
+    blocks : dict of str to BlockSpec
+        The correlated blocks that get an LKJ prior, keyed by grouping factor.
+    lkj_eta : float
+        The LKJ shape of every block.
+    bambi : bambi.Model
+        The Bambi model (a subclass whose ``build`` adds the LKJ blocks).
+    """
+
+    def __init__(
+        self,
+        formula: str | Translation,
+        data: Any,
+        family: str | bmb.Family | None = None,
+        priors: Any = None,
+        *,
+        lkj_eta: float = 2.0,
+        noncentered: bool | Mapping[str, bool] = True,
+        link: str | None = None,
+        weights: str | None = None,
+        na_action: str = "drop",
+        **bambi_kwargs: Any,
+    ) -> None:
+        self.translation = formula if isinstance(formula, Translation) else translate(formula)
+        self.formula = self.translation.formula
+        self._check_eta(lkj_eta)
+        self.lkj_eta = float(lkj_eta)
+        self.na_action = na_action
+        self.weights = weights
+        self.link = link
+        self.bambi_kwargs = dict(bambi_kwargs)
+        if "dropna" in self.bambi_kwargs:
+            raise ModelError("use na_action='drop' or 'fail' instead of Bambi's dropna.")
+
+        extra = (weights,) if weights else ()
+        self._prepared: PreparedData = prepare_data(
+            data, self.translation, extra_columns=extra, na_action=na_action
+        )
+        self.data = self._prepared.frame
+        self.family = _family_name(family) if family is not None else (
+            self.translation.family or "gaussian"
+        )
+        self._family_arg = family if family is not None else self.family
+        self.user_priors = priors
+        self._noncentered_arg = noncentered
+        self.noncentered = self._resolve_noncentered(noncentered)
+
+        self.block_eta: dict[str, float] = {}
+        direct = dict(priors) if isinstance(priors, Mapping) else None
+        self.bambi = self._make_bambi(direct)
+        if priors is not None and direct is None:
+            from lmmformula.priors import apply_priors
+
+            apply_priors(self, priors)
+        self._apply_term_noncentered(self.bambi)
+        self.blocks = self._effective_blocks()
+        self.bambi.lkj_blocks = dict(self.blocks)
+        self.build_seconds: float | None = None
+
+    # -- construction helpers -------------------------------------------------------------
+    @staticmethod
+    def _check_eta(eta: float) -> None:
+        try:
+            ok = float(eta) > 0 and np.isfinite(float(eta))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ModelError(f"lkj_eta must be a positive number, got {eta!r}.")
+
+    def _resolve_noncentered(self, noncentered: bool | Mapping[str, bool]) -> dict[str, bool]:
+        factors = self.translation.grouping_factors
+        if isinstance(noncentered, (bool, np.bool_)):
+            return {factor: bool(noncentered) for factor in factors}
+        if isinstance(noncentered, Mapping):
+            unknown = [k for k in noncentered if k not in factors]
+            if unknown:
+                raise ModelError(
+                    f"noncentered names {', '.join(map(repr, unknown))}, which is not a grouping "
+                    f"factor of the formula; the grouping factors are "
+                    f"{', '.join(map(repr, factors)) or 'none'}."
+                )
+            return {factor: bool(noncentered.get(factor, True)) for factor in factors}
+        raise ModelError(
+            f"noncentered must be True, False or a dict of grouping factor -> bool, "
+            f"got {noncentered!r}."
+        )
+
+    def _bambi_formula(self) -> str:
+        formula = self.translation.bambi_formula
+        if self.weights:
+            lhs, rhs = formula.split("~", 1)
+            formula = f"weighted({lhs.strip()}, {self.weights}) ~{rhs}"
+        return formula
+
+    def _make_bambi(self, priors: dict | None) -> _bambi.LkjBambiModel:
+        blocks = {
+            factor: _bambi.BlockSpec(factor, tuple(terms), self.noncentered.get(factor, True))
+            for factor, terms in self.translation.correlated.items()
+        }
+        kwargs = dict(self.bambi_kwargs)
+        kwargs.setdefault("noncentered", all(self.noncentered.values()) if self.noncentered else True)
+        # Bambi's own switch only reaches uncorrelated terms; per-factor choices go on priors.
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning, module="bambi")
+                model = _bambi.LkjBambiModel(
+                    self._bambi_formula(),
+                    self.data,
+                    blocks=blocks,
+                    lkj_eta=self.lkj_eta,
+                    family=self._family_arg,
+                    priors=priors,
+                    link=self.link,
+                    **kwargs,
+                )
+        except LmmFormulaError:
+            raise
+        except Exception as exc:  # Bambi and formulae raise bare ValueErrors and the like
+            raise ModelError(f"Bambi could not build the model: {exc}") from exc
+        return model
+
+    def _apply_term_noncentered(self, model: _bambi.LkjBambiModel) -> None:
+        """Carry per-factor centered/non-centered choices to Bambi's uncorrelated terms."""
+        for name, term in _bambi.group_specific_terms(model).items():
+            factor = name.split("|", 1)[1]
+            prior = term.prior
+            if isinstance(prior, bmb.Prior) and prior.noncentered is None:
+                prior.noncentered = self.noncentered.get(factor, True)
+
+    def _effective_blocks(self) -> dict[str, _bambi.BlockSpec]:
+        blocks = {}
+        for factor, terms in self.translation.correlated.items():
+            if _bambi.block_size(self.bambi, tuple(terms)) > 1:
+                blocks[factor] = _bambi.BlockSpec(
+                    factor,
+                    tuple(terms),
+                    self.noncentered.get(factor, True),
+                    self.block_eta.get(factor),
+                )
+        return blocks
+
+    # -- public API -------------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return bool(self.bambi.built)
+
+    def build(self) -> Model:
+        """Build the PyMC model (idempotent). Returns ``self``."""
+        if not self.bambi.built:
+            start = time.perf_counter()
+            try:
+                self.bambi.build()
+            except LmmFormulaError:
+                raise
+            except NotImplementedError as exc:
+                raise ModelError(str(exc)) from exc
+            self.build_seconds = time.perf_counter() - start
+        return self
+
+    @property
+    def pymc_model(self):
+        """The PyMC model (built on first access)."""
+        self.build()
+        return self.bambi.backend.model
+
+    @property
+    def n_obs(self) -> int:
+        return len(self.data)
+
+    @property
+    def group_sizes(self) -> dict[str, int]:
+        """Number of levels of each grouping factor."""
+        info = _bambi.term_info(self.bambi)
+        return {t.factor: len(t.levels) for t in info.values()}
+
+    @property
+    def link_name(self) -> str:
+        parent = self.bambi.family.likelihood.parent
+        return self.bambi.family.link[parent].name
+
+    def fit(
+        self,
+        draws: int = 1000,
+        tune: int = 1000,
+        chains: int = 4,
+        cores: int | None = None,
+        sampler: str = "nutpie",
+        random_seed: int | None = None,
+        target_accept: float | None = None,
+        progressbar: bool = True,
+        **kwargs: Any,
+    ):
+        """Sample the posterior.
+
+        Parameters
+        ----------
+        draws, tune : int
+            Draws kept and tuning steps, per chain.
+        chains : int
+            Number of chains.
+        cores : int, optional
+            Chains run in parallel (default: as many as the machine allows).
+        sampler : {"nutpie", "pymc", "numpyro", "blackjax"}
+            NUTS implementation; nutpie is the default.
+        random_seed : int, optional
+            Seed; the same seed gives identical draws.
+        target_accept : float, optional
+            NUTS target acceptance rate (raise it, e.g. to 0.95, against divergences).
+        progressbar : bool
+            Show the sampler's progress bar.
+        **kwargs
+            Passed to ``bambi.Model.fit``.
+
+        Returns
+        -------
+        Fit
+        """
+        from lmmformula.fit import sample
+
+        return sample(
+            self,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            sampler=sampler,
+            random_seed=random_seed,
+            target_accept=target_accept,
+            progressbar=progressbar,
+            **kwargs,
+        )
+
+    def prior_summary(self):
+        """Every parameter class and coefficient with the prior in force and whether it is
+        the default or the user's (brms' ``prior_summary``)."""
+        from lmmformula.priors import prior_summary
+
+        return prior_summary(self)
+
+    def prior_check(self, draws: int = 500, random_seed: int | None = None, **options: Any):
+        """Prior predictive check: what the priors imply for the outcome; see
+        :func:`lmmformula.checks.prior_check`."""
+        from lmmformula.checks import prior_check
+
+        return prior_check(self, draws=draws, random_seed=random_seed, **options)
+
+    def spec(self) -> dict[str, Any]:
+        """The arguments that rebuild this model from the same data (used by ``save``)."""
+        return {
+            "formula": self.formula,
+            "family": self.family,
+            "link": self.link,
+            "lkj_eta": self.lkj_eta,
+            "noncentered": dict(self.noncentered),
+            "weights": self.weights,
+            "na_action": self.na_action,
+        }
+
+    def __repr__(self) -> str:
+        blocks = ", ".join(f"{k}: {' + '.join(v.terms)}" for k, v in self.blocks.items())
+        return (
+            f"<lmmformula.Model {self.formula!r} family={self.family} n={self.n_obs}"
+            + (f" LKJ blocks [{blocks}]" if blocks else "")
+            + ">"
+        )
+
+
+def model(
+    formula: str | Translation,
+    data: Any,
+    family: str | bmb.Family | None = None,
+    priors: Any = None,
+    *,
+    lkj_eta: float = 2.0,
+    noncentered: bool | Mapping[str, bool] = True,
+    link: str | None = None,
+    weights: str | None = None,
+    na_action: str = "drop",
+    **bambi_kwargs: Any,
+) -> Model:
+    """Read an lme4/brms formula and build the Bayesian multilevel model it means.
+
+    Parameters
+    ----------
+    formula : str
+        An lme4/brms formula, e.g. ``"log_ozone ~ TEMP + (TEMP|station)"``.
+    data : pandas.DataFrame or polars.DataFrame
+        The data; never modified. Rows with missing values in the formula's variables are
+        dropped with a warning (lme4's default), or refused with ``na_action="fail"``.
+    family : str or bambi.Family, optional
+        Response family; by default binomial for ``cbind()``/``trials()``/``p()`` responses
+        and gaussian otherwise.
+    priors : dict or list, optional
+        Bambi priors keyed by term name, or a list of :func:`lmmformula.prior` specifications.
+    lkj_eta : float
+        Shape of the LKJ prior on the correlation matrix of every correlated block.
+    noncentered : bool or dict of str to bool
+        Non-centered group-level effects (default), or centered; a dict chooses per grouping
+        factor, e.g. ``{"station": False}``.
+    link : str, optional
+        Link function (default: the family's).
+    weights : str, optional
+        Column of observation weights (lme4's ``weights=``; Bambi's ``weighted()``).
+    na_action : {"drop", "fail"}
+        What to do with incomplete rows.
+    **bambi_kwargs
+        Passed to ``bambi.Model``.
+
+    Returns
+    -------
+    Model
+
+    Examples
+    --------
+    >>> import lmmformula as lf
+    >>> m = lf.model("Reaction ~ Days + (Days|Subject)", lf.load_dataset("sleepstudy"))
+    >>> m.blocks["Subject"].terms
+    ('1|Subject', 'Days|Subject')
+    """
+    return Model(
+        formula,
+        data,
+        family,
+        priors,
+        lkj_eta=lkj_eta,
+        noncentered=noncentered,
+        link=link,
+        weights=weights,
+        na_action=na_action,
+        **bambi_kwargs,
+    )
+
