@@ -23,8 +23,8 @@ __all__ = [
     "errors",
     "fit",
     "list_datasets",
-    "load_fit",
     "load_dataset",
+    "load_fit",
     "model",
     "translate",
 ]

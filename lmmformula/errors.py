@@ -60,9 +60,16 @@ class FormulaSyntaxError(LmmFormulaError, ValueError):
         self.hint = hint
         super().__init__(self._render())
 
+    @property
+    def snippet(self) -> str:
+        """The part of the formula at fault."""
+        return self.formula[self.start : self.end]
+
     def _render(self) -> str:
         width = self.end - self.start
-        lines = [self.message, "", "    " + self.formula, "    " + " " * self.start + "^" * width]
+        # one display line: tabs and line breaks shown as spaces keep the caret aligned
+        shown = self.formula.translate({ord("\t"): " ", ord("\n"): " ", ord("\r"): " "})
+        lines = [self.message, "", "    " + shown, "    " + " " * self.start + "^" * width]
         if self.hint:
             lines += ["", self.hint]
         return "\n".join(lines)

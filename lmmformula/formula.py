@@ -60,6 +60,13 @@ Where lmmformula departs from R, or cannot tell
 * Bambi itself knows ``log``, ``log2``, ``log10``, ``exp``, ``exp2`` and ``abs``; formulas
   that use ``np.*``, ``sqrt``, ``log1p`` or ``expm1`` need :func:`bambi_namespace` passed to
   ``bmb.Model(..., extra_namespace=...)``.
+* Each bar becomes one Bambi bar in canonical form (``(x|g)`` -> ``(1 + x|g)``,
+  ``(x - 1|g)`` -> ``(0 + x|g)``); the Bambi formula does not say which terms are correlated,
+  :attr:`Translation.correlated` does.
+* Numbers in the fixed part are ``0`` and ``1`` on their own or whole-number powers:
+  ``y ~ 2 + x`` is refused (formulae would add a constant column named ``2``).
+* ``(1|a*b)`` and ``(1|a + b)`` are refused with the bars to write instead; ``factor(x)`` is
+  refused in favour of formulae's ``C(x)``.
 * brms' three-part bars ``(1 + x | ID | g)``, ``gr()``, ``mm()``, ``cs()``, ``mo()``,
   ``s()``/``t2()``, ``gp()``, ``me()``, ``mi()``, glmmTMB's covariance structures and the brms
   addition terms other than ``trials()`` and ``weights()`` are refused with
@@ -72,7 +79,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import formulae
 from formulae.terms import GroupSpecificTerm
@@ -184,7 +191,8 @@ class Translation:
     family : str or None
         ``"binomial"`` where the response form implies it, else ``None``.
     variables : tuple of str
-        The data columns the formula uses, response first, then in order of appearance.
+        The data columns the formula uses (as formulae finds them), response first, then in
+        order of appearance; contrast names such as ``Sum`` in ``C(f, Sum)`` are left out.
     notes : tuple of str
         Plain-language remarks on how the formula was read (e.g. ``(f||g)`` with a factor).
     """
@@ -304,7 +312,6 @@ def tokenize(formula: str) -> tuple[Token, ...]:
         m = _TOKEN_RE.match(formula, pos)
         if m is None:
             _raise_bad_character(formula, pos)
-        assert m is not None  # for type checkers; _raise_bad_character never returns
         kind = m.lastgroup
         if kind == "op" and m.group().startswith("|||"):
             raise FormulaSyntaxError(
@@ -320,7 +327,7 @@ def tokenize(formula: str) -> tuple[Token, ...]:
     return tuple(tokens)
 
 
-def _raise_bad_character(formula: str, pos: int) -> None:
+def _raise_bad_character(formula: str, pos: int) -> NoReturn:
     ch = formula[pos]
     if ch == "`":
         raise FormulaSyntaxError(
@@ -467,7 +474,7 @@ class _Parser:
         self.rewrites = rewrites if rewrites is not None else {}
 
     # -- helpers ----------------------------------------------------------------------------
-    def _error(self, message: str, start: int, end: int, hint: str | None = None) -> None:
+    def _error(self, message: str, start: int, end: int, hint: str | None = None) -> NoReturn:
         raise FormulaSyntaxError(message, self.formula, start, end, hint=hint)
 
     def _peek(self) -> Token | None:
@@ -541,7 +548,6 @@ class _Parser:
                 at = self.tokens[self.hi - 1] if self.hi > 0 else None
                 start = at.end if at else 0
                 self._error("expected a term", start, start + 1)
-            assert after is not None
             if after.text in _BARS:
                 self._error(
                     f"nothing on the right of '{after.text}': the grouping factor is missing",
@@ -555,7 +561,6 @@ class _Parser:
                 after.end,
                 hint=f"Remove the trailing '{after.text}' or add the term it should join.",
             )
-        assert tok is not None
         if tok.kind == "op" and tok.text in _BARS:
             self._error(
                 f"nothing on the left of '{tok.text}': the terms of the bar are missing",
@@ -596,15 +601,8 @@ class _Parser:
             self.i = close + 1
             end = self.tokens[close].end
             return _Atom(tok.start, end, "brace", self.formula[tok.start : end])
-        what = f"'{after.text}'" if after is not None else "this point"
-        self._error(
-            f"expected a term after {what}, found '{tok.text}'"
-            if after is not None
-            else f"expected a term, found '{tok.text}'",
-            tok.start,
-            tok.end,
-        )
-        raise AssertionError("unreachable")  # pragma: no cover
+        where = f" after '{after.text}'" if after is not None else ""
+        self._error(f"expected a term{where}, found '{tok.text}'", tok.start, tok.end)
 
     def _call(self, name: Token) -> _Call:
         open_i = self.i + 1
@@ -713,7 +711,7 @@ def _parse(formula: object) -> _Formula:
             formula,
             tilde.start,
             tilde.end,
-            hint="lmmformula fits a response: write y ~ ... .",
+            hint="lmmformula models a response: write y ~ x.",
         )
     if k == len(tokens) - 1:
         raise FormulaSyntaxError(
@@ -754,6 +752,8 @@ class Bar:
         Whether the terms of the bar get independent priors (from ``||``).
     start, end : int
         The span of the bar in the formula, parentheses included.
+    lhs_node, factor_node, source
+        The parse the bar came from (internal; ``None`` for a bar built by hand).
     """
 
     lhs: str
@@ -808,8 +808,44 @@ def _rhs_parts(f: _Formula) -> tuple[list[tuple[str, _Node]], list[tuple[str, _N
             bars.append((sign, node))
         else:
             _reject_nested_bars(f, node)
+            _check_numbers(f, node, addend=True)
             fixed.append((sign, node))
     return fixed, bars
+
+
+def _check_numbers(f: _Formula, node: _Node, *, addend: bool) -> None:
+    """Numbers in a term are 0 or 1 (the intercept) on their own, or powers: ``(a + b)^2``."""
+    if isinstance(node, _Atom) and node.kind == "number":
+        if not addend or node.text not in ("0", "1"):
+            raise FormulaSyntaxError(
+                f"the number '{node.text}' cannot be a term"
+                + ("" if addend else " or part of one"),
+                f.text,
+                node.start,
+                node.end,
+                hint=(
+                    "Numbers in a formula are 0 or 1 (with or without the intercept) or "
+                    "powers such as (x + z)^2; write arithmetic inside I(...), e.g. I(2 * x)."
+                ),
+            )
+    elif isinstance(node, _Paren | _Unary):
+        _check_numbers(f, node.inner if isinstance(node, _Paren) else node.operand, addend=addend)
+    elif isinstance(node, _Binary) and node.op in ("**", "^"):
+        _check_numbers(f, node.left, addend=False)
+        power = _unparen(node.right)
+        if not (isinstance(power, _Atom) and power.kind == "number" and power.text.isdigit()):
+            raise FormulaSyntaxError(
+                f"the power of '{node.op}' must be a whole number, not "
+                f"'{f.text[node.right.start : node.right.end]}'",
+                f.text,
+                node.right.start,
+                node.right.end,
+                hint="(x + z)^2 means all terms and two-way interactions; for arithmetic "
+                "write I(x**2).",
+            )
+    elif isinstance(node, _Binary):
+        _check_numbers(f, node.left, addend=False)
+        _check_numbers(f, node.right, addend=False)
 
 
 def _reject_nested_bars(f: _Formula, node: _Node) -> None:
@@ -1130,6 +1166,7 @@ def _bar_lhs(f: _Formula, bar: Bar) -> str:
             intercept = (term.text == "1") == (sign == "+")
             continue
         _reject_nested_bars(f, term)
+        _check_numbers(f, term, addend=False)
         rest.append((sign, term))
     if not rest and not intercept:
         raise FormulaSyntaxError(
@@ -1325,8 +1362,6 @@ def _read_response(f: _Formula) -> tuple[Response, list[str]]:
                 hint="brms' addition terms follow a single bar: y | weights(w) ~ x.",
             )
         if _is_bar(_unparen(lhs.left)):
-            inner = _unparen(lhs.left)
-            assert isinstance(inner, _Binary)
             raise FormulaSyntaxError(
                 "more than one '|' in the response",
                 f.text,
@@ -1496,6 +1531,55 @@ def _variables(f: _Formula, names: set[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def _assign_blocks(
+    f: _Formula, per_bar: list[tuple[Bar, str, list[tuple[str, str, str]]]], notes: list[str]
+) -> dict[int, str]:
+    """Which bars form the correlated block of their grouping factor (one block per factor).
+
+    A bar is a candidate when it is not independent (``||``) and is not the intercept alone.
+    Two multi-term candidates on one factor are refused; a one-term candidate next to a
+    multi-term one, or next to other one-term ones, stays independent (with a note).
+    """
+    candidates: dict[str, list[int]] = {}
+    for k, (bar, _, terms) in enumerate(per_bar):
+        if bar.independent or not terms or (len(terms) == 1 and terms[0][1] == "1"):
+            continue
+        candidates.setdefault(terms[0][2], []).append(k)
+    block_of: dict[int, str] = {}
+    for factor, ks in candidates.items():
+        multi = [k for k in ks if len(per_bar[k][2]) > 1]
+        if len(multi) > 1:
+            bar, first = per_bar[multi[1]][0], per_bar[multi[0]][0]
+            raise UnsupportedSyntaxError(
+                f"a second correlated block on {factor}: lmmformula supports one block per "
+                f"grouping factor (the first is '{f.text[first.start : first.end]}')",
+                f.text,
+                bar.start,
+                bar.end,
+                hint=(
+                    "Merge the bars into one, e.g. (1 + x + z|g), or make them independent with ||."
+                ),
+            )
+        if len(ks) == 1:
+            block_of[ks[0]] = factor
+            name, expr, _ = per_bar[ks[0]][2][0]
+            if len(per_bar[ks[0]][2]) == 1:
+                notes.append(
+                    f"{name} is its own bar: a correlated KxK block on {factor} if {expr} is a "
+                    "factor with K levels, an independent term if it is numeric."
+                )
+            continue
+        keep = multi[0] if multi else None
+        if keep is not None:
+            block_of[keep] = factor
+        alone = ", ".join(per_bar[k][2][0][0] for k in ks if k != keep)
+        notes.append(
+            f"{alone}: independent priors, because lmmformula keeps one correlated block per "
+            f"grouping factor ({factor}); for a factor term lme4 would correlate its levels."
+        )
+    return block_of
+
+
 def translate(formula: str) -> Translation:
     """Read an lme4/brms mixed-model formula and rewrite it for Bambi.
 
@@ -1588,48 +1672,7 @@ def translate(formula: str) -> Translation:
             seen[name] = bar
         per_bar.append((bar, text, terms))
 
-    # Blocks: one per grouping factor.
-    candidates: dict[str, list[int]] = {}
-    for k, (bar, _, terms) in enumerate(per_bar):
-        if bar.independent or not terms:
-            continue
-        if len(terms) == 1 and terms[0][1] == "1":
-            continue
-        candidates.setdefault(terms[0][2], []).append(k)
-    block_of: dict[int, str] = {}
-    for factor, ks in candidates.items():
-        multi = [k for k in ks if len(per_bar[k][2]) > 1]
-        if len(multi) > 1:
-            bar = per_bar[multi[1]][0]
-            first = per_bar[multi[0]][0]
-            raise UnsupportedSyntaxError(
-                f"a second correlated block on {factor}: lmmformula supports one block per "
-                f"grouping factor (the first is '{f.text[first.start : first.end]}')",
-                f.text,
-                bar.start,
-                bar.end,
-                hint=(
-                    "Merge the bars into one, e.g. (1 + x + z|g), or make them independent with ||."
-                ),
-            )
-        if len(ks) == 1:
-            block_of[ks[0]] = factor
-            bar, _, terms = per_bar[ks[0]]
-            if len(terms) == 1:
-                notes.append(
-                    f"{terms[0][0]} is its own bar: a correlated KxK block on {factor} if "
-                    f"{terms[0][1]} is a factor with K levels, an independent term if it is "
-                    "numeric."
-                )
-            continue
-        keep = multi[0] if multi else None
-        if keep is not None:
-            block_of[keep] = factor
-        alone = ", ".join(per_bar[k][2][0][0] for k in ks if k != keep)
-        notes.append(
-            f"{alone}: independent priors, because lmmformula keeps one correlated block per "
-            f"grouping factor ({factor}); for a factor term lme4 would correlate its levels."
-        )
+    block_of = _assign_blocks(f, per_bar, notes)
 
     group_terms: list[GroupTerm] = []
     correlated: dict[str, tuple[str, ...]] = {}
@@ -1642,6 +1685,16 @@ def translate(formula: str) -> Translation:
     rhs = " + ".join([fixed] + [text for _, text, _ in per_bar])
     bambi_formula = f"{response.bambi} ~ {rhs}"
     desc = _formulae_description(bambi_formula, f, 0, len(f.text), "the translated formula")
+    built = {t.name for t in desc.terms if isinstance(t, GroupSpecificTerm)}
+    if built != {g.name for g in group_terms}:  # formulae quirks; the bars are disjoint
+        raise FormulaSyntaxError(
+            f"Bambi's formula parser (formulae) reads the translated formula "
+            f"'{bambi_formula}' with the group-level terms {sorted(built)}, not "
+            f"{[g.name for g in group_terms]}; please report this formula",
+            f.text,
+            0,
+            len(f.text),
+        )
     family = "binomial" if response.kind == "binomial" else None
     return Translation(
         formula=f.text,

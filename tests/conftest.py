@@ -9,7 +9,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-import lmmformula as lf  # noqa: E402
+import lmmformula as lf
 
 # Small, seeded sampler settings shared by the sampling tests.
 FAST = {"draws": 500, "tune": 500, "chains": 2, "progressbar": False}

@@ -167,10 +167,12 @@ def test_simulated_block_is_recovered(formula, sds, corr, fast):
 
 
 def test_problems_are_reported_in_words():
-    ok = Diagnostics(divergences=0, max_rhat=1.003, min_ess_bulk=900, min_ess_tail=800,
-                     draws=1000, chains=4)
-    bad = Diagnostics(divergences=12, max_rhat=1.05, min_ess_bulk=150, min_ess_tail=380,
-                      draws=1000, chains=4)
+    ok = Diagnostics(
+        divergences=0, max_rhat=1.003, min_ess_bulk=900, min_ess_tail=800, draws=1000, chains=4
+    )
+    bad = Diagnostics(
+        divergences=12, max_rhat=1.05, min_ess_bulk=150, min_ess_tail=380, draws=1000, chains=4
+    )
     assert ok.problems() == []
     text = "; ".join(bad.problems())
     assert "12 divergent" in text and "1.050" in text and "150" in text and "380" in text
@@ -178,5 +180,12 @@ def test_problems_are_reported_in_words():
 
 def test_one_sampling_warning_says_what_to_do(sleepstudy):
     with pytest.warns(SamplingWarning, match="more draws"):
-        lf.fit("Reaction ~ Days + (Days|Subject)", sleepstudy, draws=20, tune=20, chains=2,
-               random_seed=3, progressbar=False)
+        lf.fit(
+            "Reaction ~ Days + (Days|Subject)",
+            sleepstudy,
+            draws=20,
+            tune=20,
+            chains=2,
+            random_seed=3,
+            progressbar=False,
+        )

@@ -41,9 +41,11 @@ def _vars(model):
 
 
 def _shape(pm_model, name):
-    return tuple(pm_model.initial_point().get(name, np.empty(0)).shape) if name in {
-        v.name for v in pm_model.value_vars
-    } else tuple(pm_model[name].shape.eval())
+    return (
+        tuple(pm_model.initial_point().get(name, np.empty(0)).shape)
+        if name in {v.name for v in pm_model.value_vars}
+        else tuple(pm_model[name].shape.eval())
+    )
 
 
 GRAPHS = [
@@ -104,7 +106,9 @@ def test_centered_switch_changes_the_graph(sim):
     _, free_mixed, _ = _vars(mixed)
     assert {"g_offset", "h_offset"} <= set(free_nc) and "g_block" not in free_nc
     assert {"g_block", "h_block"} <= set(free_c) and "g_offset" not in free_c
-    assert isinstance(free_c["g_block"].owner.op, type(pm.MvNormal.dist(np.zeros(2), np.eye(2)).owner.op))
+    assert isinstance(
+        free_c["g_block"].owner.op, type(pm.MvNormal.dist(np.zeros(2), np.eye(2)).owner.op)
+    )
     assert "g_block" in free_mixed and "h_offset" in free_mixed
 
 
@@ -166,7 +170,9 @@ def test_logp_equals_the_hand_written_lkj_model(sim, noncentered):
         point = {
             k: rng.normal(scale=0.5, size=v.shape) for k, v in pm_model.initial_point().items()
         }
-        assert ours(point) == pytest.approx(_hand_written_logp(sim, point, 3.0, noncentered), rel=1e-9)
+        assert ours(point) == pytest.approx(
+            _hand_written_logp(sim, point, 3.0, noncentered), rel=1e-9
+        )
 
 
 def test_mixed_sd_prior_families_in_one_block(sim):
