@@ -11,20 +11,24 @@ from lmmformula.fit import Fit, fit
 from lmmformula.formula import Translation, translate
 from lmmformula.io import load_fit
 from lmmformula.model import Model, model
+from lmmformula.priors import PriorSpec, get_prior, prior
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Fit",
     "Model",
+    "PriorSpec",
     "Translation",
     "__version__",
     "describe_dataset",
     "errors",
     "fit",
+    "get_prior",
     "list_datasets",
     "load_dataset",
     "load_fit",
     "model",
+    "prior",
     "translate",
 ]

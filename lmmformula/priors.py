@@ -1,0 +1,1284 @@
+"""Priors written the way brms users write them, and the table of priors in force.
+
+A prior is a distribution in Stan's spelling plus the parameters it applies to, as in brms'
+``set_prior``::
+
+    lf.prior("normal(0, 0.1)", cls="b", coef="TEMP")
+    lf.prior("halfcauchy(1)", cls="sd", group="station")
+    lf.prior("lkj(2)", cls="cor")
+
+A list of them is the ``priors=`` argument of :func:`lmmformula.model` and
+:func:`lmmformula.fit`; ``priors="brms"`` reproduces brms' own default priors. A more specific
+prior overrides a more general one (brms' rule), every prior must name something the model has,
+and :func:`prior_summary` / :func:`get_prior` show every prior in force, read back from the Bambi
+model, in Stan's spelling.
+
+Classes
+-------
+``b``          population-level coefficients: all of them, or one term with ``coef``
+``Intercept``  the intercept (of the centred design when Bambi centres predictors, as in brms)
+``sd``         group-level standard deviations: all, per ``group``, or per ``group`` and ``coef``
+``cor``        the LKJ prior of a correlated block: all blocks, or one ``group``; ``lkj(eta)`` only
+``sigma`` ...  any auxiliary parameter of the family (``sigma``, ``nu``, ``alpha``, ``kappa``,
+               ...); brms' ``shape`` and ``phi`` are accepted for Bambi's ``alpha``/``lam`` and
+               ``kappa``
+
+``sd``, ``sigma`` and the other positive parameters take a ``normal``, ``student_t`` or
+``cauchy`` prior as its half distribution, as brms does (it truncates them at 0): this needs a
+location of 0.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import bambi as bmb
+import numpy as np
+import pandas as pd
+import pymc as pm
+
+from lmmformula import _bambi
+from lmmformula.errors import PriorError
+
+if TYPE_CHECKING:
+    from lmmformula.model import Model
+
+__all__ = ["PriorSpec", "apply_priors", "get_prior", "prior", "prior_summary"]
+
+SUMMARY_COLUMNS = ["prior", "class", "coef", "group", "source"]
+AUTO_SCALED = "(auto-scaled)"
+"""Text of a class-level row whose coefficients each carry their own auto-scaled Bambi prior."""
+
+BRMS = "brms"
+_CLASS_LEVELS = ("b", "Intercept", "sd", "cor")
+
+
+# -- distributions: Stan spelling <-> PyMC ---------------------------------------------------
+@dataclass(frozen=True)
+class _StanDist:
+    """A distribution in Stan's spelling and how it maps onto PyMC."""
+
+    stan: str
+    pymc: str | None  # None for lkj, which is not a Bambi prior
+    stan_args: tuple[str, ...]
+    pymc_args: tuple[str, ...]
+    support: str  # "real", "positive", "unit", "interval", "cor"
+    positive_args: tuple[int, ...] = ()
+    half: str | None = None  # the half form, for real distributions symmetric about a location
+    location_arg: int | None = None  # index of the location argument that must be 0 for `half`
+
+
+_DISTRIBUTIONS: dict[str, _StanDist] = {
+    d.stan: d
+    for d in (
+        _StanDist(
+            "normal", "Normal", ("mu", "sigma"), ("mu", "sigma"), "real", (1,), "halfnormal", 0
+        ),
+        _StanDist(
+            "student_t",
+            "StudentT",
+            ("nu", "mu", "sigma"),
+            ("nu", "mu", "sigma"),
+            "real",
+            (0, 2),
+            "halfstudent_t",
+            1,
+        ),
+        _StanDist(
+            "cauchy",
+            "Cauchy",
+            ("location", "scale"),
+            ("alpha", "beta"),
+            "real",
+            (1,),
+            "halfcauchy",
+            0,
+        ),
+        _StanDist("double_exponential", "Laplace", ("mu", "sigma"), ("mu", "b"), "real", (1,)),
+        _StanDist("logistic", "Logistic", ("mu", "sigma"), ("mu", "s"), "real", (1,)),
+        _StanDist("flat", "Flat", (), (), "real", (), "halfflat", None),
+        _StanDist("halfnormal", "HalfNormal", ("sigma",), ("sigma",), "positive", (0,)),
+        _StanDist("halfcauchy", "HalfCauchy", ("scale",), ("beta",), "positive", (0,)),
+        _StanDist(
+            "halfstudent_t", "HalfStudentT", ("nu", "sigma"), ("nu", "sigma"), "positive", (0, 1)
+        ),
+        _StanDist("halfflat", "HalfFlat", (), (), "positive"),
+        _StanDist("exponential", "Exponential", ("rate",), ("lam",), "positive", (0,)),
+        _StanDist("gamma", "Gamma", ("shape", "rate"), ("alpha", "beta"), "positive", (0, 1)),
+        _StanDist(
+            "inv_gamma", "InverseGamma", ("shape", "scale"), ("alpha", "beta"), "positive", (0, 1)
+        ),
+        _StanDist("lognormal", "LogNormal", ("mu", "sigma"), ("mu", "sigma"), "positive", (1,)),
+        _StanDist("weibull", "Weibull", ("shape", "scale"), ("alpha", "beta"), "positive", (0, 1)),
+        _StanDist("chi_square", "ChiSquared", ("nu",), ("nu",), "positive", (0,)),
+        _StanDist("beta", "Beta", ("a", "b"), ("alpha", "beta"), "unit", (0, 1)),
+        _StanDist("uniform", "Uniform", ("lower", "upper"), ("lower", "upper"), "interval"),
+        _StanDist("lkj", None, ("eta",), ("eta",), "cor", (0,)),
+    )
+}
+_ALIASES = {
+    "lkj_corr": "lkj",
+    "lkj_corr_cholesky": "lkj",
+    "half_normal": "halfnormal",
+    "half_cauchy": "halfcauchy",
+    "half_student_t": "halfstudent_t",
+    "halfstudent": "halfstudent_t",
+    "student": "student_t",
+    "laplace": "double_exponential",
+}
+_BY_PYMC = {d.pymc: d for d in _DISTRIBUTIONS.values() if d.pymc}
+_POSITIVE_PYMC = {d.pymc for d in _DISTRIBUTIONS.values() if d.support == "positive"}
+
+# brms' names for auxiliary parameters that Bambi names differently (same parameterisation)
+_BRMS_AUX_ALIASES = {"shape": ("alpha", "lam"), "phi": ("kappa",)}
+
+_NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*")
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_TRUNCATION = re.compile(r"\s*T\[\s*(?P<lo>[^,\]]*?)\s*,\s*(?P<hi>[^,\]]*?)\s*\]\s*")
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A parsed prior string: a known distribution and its numeric arguments."""
+
+    dist: _StanDist
+    args: tuple[float, ...]
+    text: str
+    lower: float | None = None  # Stan's truncation T[lower, upper]
+    upper: float | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.lower is not None or self.upper is not None
+
+
+def _parse_error(text: str, message: str, start: int, end: int, hint: str | None = None):
+    start = max(0, min(start, len(text)))
+    width = max(1, end - start)
+    lines = [
+        f"cannot read the prior {text!r}: {message}",
+        "",
+        "    " + text,
+        "    " + " " * start + "^" * width,
+    ]
+    if hint:
+        lines += ["", hint]
+    return PriorError("\n".join(lines))
+
+
+def _known_names() -> str:
+    return ", ".join(sorted(_DISTRIBUTIONS))
+
+
+def _parse(text: str) -> _Parsed:
+    """Read ``name(arg, ...)`` in Stan's spelling; numbers only as arguments."""
+    if not isinstance(text, str):
+        raise PriorError(f"a prior must be a string such as 'normal(0, 1)', got {text!r}.")
+    stripped = text.strip()
+    if stripped in ("", "(flat)"):
+        if stripped == "":
+            raise PriorError(
+                "the prior is empty; write a distribution such as 'normal(0, 1)' (or 'flat')."
+            )
+        return _Parsed(_DISTRIBUTIONS["flat"], (), text)
+    match = _NAME.match(text)
+    if not match:
+        raise _parse_error(text, "expected a distribution name such as 'normal'.", 0, len(text))
+    raw_name = match.group(1)
+    name = _ALIASES.get(raw_name.lower(), raw_name.lower())
+    name_span = (match.start(1), match.end(1))
+    rest = match.end()
+    if name not in _DISTRIBUTIONS:
+        close = difflib.get_close_matches(name, list(_DISTRIBUTIONS), n=1)
+        hint = f"Did you mean {close[0]!r}? " if close else ""
+        raise _parse_error(
+            text,
+            f"unknown distribution {raw_name!r}.",
+            *name_span,
+            hint + f"Known distributions: {_known_names()}.",
+        )
+    dist = _DISTRIBUTIONS[name]
+    if rest >= len(text) and not dist.stan_args:
+        return _Parsed(dist, (), text)  # 'flat' without parentheses
+    if rest >= len(text) or text[rest] != "(":
+        raise _parse_error(
+            text,
+            f"expected '(' after {raw_name!r}.",
+            rest,
+            rest + 1,
+            f"Write it as {_signature(dist)}.",
+        )
+    close_at = text.find(")", rest)
+    if close_at < 0:
+        raise _parse_error(
+            text,
+            "expected the arguments to end with ')'.",
+            len(text),
+            len(text) + 1,
+            f"Write it as {_signature(dist)}.",
+        )
+    tail = text[close_at + 1 :]
+    truncation = _TRUNCATION.fullmatch(tail) if tail.strip() else None
+    if tail.strip() and truncation is None:
+        start = close_at + 1 + (len(tail) - len(tail.lstrip()))
+        raise _parse_error(
+            text,
+            f"unexpected {tail.strip()!r} after the arguments.",
+            start,
+            len(text.rstrip()),
+            "Only Stan's truncation may follow, e.g. 'normal(1, 2) T[0, ]'.",
+        )
+    inner_start = rest + 1
+    inner = text[inner_start:close_at]
+    pieces: list[tuple[str, int, int]] = []
+    if inner.strip():
+        pos = inner_start
+        for piece in inner.split(","):
+            lead = len(piece) - len(piece.lstrip())
+            pieces.append((piece.strip(), pos + lead, pos + lead + len(piece.strip())))
+            pos += len(piece) + 1
+    if len(pieces) != len(dist.stan_args):
+        n = len(dist.stan_args)
+        raise _parse_error(
+            text,
+            f"{dist.stan} takes {n} argument{'s' if n != 1 else ''} "
+            f"({', '.join(dist.stan_args) or 'none'}), got {len(pieces)}.",
+            inner_start - 1,
+            close_at + 1,
+            f"Write it as {_signature(dist)}.",
+        )
+    args = []
+    for i, (piece, start, end) in enumerate(pieces):
+        if not _NUMBER.fullmatch(piece):
+            raise _parse_error(
+                text,
+                f"argument {i + 1} ({dist.stan_args[i]}) of {dist.stan} must be a number, "
+                f"got {piece!r}.",
+                start,
+                max(end, start + 1),
+            )
+        value = float(piece)
+        if not math.isfinite(value):
+            raise _parse_error(text, f"argument {i + 1} of {dist.stan} must be finite.", start, end)
+        if i in dist.positive_args and value <= 0:
+            raise _parse_error(
+                text,
+                f"the {dist.stan_args[i]} of {dist.stan} must be positive, got {piece}.",
+                start,
+                end,
+            )
+        args.append(value)
+    if dist.stan == "uniform" and not args[0] < args[1]:
+        raise _parse_error(
+            text, "uniform(lower, upper) needs lower < upper.", inner_start, close_at
+        )
+    bounds: list[float | None] = [None, None]
+    if truncation is not None:
+        offset = close_at + 1
+        if dist.stan in ("lkj", "flat", "halfflat"):
+            raise _parse_error(
+                text, f"{dist.stan} cannot be truncated.", offset, len(text.rstrip())
+            )
+        for i, key in enumerate(("lo", "hi")):
+            piece = truncation.group(key)
+            if not piece:
+                continue
+            start, end = offset + truncation.start(key), offset + truncation.end(key)
+            if not _NUMBER.fullmatch(piece):
+                raise _parse_error(
+                    text, f"a truncation bound must be a number, got {piece!r}.", start, end
+                )
+            bounds[i] = float(piece)
+        if bounds == [None, None]:
+            raise _parse_error(
+                text,
+                "T[, ] truncates nothing; give a lower or upper bound.",
+                offset,
+                len(text.rstrip()),
+            )
+        if None not in bounds and not bounds[0] < bounds[1]:
+            raise _parse_error(
+                text, "T[lower, upper] needs lower < upper.", offset, len(text.rstrip())
+            )
+    return _Parsed(dist, tuple(args), text, bounds[0], bounds[1])
+
+
+def _signature(dist: _StanDist) -> str:
+    return f"{dist.stan}({', '.join(dist.stan_args)})"
+
+
+# -- number and prior formatting ---------------------------------------------------------------
+def _fmt(value: Any, digits: int = 4) -> str:
+    """A number rounded to ``digits`` significant digits, without scientific notation."""
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim and arr.size:
+        flat = arr.ravel()
+        if np.all(flat == flat[0]):
+            return _fmt(flat[0], digits)
+        return "[" + ", ".join(_fmt(v, digits) for v in flat) + "]"
+    x = float(arr)
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    rounded = float(f"{x:.{digits}g}")
+    return np.format_float_positional(rounded, trim="-")
+
+
+def _stan_text(value: Any) -> str:
+    """A Bambi prior (or a constant) in Stan's spelling, e.g. ``halfnormal(2.25)``."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float, np.number)):
+        return f"constant({_fmt(value)})"
+    if not isinstance(value, bmb.Prior):
+        return str(value)
+    args = dict(value.args)
+    name = value.name
+    if name in ("Flat", "HalfFlat"):
+        text = "(flat)"
+    elif name == "StudentT" and "sigma" not in args and "lam" in args:
+        args["sigma"] = 1 / np.sqrt(np.asarray(args.pop("lam"), dtype=float))
+        return _stan_text(bmb.Prior(name, dist=value.dist, **args))
+    else:
+        dist = _BY_PYMC.get(name)
+        if name == "StudentT":
+            args.setdefault("mu", 0.0)
+        if name == "Gamma" and "mu" in args and "sigma" in args and "alpha" not in args:
+            mu = np.asarray(args.pop("mu"), dtype=float)
+            sd = np.asarray(args.pop("sigma"), dtype=float)
+            args["alpha"], args["beta"] = mu**2 / sd**2, mu / sd**2
+        if (
+            dist is not None
+            and set(args) == set(dist.pymc_args)
+            and not any(isinstance(v, bmb.Prior) for v in args.values())
+        ):
+            text = f"{dist.stan}({', '.join(_fmt(args[a]) for a in dist.pymc_args)})"
+        else:
+            inner = ", ".join(
+                f"{k}={_stan_text(v) if isinstance(v, bmb.Prior) else _fmt(v)}"
+                for k, v in args.items()
+            )
+            text = f"{name}({inner})"
+    if isinstance(value.dist, _Truncated):
+        text += value.dist.stan_suffix()
+    return text
+
+
+@dataclass(frozen=True)
+class _Truncated:
+    """A PyMC distribution truncated to ``[lower, upper]``, usable as a Bambi ``Prior.dist``."""
+
+    name: str
+    lower: float | None = None
+    upper: float | None = None
+
+    def _base(self):
+        return getattr(pm, self.name)
+
+    def __call__(self, label, *, dims=None, shape=None, **args):
+        return pm.Truncated(
+            label,
+            self._base().dist(**args),
+            lower=self.lower,
+            upper=self.upper,
+            dims=dims,
+            shape=shape,
+        )
+
+    def dist(self, shape=None, **args):
+        return pm.Truncated.dist(
+            self._base().dist(**args), lower=self.lower, upper=self.upper, shape=shape
+        )
+
+    def stan_suffix(self) -> str:
+        lo = "" if self.lower is None else _fmt(self.lower)
+        hi = "" if self.upper is None else _fmt(self.upper)
+        return f" T[{lo}, {hi}]"
+
+
+# -- the user's specification ------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class PriorSpec:
+    """A prior and the parameters it applies to, as brms' ``set_prior`` writes it.
+
+    Build one with :func:`prior`; a list of them is the ``priors=`` argument of
+    :func:`lmmformula.model`.
+
+    Parameters
+    ----------
+    prior : str or bambi.Prior
+        The distribution in Stan's spelling, e.g. ``"normal(0, 0.1)"``, or a ``bambi.Prior``
+        used as it is.
+    cls : str
+        Parameter class: ``"b"`` (default), ``"Intercept"``, ``"sd"``, ``"cor"``, or an
+        auxiliary parameter of the family such as ``"sigma"``.
+    coef : str
+        For ``b``, the population-level term (e.g. ``"TEMP"``); for ``sd``, the group-level
+        term's expression (``"Intercept"`` or e.g. ``"TEMP"``). Empty: the whole class.
+    group : str
+        For ``sd`` and ``cor``, the grouping factor. Empty: every grouping factor.
+
+    Examples
+    --------
+    >>> import lmmformula as lf
+    >>> spec = lf.prior("normal(0, 0.1)", cls="b", coef="TEMP")
+    >>> spec
+    PriorSpec(prior='normal(0, 0.1)', cls='b', coef='TEMP', group='')
+    >>> lf.PriorSpec.from_dict(spec.to_dict()) == spec
+    True
+    """
+
+    prior: Any
+    cls: str = "b"
+    coef: str = ""
+    group: str = ""
+    _parsed: _Parsed | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for attr in ("cls", "coef", "group"):
+            value = getattr(self, attr)
+            if value is None:
+                object.__setattr__(self, attr, "")
+            elif not isinstance(value, str):
+                raise PriorError(f"{attr} must be a string, got {value!r}.")
+        if not self.cls:
+            raise PriorError("cls must name a parameter class such as 'b', 'sd' or 'sigma'.")
+        if isinstance(self.prior, bmb.Prior):
+            if self.cls == "cor":
+                raise PriorError("class 'cor' takes an 'lkj(eta)' string, not a bambi.Prior.")
+        else:
+            object.__setattr__(self, "_parsed", _parse(self.prior))
+            is_lkj = self._parsed.dist.stan == "lkj"
+            if self.cls == "cor" and not is_lkj:
+                raise PriorError(
+                    f"class 'cor' (the correlations of a block) takes only 'lkj(eta)', got "
+                    f"{self.prior!r}."
+                )
+            if is_lkj and self.cls != "cor":
+                raise PriorError(
+                    f"{self.prior!r} is a prior for correlation matrices; give it cls='cor', "
+                    f"not {self.cls!r}."
+                )
+        if self.coef and self.cls not in ("b", "sd"):
+            raise PriorError(
+                f"class {self.cls!r} has no coefficients; coef={self.coef!r} applies only to "
+                "classes 'b' and 'sd'."
+            )
+        if self.group and self.cls not in ("sd", "cor"):
+            raise PriorError(
+                f"class {self.cls!r} has no groups; group={self.group!r} applies only to "
+                "classes 'sd' and 'cor'."
+            )
+        if self.cls == "sd" and self.coef and not self.group:
+            raise PriorError(
+                f"a prior on the sd of coef={self.coef!r} needs group=...: the grouping factor "
+                "whose term it is (brms' rule)."
+            )
+
+    # identity ------------------------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        """The prior as written (a ``bambi.Prior`` in Bambi's own spelling)."""
+        return self.prior if isinstance(self.prior, str) else str(self.prior)
+
+    def _key(self) -> tuple:
+        prior = self.prior if isinstance(self.prior, str) else repr(_encode_bambi(self.prior))
+        return (prior, self.cls, self.coef, self.group)
+
+    def _target(self) -> tuple[str, str, str]:
+        return (self.cls, self.coef, self.group)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PriorSpec):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __str__(self) -> str:
+        parts = [repr(self.text), f"cls={self.cls!r}"]
+        parts += [f"{k}={getattr(self, k)!r}" for k in ("coef", "group") if getattr(self, k)]
+        return f"prior({', '.join(parts)})"
+
+    # serialization -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` restores an equal spec.
+
+        Examples
+        --------
+        >>> import lmmformula as lf
+        >>> lf.prior("halfcauchy(1)", cls="sd", group="station").to_dict()
+        {'prior': 'halfcauchy(1)', 'class': 'sd', 'coef': '', 'group': 'station'}
+        """
+        prior = self.prior if isinstance(self.prior, str) else {"bambi": _encode_bambi(self.prior)}
+        return {"prior": prior, "class": self.cls, "coef": self.coef, "group": self.group}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PriorSpec:
+        """Rebuild a spec from :meth:`to_dict`'s output."""
+        try:
+            prior = d["prior"]
+            klass = d.get("class", d.get("cls", "b"))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise PriorError(f"not a stored prior specification: {d!r}") from exc
+        if isinstance(prior, Mapping) and "bambi" in prior:
+            prior = _decode_bambi(prior["bambi"])
+        return cls(prior, cls=klass, coef=d.get("coef", ""), group=d.get("group", ""))
+
+
+def _encode_bambi(value: bmb.Prior) -> dict[str, Any]:
+    if value.dist is not None:
+        raise PriorError(
+            f"the bambi.Prior {value} has a custom 'dist' and cannot be stored; give the "
+            "distribution by name."
+        )
+
+    def enc(v):
+        if isinstance(v, bmb.Prior):
+            return {"bambi": _encode_bambi(v)}
+        arr = np.asarray(v)
+        if arr.dtype.kind in "biuf":
+            return arr.tolist()
+        raise PriorError(f"the bambi.Prior {value} has an argument that cannot be stored: {v!r}")
+
+    return {"name": value.name, "args": {k: enc(v) for k, v in value.args.items()}}
+
+
+def _decode_bambi(d: Mapping[str, Any]) -> bmb.Prior:
+    def dec(v):
+        if isinstance(v, Mapping) and "bambi" in v:
+            return _decode_bambi(v["bambi"])
+        return np.asarray(v, dtype=float) if isinstance(v, list) else v
+
+    return bmb.Prior(d["name"], **{k: dec(v) for k, v in d["args"].items()})
+
+
+def prior(prior: str | bmb.Prior, cls: str = "b", coef: str = "", group: str = "") -> PriorSpec:
+    """A prior on a class of parameters, brms style (``set_prior``/``prior_string``).
+
+    Parameters
+    ----------
+    prior : str or bambi.Prior
+        A distribution in Stan's spelling: ``normal(mu, sigma)``,
+        ``student_t(nu, mu, sigma)``, ``cauchy(location, scale)``, ``exponential(rate)``,
+        ``gamma(shape, rate)``, ``lognormal(mu, sigma)``, ``beta(a, b)``,
+        ``uniform(lower, upper)``, ``lkj(eta)``, ``halfnormal(sigma)``, ``halfcauchy(scale)``,
+        ``halfstudent_t(nu, sigma)``; also ``double_exponential``, ``logistic``,
+        ``inv_gamma``, ``weibull``, ``chi_square`` and ``flat``. Or a ``bambi.Prior``, used as
+        it is.
+    cls : str
+        ``"b"`` (population-level coefficients, the default), ``"Intercept"``, ``"sd"``,
+        ``"cor"``, or an auxiliary parameter of the family (``"sigma"``, ``"nu"``,
+        ``"alpha"``, ``"kappa"``, ...).
+    coef : str
+        One term of the class: a population-level term (``cls="b"``) or a group-level term's
+        expression such as ``"Intercept"`` or ``"TEMP"`` (``cls="sd"``, with ``group``).
+    group : str
+        A grouping factor (``cls="sd"`` or ``"cor"``).
+
+    Returns
+    -------
+    PriorSpec
+
+    Raises
+    ------
+    PriorError
+        When the string does not read as a distribution, or the class, coef and group do not
+        fit together. Whether they exist in the model is checked when the model is built.
+
+    Notes
+    -----
+    On ``sd``, ``sigma`` and other positive parameters, ``normal(0, s)``,
+    ``student_t(nu, 0, s)`` and ``cauchy(0, s)`` mean their half distributions, as in brms;
+    a non-zero location is refused. More specific priors override more general ones.
+
+    Examples
+    --------
+    >>> import lmmformula as lf
+    >>> data = lf.load_dataset("beijing_ozone")
+    >>> m = lf.model(
+    ...     "log_ozone ~ TEMP + (1|station)",
+    ...     data,
+    ...     priors=[
+    ...         lf.prior("normal(0, 2)", cls="Intercept"),
+    ...         lf.prior("normal(0, 0.1)", cls="b", coef="TEMP"),
+    ...         lf.prior("halfcauchy(1)", cls="sigma"),
+    ...         lf.prior("cauchy(0, 1)", cls="sd", group="station"),
+    ...     ],
+    ... )
+    >>> m.prior_summary().query("source == 'user'")[["prior", "class", "coef", "group"]]
+                prior      class       coef    group
+    0       normal(0, 2)  Intercept
+    2     normal(0, 0.1)          b       TEMP
+    4      halfcauchy(1)         sd              station
+    5      halfcauchy(1)         sd  Intercept  station
+    6      halfcauchy(1)      sigma
+    """
+    return PriorSpec(prior, cls=cls, coef=coef, group=group)
+
+
+# -- what the model has priors on ------------------------------------------------------------
+@dataclass(frozen=True)
+class _Slot:
+    """One parameter (or set of parameters) of the model that takes one prior."""
+
+    cls: str
+    coef: str
+    group: str
+    term: str  # Bambi term name, auxiliary parameter name, or the factor (cor)
+    support: str  # "real", "positive", "unit", "cor"
+
+
+def _parent(model: Model):
+    bambi_model = model.bambi
+    return bambi_model.parameters[bambi_model.family.likelihood.parent]
+
+
+def _sd_coef(expr: str) -> str:
+    return "Intercept" if expr.strip() == "1" else expr
+
+
+def _aux_support(model: Model, name: str) -> str:
+    default = model.bambi.family.default_priors.get(name)
+    dist = getattr(default, "name", None)
+    if dist in _POSITIVE_PYMC or dist in ("Gamma", "HalfStudentT"):
+        return "positive"
+    if dist == "Beta":
+        return "unit"
+    return "real"
+
+
+def _aux_names(model: Model) -> list[str]:
+    """Auxiliary parameters of the family with a prior of their own (not modelled by formula)."""
+    aux = model.bambi.family.auxiliary_parameters
+    return [p for p in model.bambi.family.likelihood.params if p in aux]
+
+
+def _is_constant(model: Model, name: str) -> bool:
+    return name in model.bambi.parameters and not hasattr(model.bambi.parameters[name], "terms")
+
+
+def _slots(model: Model) -> list[_Slot]:
+    """Every parameter a prior can be put on, in the order of the summary table."""
+    parent = _parent(model)
+    out: list[_Slot] = []
+    if parent.intercept_term is not None:
+        out.append(_Slot("Intercept", "", "", "Intercept", "real"))
+    for name in parent.common_terms:
+        out.append(_Slot("b", name, "", name, "real"))
+    for name in parent.group_specific_terms:
+        expr, factor = name.split("|", 1)
+        out.append(_Slot("sd", _sd_coef(expr), factor, name, "positive"))
+    for factor, terms in model.translation.correlated.items():
+        if _bambi.block_size(model.bambi, tuple(terms)) > 1:
+            out.append(_Slot("cor", "", factor, factor, "cor"))
+    for name in _aux_names(model):
+        # an auxiliary parameter named like a class (asymmetric Laplace's "b") keeps Bambi's
+        # default: it cannot be told apart from the class
+        if _is_constant(model, name) and name not in _CLASS_LEVELS:
+            out.append(_Slot(name, "", "", name, _aux_support(model, name)))
+    return out
+
+
+def _join(names) -> str:
+    names = list(dict.fromkeys(names))
+    return ", ".join(names) if names else "none"
+
+
+def _canonical_class(spec: PriorSpec, model: Model, slots: list[_Slot]) -> str:
+    """The class name as the model knows it; brms' ``shape``/``phi`` map to Bambi's names."""
+    present = {s.cls for s in slots}
+    if spec.cls in present:
+        return spec.cls
+    for bambi_name in _BRMS_AUX_ALIASES.get(spec.cls, ()):
+        if bambi_name in present:
+            return bambi_name
+    aux = _aux_names(model)
+    if spec.cls in aux:
+        raise PriorError(
+            f"the auxiliary parameter {spec.cls!r} is modelled by its own formula; give the "
+            "priors of its terms as a Bambi dict instead."
+        )
+    valid = [c for c in ("Intercept", "b", "sd", "cor") if c in present]
+    valid += [s.cls for s in slots if s.cls not in _CLASS_LEVELS]
+    if spec.cls in _CLASS_LEVELS:
+        what = {
+            "Intercept": "no intercept",
+            "b": "no population-level coefficients",
+            "sd": "no group-level terms",
+            "cor": "no correlated blocks (a block needs two or more terms in one (...|g))",
+        }[spec.cls]
+        raise PriorError(
+            f"{spec} cannot apply: the model has {what}; valid classes: {_join(valid)}."
+        )
+    raise PriorError(
+        f"{spec}: the model has no parameter class {spec.cls!r}; valid classes: {_join(valid)}."
+    )
+
+
+def _check_targets(spec: PriorSpec, cls: str, slots: list[_Slot]) -> None:
+    """Refuse a coef or group the model does not have, listing the valid ones."""
+    mine = [s for s in slots if s.cls == cls]
+    if cls == "b" and spec.coef:
+        has_intercept = any(s.cls == "Intercept" for s in slots)
+        valid = (["Intercept"] if has_intercept else []) + [s.coef for s in mine]
+        if spec.coef not in valid:
+            raise PriorError(
+                f"{spec}: the model has no population-level coefficient {spec.coef!r}; "
+                f"valid: {_join(valid)}."
+            )
+    if cls in ("sd", "cor") and spec.group:
+        groups = [s.group for s in mine]
+        if spec.group not in groups:
+            if cls == "cor":
+                raise PriorError(
+                    f"{spec}: the model has no correlated block on {spec.group!r}; blocks: "
+                    f"{_join(groups)}."
+                )
+            raise PriorError(
+                f"{spec}: the model has no grouping factor {spec.group!r}; valid: {_join(groups)}."
+            )
+        if cls == "sd" and spec.coef:
+            coefs = [s.coef for s in mine if s.group == spec.group]
+            if _sd_coef(spec.coef) not in coefs:
+                raise PriorError(
+                    f"{spec}: the grouping factor {spec.group!r} has no group-level term "
+                    f"{spec.coef!r}; valid: {_join(coefs)}."
+                )
+
+
+def _specificity(spec: PriorSpec, cls: str, slot: _Slot) -> int | None:
+    """How specifically ``spec`` names ``slot`` (higher wins), or None if it does not."""
+    if slot.cls == "Intercept":
+        if cls == "Intercept":
+            return 0
+        if cls == "b" and spec.coef == "Intercept":
+            return 1
+        return None
+    if cls != slot.cls:
+        return None
+    if slot.cls == "b":
+        if not spec.coef:
+            return 0
+        return 1 if spec.coef == slot.coef else None
+    if slot.cls in ("sd", "cor"):
+        if spec.group and spec.group != slot.group:
+            return None
+        if spec.coef and _sd_coef(spec.coef) != slot.coef:
+            return None
+        return int(bool(spec.group)) + int(bool(spec.coef))
+    return 0
+
+
+# -- turning a spec into the prior in force ----------------------------------------------------
+def _bambi_prior(dist: _StanDist, args: tuple[float, ...], parsed: _Parsed | None = None):
+    kwargs = dict(zip(dist.pymc_args, args, strict=True))
+    if parsed is not None and parsed.truncated:
+        truncated = _Truncated(dist.pymc, parsed.lower, parsed.upper)
+        return bmb.Prior(dist.pymc, dist=truncated, **kwargs)
+    return bmb.Prior(dist.pymc, **kwargs)
+
+
+def _resolve_value(spec: PriorSpec, slot: _Slot) -> Any:
+    """The Bambi prior (or LKJ eta) that ``spec`` puts on ``slot``."""
+    if isinstance(spec.prior, bmb.Prior):
+        return spec.prior
+    parsed = spec._parsed
+    assert parsed is not None
+    dist, args = parsed.dist, parsed.args
+    if slot.support == "cor":
+        return float(args[0])
+    if slot.support == "real":
+        return _bambi_prior(dist, args, parsed)
+    what = {"sd": "a standard deviation"}.get(slot.cls, f"the {slot.cls} parameter")
+    if parsed.truncated:
+        lo, hi = parsed.lower, parsed.upper
+        low_ok = dist.support in ("positive", "unit") or (lo is not None and lo >= 0)
+        if slot.support == "unit":
+            low_ok = dist.support == "unit" or (lo is not None and lo >= 0)
+            low_ok = low_ok and (dist.support == "unit" or (hi is not None and hi <= 1))
+        if not low_ok:
+            bounds = "[0, 1]" if slot.support == "unit" else "lower >= 0"
+            raise PriorError(
+                f"{spec}: {what} is {'between 0 and 1' if slot.support == 'unit' else 'positive'}"
+                f"; the truncation must keep it there ({bounds})."
+            )
+        return _bambi_prior(dist, args, parsed)
+    if slot.support == "positive":
+        if dist.support == "real":
+            if dist.half is None:
+                raise PriorError(
+                    f"{spec}: {what} is positive and {dist.stan} has no half form; use e.g. "
+                    "halfnormal(s), halfcauchy(s), exponential(rate) or gamma(shape, rate)."
+                )
+            if dist.location_arg is not None and args[dist.location_arg] != 0:
+                raise PriorError(
+                    f"{spec}: {what} is positive, so {dist.stan} is read as its half "
+                    f"distribution (truncated at 0, as brms does), which needs a location of "
+                    f"0, got {_fmt(args[dist.location_arg])}. Write e.g. "
+                    f"'{dist.half}(...)', truncate it explicitly as in "
+                    f"'{parsed.text.strip()} T[0, ]', or use a positive distribution such as "
+                    "lognormal(mu, sigma) or gamma(shape, rate)."
+                )
+            half = _DISTRIBUTIONS[dist.half]
+            kept = tuple(a for i, a in enumerate(args) if i != dist.location_arg)
+            return _bambi_prior(half, kept)
+        if dist.support == "interval" and args[0] < 0:
+            raise PriorError(f"{spec}: {what} is positive; uniform(lower, upper) needs lower >= 0.")
+        return _bambi_prior(dist, args)
+    # unit interval
+    if dist.support == "unit" or (dist.support == "interval" and 0 <= args[0] and args[1] <= 1):
+        return _bambi_prior(dist, args)
+    raise PriorError(
+        f"{spec}: the {slot.cls} parameter lies between 0 and 1; use beta(a, b) or "
+        "uniform(lower, upper) within [0, 1]."
+    )
+
+
+@dataclass
+class _Resolved:
+    value: Any  # bmb.Prior, a number, or an LKJ eta
+    source: str  # "user" or "default"
+    spec: PriorSpec | None = None
+
+
+def _normalize(priors: Any) -> tuple[bool, list[PriorSpec]]:
+    """(use brms defaults?, the user's specs) from the ``priors=`` argument."""
+    if priors is None:
+        return False, []
+    if isinstance(priors, (str, PriorSpec)):
+        priors = [priors]
+    if isinstance(priors, Mapping) or not isinstance(priors, Sequence):
+        raise PriorError(
+            "priors must be a dict of Bambi priors, an lf.prior(...) specification, a list of "
+            f"them, or 'brms'; got {type(priors).__name__}."
+        )
+    brms, specs = False, []
+    for item in priors:
+        if isinstance(item, str) and item.strip().lower() == BRMS:
+            brms = True
+        elif isinstance(item, PriorSpec):
+            specs.append(item)
+        elif isinstance(item, str):
+            raise PriorError(
+                f"{item!r} in priors: write lf.prior({item!r}, cls=...) to say which "
+                "parameters it is for ('brms' is the only bare string accepted)."
+            )
+        else:
+            raise PriorError(
+                "each entry of priors must be an lf.prior(...) specification or 'brms'; got "
+                f"{item!r}."
+            )
+    seen: dict[tuple[str, str, str], PriorSpec] = {}
+    for spec in specs:
+        target = spec._target()
+        if target in seen:
+            raise PriorError(
+                f"two priors for the same parameters: {seen[target]} and {spec}; keep one."
+            )
+        seen[target] = spec
+    return brms, specs
+
+
+def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resolved], dict]:
+    """The winning prior of every slot, plus the specs keyed by (class, coef, group)."""
+    brms, specs = _normalize(priors)
+    slots = _slots(model)
+    canonical = []
+    for spec in specs:
+        cls = _canonical_class(spec, model, slots)
+        _check_targets(spec, cls, slots)
+        canonical.append((spec, cls))
+    resolved: dict[_Slot, _Resolved] = {}
+    if brms:
+        for slot, value in brms_default_priors(model, slots).items():
+            resolved[slot] = _Resolved(value, "default")
+    for slot in slots:
+        best, best_score = None, -1
+        for spec, cls in canonical:
+            score = _specificity(spec, cls, slot)
+            if score is not None and score > best_score:
+                best, best_score = spec, score
+        if best is not None:
+            resolved[slot] = _Resolved(_resolve_value(best, slot), "user", best)
+    by_level = {
+        (cls, spec.coef if cls != "sd" else _sd_coef(spec.coef), spec.group): spec
+        for spec, cls in canonical
+    }
+    return slots, resolved, by_level
+
+
+def apply_priors(model: Model, priors: Any) -> None:
+    """Put brms-style priors (or brms' defaults) on a model's Bambi terms.
+
+    Called by :class:`lmmformula.Model` when ``priors`` is not a dict; sets the priors on
+    ``model.bambi`` with ``set_priors`` and per-block LKJ shapes in ``model.block_eta``.
+    Parameters that no prior names keep Bambi's auto-scaled defaults.
+
+    Parameters
+    ----------
+    model : Model
+        The model; its Bambi model must not be built yet.
+    priors : PriorSpec, list of PriorSpec, "brms", or dict
+        The specifications; ``"brms"`` (alone or in the list) starts from brms' default priors
+        instead of Bambi's. A dict is handed to Bambi's ``set_priors`` unchanged.
+
+    Raises
+    ------
+    PriorError
+        When a prior names a class, coefficient or group the model lacks (the message lists
+        the valid ones), when two priors name the same parameters, or when a distribution
+        does not fit the parameter (e.g. a non-zero location on a standard deviation).
+
+    Examples
+    --------
+    >>> import lmmformula as lf
+    >>> m = lf.model("Reaction ~ Days + (Days|Subject)", lf.load_dataset("sleepstudy"))
+    >>> lf.apply_priors(m, [lf.prior("lkj(1)", cls="cor", group="Subject")])
+    >>> m.block_eta
+    {'Subject': 1.0}
+    """
+    if isinstance(priors, Mapping):
+        model.bambi.set_priors(priors=dict(priors))
+        return
+    _, resolved, _ = _resolve(model, priors)
+    bambi_priors: dict[str, Any] = {}
+    for slot, res in resolved.items():
+        if slot.cls == "cor":
+            model.block_eta[slot.group] = float(res.value)
+        elif slot.cls == "sd":
+            bambi_priors[slot.term] = bmb.Prior("Normal", mu=0.0, sigma=res.value)
+        else:
+            bambi_priors[slot.term] = res.value
+    if bambi_priors:
+        model.bambi.set_priors(priors=bambi_priors)
+    if hasattr(model, "blocks"):  # applied after construction: keep the model consistent
+        model.user_priors = priors
+        model.blocks = model._effective_blocks()
+        model.bambi.lkj_blocks = dict(model.blocks)
+
+
+# -- brms' default priors ----------------------------------------------------------------------
+def _r_mad(x: np.ndarray) -> float:
+    """R's ``mad()``: 1.4826 times the median absolute deviation from the median."""
+    med = np.median(x)
+    return float(1.4826 * np.median(np.abs(x - med)))
+
+
+def _apply_link(y: np.ndarray, link: str) -> np.ndarray | None:
+    """``link(y)`` for the links brms scales its defaults on; None for the others."""
+    with np.errstate(all="ignore"):
+        if link == "identity":
+            return y
+        if link in ("log", "inverse", "inverse_squared"):
+            y = np.where(y == 0, y + 0.1, y)  # brms: avoid Inf in link(y)
+            if link == "log":
+                return np.log(y)
+            return 1 / y if link == "inverse" else 1 / y**2
+        if link == "sqrt":
+            return np.sqrt(y)
+    return None
+
+
+def brms_scale_location(model: Model, link: str | None = None) -> tuple[float, float]:
+    """brms' default (location, scale) for a model's response (``def_scale_prior``).
+
+    ``scale = max(2.5, round(mad(link(y)), 1))`` and ``location = round(median(link(y)), 1)``
+    minus the mean offset, for identity, log, inverse, sqrt and inverse-squared links and a
+    numeric response; location 0 and scale 2.5 otherwise (e.g. logit and probit links).
+    """
+    link = link or model.link_name
+    if model.bambi.family.name in ("hurdle_lognormal",):
+        link = "log"  # brms' has_logscale()
+    location, scale = 0.0, 2.5
+    response = model.bambi.response_term
+    y = np.asarray(response.data, dtype=float) if not response.categorical else None
+    if y is not None and y.ndim == 2:
+        y = y[:, 0]  # binomial: brms scales on the successes
+    y_link = _apply_link(y, link) if y is not None else None
+    if y_link is not None:
+        scale_y = round(_r_mad(y_link), 1)
+        if math.isfinite(scale_y):
+            scale = max(scale, scale_y)
+        location_y = round(float(np.median(y_link)), 1)
+        if math.isfinite(location_y):
+            location = location_y
+            offset_terms = _parent(model).offset_terms.values()
+            offsets = [np.asarray(t.data, dtype=float) for t in offset_terms]
+            if offsets:
+                mean_offset = float(np.mean(np.sum(offsets, axis=0)))
+                if math.isfinite(mean_offset):
+                    location -= mean_offset
+    return location, scale
+
+
+_BRMS_AUX = {
+    # Bambi name -> (families, brms default), the brms class named in the comment
+    "nu": (("t",), "gamma(2, 0.1) T[1, ]"),  # student: nu, lower bound 1
+    "alpha": (
+        (
+            "negativebinomial",
+            "gamma",
+            "weibull",
+            "zero_inflated_negativebinomial",
+            "hurdle_negativebinomial",
+            "hurdle_gamma",
+        ),
+        "gamma(0.01, 0.01)",
+    ),  # shape
+    "kappa": (("beta", "beta_binomial"), "gamma(0.01, 0.01)"),  # phi
+    "lam": (("wald",), "gamma(0.01, 0.01)"),  # inverse.gaussian shape
+    "psi": (
+        (
+            "zero_inflated_poisson",
+            "zero_inflated_negativebinomial",
+            "zero_inflated_binomial",
+            "hurdle_poisson",
+            "hurdle_negativebinomial",
+            "hurdle_gamma",
+            "hurdle_lognormal",
+        ),
+        "beta(1, 1)",
+    ),  # zi / hu: beta(1, 1) is symmetric, so it is the same prior on psi = 1 - zi
+}
+
+
+def brms_default_priors(model: Model, slots: list[_Slot] | None = None) -> dict[_Slot, Any]:
+    """brms' default priors for the model's parameters, as Bambi priors (LKJ eta for cor).
+
+    From brms' ``R/priors.R`` (``def_scale_prior``, ``def_dpar_prior``, ``prior_fe``,
+    ``prior_re``): Intercept ``student_t(3, location, scale)``; ``b`` flat; ``sd`` and
+    ``sigma`` ``student_t(3, 0, scale)`` with a lower bound of 0 (here ``halfstudent_t``);
+    ``cor`` ``lkj(1)``; Student-t ``nu`` ``gamma(2, 0.1)`` truncated at 1; ``shape`` (Bambi's
+    ``alpha``/``lam``) and ``phi`` (Bambi's ``kappa``) ``gamma(0.01, 0.01)``. The scale of
+    ``sigma`` is computed on the identity scale, the others on the link scale.
+    """
+    slots = _slots(model) if slots is None else slots
+    location, scale = brms_scale_location(model)
+    _, sigma_scale = brms_scale_location(model, link="identity")
+    family = model.bambi.family.name
+    out: dict[_Slot, Any] = {}
+    for slot in slots:
+        if slot.cls == "Intercept":
+            out[slot] = bmb.Prior("StudentT", nu=3.0, mu=location, sigma=scale)
+        elif slot.cls == "b":
+            out[slot] = bmb.Prior("Flat")
+        elif slot.cls == "sd":
+            out[slot] = bmb.Prior("HalfStudentT", nu=3.0, sigma=scale)
+        elif slot.cls == "cor":
+            out[slot] = 1.0
+        elif slot.cls == "sigma":
+            out[slot] = bmb.Prior("HalfStudentT", nu=3.0, sigma=sigma_scale)
+        elif slot.cls in _BRMS_AUX and family in _BRMS_AUX[slot.cls][0]:
+            parsed = _parse(_BRMS_AUX[slot.cls][1])
+            out[slot] = _bambi_prior(parsed.dist, parsed.args, parsed)
+    return out
+
+
+# -- the summary table -------------------------------------------------------------------------
+def _lkj_eta_default() -> float:
+    from lmmformula.model import Model
+
+    return float(inspect.signature(Model.__init__).parameters["lkj_eta"].default)
+
+
+def _mapping_sources(model: Model, slots: list[_Slot]) -> dict[_Slot, str]:
+    """Which slots a Bambi dict of priors set (``priors={...}``)."""
+    priors = dict(model.user_priors)
+    parent_name = model.bambi.family.likelihood.parent
+    nested = priors.get(parent_name) if isinstance(priors.get(parent_name), Mapping) else {}
+    keys = set(priors) | set(nested)
+    out = {}
+    for slot in slots:
+        if slot.cls == "cor":
+            continue
+        hit = slot.term in keys
+        hit |= slot.cls == "b" and "common" in keys
+        hit |= slot.cls == "sd" and "group_specific" in keys
+        out[slot] = "user" if hit else "default"
+    return out
+
+
+def _in_force(model: Model, slot: _Slot) -> Any:
+    """The prior Bambi holds for ``slot`` (for ``sd``: the prior on the term's sigma)."""
+    parent = _parent(model)
+    if slot.cls == "Intercept":
+        return parent.intercept_term.prior
+    if slot.cls == "b":
+        return parent.common_terms[slot.term].prior
+    if slot.cls == "sd":
+        prior = parent.group_specific_terms[slot.term].prior
+        if isinstance(prior, bmb.Prior) and isinstance(prior.args.get("sigma"), bmb.Prior):
+            return prior.args["sigma"]
+        return prior
+    if slot.cls == "cor":
+        blocks = getattr(model, "blocks", None) or {}
+        spec = blocks.get(slot.group)
+        eta = spec.eta if spec is not None and spec.eta is not None else None
+        if eta is None:
+            eta = model.block_eta.get(slot.group, model.lkj_eta)
+        return eta
+    return model.bambi.parameters[slot.term].prior
+
+
+def _lkj(eta: float) -> str:
+    return f"lkj({_fmt(eta)})"
+
+
+def prior_summary(model: Model) -> pd.DataFrame:
+    """Every parameter class and term with the prior in force, like brms' ``prior_summary``.
+
+    The priors are read from the Bambi model, so the defaults shown are Bambi's auto-scaled
+    ones (or brms' with ``priors="brms"``), in Stan's spelling and rounded to 4 significant
+    digits.
+
+    Parameters
+    ----------
+    model : Model
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``prior``, ``class``, ``coef``, ``group``, ``source`` (``"user"`` or
+        ``"default"``). One row per class (``b``, ``sd``, ``cor``), per grouping factor
+        (``sd``, ``cor``), per term (``b`` and ``sd``), and for the intercept and each
+        auxiliary parameter. Class rows whose terms each have their own auto-scaled default
+        read ``(auto-scaled)``.
+
+    Examples
+    --------
+    >>> import lmmformula as lf
+    >>> m = lf.model("Reaction ~ Days + (Days|Subject)", lf.load_dataset("sleepstudy"),
+    ...              priors="brms")
+    >>> m.prior_summary()  # doctest: +NORMALIZE_WHITESPACE
+                          prior      class       coef    group   source
+    0  student_t(3, 288.7, 59.3)  Intercept                      default
+    1                    (flat)          b                       default
+    2                    (flat)          b       Days            default
+    3     halfstudent_t(3, 59.3)        sd                       default
+    4     halfstudent_t(3, 59.3)        sd             Subject  default
+    5     halfstudent_t(3, 59.3)        sd  Intercept  Subject  default
+    6     halfstudent_t(3, 59.3)        sd       Days  Subject  default
+    7                    lkj(1)        cor                       default
+    8                    lkj(1)        cor             Subject  default
+    9     halfstudent_t(3, 59.3)      sigma                      default
+    """
+    user = model.user_priors
+    mapping = isinstance(user, Mapping)
+    slots, resolved, by_level = _resolve(model, None if mapping else user)
+    brms, _ = (False, []) if mapping else _normalize(user)
+    brms_values = brms_default_priors(model, slots) if brms else {}
+    sources = _mapping_sources(model, slots) if mapping else {}
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def source_of(slot: _Slot) -> str:
+        if mapping:
+            return sources.get(slot, "default")
+        res = resolved.get(slot)
+        return res.source if res is not None else "default"
+
+    def level_row(
+        cls: str, group: str, members: list[_Slot], brms_text: str | None, default_text: str
+    ) -> None:
+        """A class row (group "") or a per-group row: the most specific prior at that level."""
+        for key in ([(cls, "", group)] if group else []) + [(cls, "", "")]:
+            spec = by_level.get(key)
+            if spec is not None:
+                # render through the first member so the half rule shows (normal -> halfnormal)
+                value = _resolve_value(spec, members[0])
+                text = _lkj(value) if cls == "cor" else _stan_text(value)
+                rows.append((text, cls, "", group, "user"))
+                return
+        if mapping and cls in ("b", "sd"):
+            key = "common" if cls == "b" else "group_specific"
+            bambi_level = dict(user).get(key)
+            if bambi_level is not None:
+                rows.append((_stan_text(bambi_level), cls, "", group, "user"))
+                return
+        rows.append(
+            (brms_text if brms_text is not None else default_text, cls, "", group, "default")
+        )
+
+    def brms_text(members: list[_Slot]) -> str | None:
+        if not brms or not members or members[0] not in brms_values:
+            return None
+        value = brms_values[members[0]]
+        return _lkj(value) if members[0].cls == "cor" else _stan_text(value)
+
+    by_cls: dict[str, list[_Slot]] = {}
+    for slot in slots:
+        by_cls.setdefault(slot.cls, []).append(slot)
+
+    for slot in by_cls.get("Intercept", []):
+        rows.append((_stan_text(_in_force(model, slot)), "Intercept", "", "", source_of(slot)))
+    if by_cls.get("b"):
+        members = by_cls["b"]
+        level_row("b", "", members, brms_text(members), AUTO_SCALED)
+        for slot in members:
+            rows.append((_stan_text(_in_force(model, slot)), "b", slot.coef, "", source_of(slot)))
+    if by_cls.get("sd"):
+        members = by_cls["sd"]
+        level_row("sd", "", members, brms_text(members), AUTO_SCALED)
+        for group in dict.fromkeys(s.group for s in members):
+            in_group = [s for s in members if s.group == group]
+            level_row("sd", group, in_group, brms_text(in_group), AUTO_SCALED)
+            for slot in in_group:
+                rows.append(
+                    (_stan_text(_in_force(model, slot)), "sd", slot.coef, group, source_of(slot))
+                )
+    if by_cls.get("cor"):
+        members = by_cls["cor"]
+        # lkj_eta= is the user's choice when it differs from its default
+        eta_source = "user" if model.lkj_eta != _lkj_eta_default() else "default"
+        level_row("cor", "", members, brms_text(members), _lkj(model.lkj_eta))
+        if rows[-1][4] == "default" and not brms:
+            rows[-1] = (*rows[-1][:4], eta_source)
+        for slot in members:
+            res = resolved.get(slot)
+            source = res.source if res is not None else eta_source
+            rows.append((_lkj(_in_force(model, slot)), "cor", "", slot.group, source))
+    for slot in slots:
+        if slot.cls not in _CLASS_LEVELS:
+            rows.append((_stan_text(_in_force(model, slot)), slot.cls, "", "", source_of(slot)))
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def get_prior(formula: Any, data: Any, family: Any = None, **model_kwargs: Any) -> pd.DataFrame:
+    """The priors a model would use, before fitting (brms' ``get_prior``/``default_prior``).
+
+    Parameters
+    ----------
+    formula : str
+        An lme4/brms formula.
+    data : pandas.DataFrame
+        The data.
+    family : str or bambi.Family, optional
+        The response family.
+    **model_kwargs
+        Passed to :func:`lmmformula.model`; ``priors="brms"`` shows brms' defaults, a list of
+        :func:`prior` specifications shows them merged with the defaults.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`prior_summary`.
+
+    Examples
+    --------
+    >>> import lmmformula as lf
+    >>> table = lf.get_prior("log_ozone ~ TEMP + (TEMP|station)",
+    ...                      lf.load_dataset("beijing_ozone"))
+    >>> list(table["class"].unique())
+    ['Intercept', 'b', 'sd', 'cor', 'sigma']
+    """
+    from lmmformula.model import Model
+
+    return prior_summary(Model(formula, data, family, **model_kwargs))
