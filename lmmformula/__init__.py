@@ -6,11 +6,14 @@ with an LKJ prior, non-centered by default.
 """
 
 from lmmformula import errors
+from lmmformula.checks import PriorCheck, prior_check
+from lmmformula.compare import compare, plot_compare
 from lmmformula.datasets import describe_dataset, list_datasets, load_dataset
 from lmmformula.fit import Fit, fit
 from lmmformula.formula import Translation, translate
 from lmmformula.io import load_fit
 from lmmformula.model import Model, model
+from lmmformula.plots import plot_correlation, plot_ranef, plot_shrinkage, pp_check
 from lmmformula.priors import PriorSpec, get_prior, prior
 
 __version__ = "0.1.0.dev0"
@@ -18,9 +21,11 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Fit",
     "Model",
+    "PriorCheck",
     "PriorSpec",
     "Translation",
     "__version__",
+    "compare",
     "describe_dataset",
     "errors",
     "fit",
@@ -29,6 +34,12 @@ __all__ = [
     "load_dataset",
     "load_fit",
     "model",
+    "plot_compare",
+    "plot_correlation",
+    "plot_ranef",
+    "plot_shrinkage",
+    "pp_check",
     "prior",
+    "prior_check",
     "translate",
 ]
