@@ -8,8 +8,9 @@ with an LKJ prior, non-centered by default.
 from lmmformula import errors
 from lmmformula.checks import PriorCheck, prior_check
 from lmmformula.compare import compare, plot_compare
+from lmmformula._frame import MissingDataWarning
 from lmmformula.datasets import describe_dataset, list_datasets, load_dataset
-from lmmformula.fit import Fit, fit
+from lmmformula.fit import Fit, SamplingWarning, fit
 from lmmformula.formula import Translation, translate
 from lmmformula.io import load_fit
 from lmmformula.model import Model, model
@@ -20,9 +21,11 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "Fit",
+    "MissingDataWarning",
     "Model",
     "PriorCheck",
     "PriorSpec",
+    "SamplingWarning",
     "Translation",
     "__version__",
     "compare",

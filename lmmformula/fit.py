@@ -119,8 +119,8 @@ class Summary:
                     "ess_tail": "Tail_ESS",
                 }
             )
-            return shown.to_string(
-                float_format=lambda v: f"{v:.2f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2g}",
+            return shown.rename_axis(None).to_string(
+                float_format=_fmt_number,
                 formatters={
                     "Bulk_ESS": lambda v: f"{v:.0f}",
                     "Tail_ESS": lambda v: f"{v:.0f}",
@@ -151,6 +151,13 @@ class Summary:
     __repr__ = __str__
 
 
+def _fmt_number(value: float) -> str:
+    """Two decimals from 1 up, three significant digits below (0.0533, not 0.05)."""
+    if not np.isfinite(value) or value == 0 or abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
 def _pretty_term(term_column: str) -> str:
     """``1|g`` -> ``Intercept``; ``x|g`` -> ``x``; ``f[b]|g`` -> ``f[b]``."""
     expr = term_column.split("|", 1)[0]
@@ -170,7 +177,8 @@ class Fit:
     sampler : str
         The NUTS implementation used.
     timings : dict
-        Seconds spent building and sampling (compile time is part of sampling for nutpie).
+        Seconds spent: ``build`` (the PyMC graph), ``compile`` and ``sample`` (nutpie; other
+        samplers report compiling as part of ``sample``).
     """
 
     def __init__(
@@ -422,6 +430,7 @@ class Fit:
             f"  Draws: {d.chains} chains, each with {self.settings.get('tune', '?')} tuning and "
             f"{d.draws} kept draws; sampler {self.sampler}",
         ]
+        header.append(f"Likelihood: {m.likelihood}")
         if m.blocks:
             header.append(
                 "  Prior: LKJ(eta = "
@@ -480,9 +489,9 @@ class Fit:
             raise ModelError(f"kind must be 'mean' or 'response', got {kind!r}.")
         new = None
         if data is not None:
-            from lmmformula._frame import as_pandas
+            from lmmformula._frame import prepare_new_data
 
-            new = as_pandas(data).copy(deep=True)
+            new = prepare_new_data(data, self.model)  # a checked copy
             self._check_new_levels(new, allow_new_levels, include_group_effects)
         draws = self._predict_draws(new, kind, include_group_effects, allow_new_levels, random_seed)
         if not summary:
@@ -632,7 +641,7 @@ def sample(
             raise ModelError(f"sampler={sampler!r} needs the {sampler} package; install it first.")
 
     start = time.perf_counter()
-    model.build()
+    model.build(fresh=True)  # a compiled graph differs in its last bits: same seed, same draws
     built = time.perf_counter()
     nuts = dict(kwargs.pop("nuts", None) or {})
     if target_accept is not None:
@@ -640,18 +649,33 @@ def sample(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*BLAS.*")
         warnings.filterwarnings("ignore", category=FutureWarning)
-        idata = model.bambi.fit(
-            draws=int(draws),
-            tune=int(tune),
-            chains=int(chains),
-            cores=cores,
-            inference_method=sampler,
-            random_seed=random_seed,
-            nuts=nuts or None,
-            progressbar=progressbar,
-            **kwargs,
-        )
-    done = time.perf_counter()
+        if sampler == "nutpie" and not kwargs:
+            # nutpie directly: compile and sample timed apart, compile caches kept warm
+            from lmmformula._nutpie import sample_bambi
+
+            idata, sampler_timings = sample_bambi(
+                model.bambi,
+                draws=int(draws),
+                tune=int(tune),
+                chains=int(chains),
+                cores=cores,
+                random_seed=random_seed,
+                nuts=nuts or None,
+                progressbar=progressbar,
+            )
+        else:
+            idata = model.bambi.fit(
+                draws=int(draws),
+                tune=int(tune),
+                chains=int(chains),
+                cores=cores,
+                inference_method=sampler,
+                random_seed=random_seed,
+                nuts=nuts or None,
+                progressbar=progressbar,
+                **kwargs,
+            )
+            sampler_timings = {"sample": time.perf_counter() - built}
     settings = {
         "draws": int(draws),
         "tune": int(tune),
@@ -659,7 +683,8 @@ def sample(
         "random_seed": random_seed,
         "target_accept": target_accept,
     }
-    timings = {"build": built - start, "sample": done - built}
+    build_seconds = model.build_seconds if model.build_seconds is not None else built - start
+    timings = {"build": build_seconds, **sampler_timings}
     result = Fit(model, idata, sampler=sampler, settings=settings, timings=timings)
     _warn_if_unhealthy(result)
     return result
@@ -704,7 +729,7 @@ def fit(formula, data, family=None, priors=None, **kwargs: Any) -> Fit:
     """
     from lmmformula.model import model as make_model
 
-    model_keys = {"lkj_eta", "noncentered", "link", "weights", "na_action"}
+    model_keys = {"lkj_eta", "noncentered", "link", "weights", "na_action", "suffstats"}
     fit_keys = {
         "draws", "tune", "chains", "cores", "sampler", "random_seed", "target_accept",
         "progressbar",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from lmmformula.errors import FitError
+from lmmformula._frame import MissingDataWarning
+from lmmformula.errors import FitError, LmmFormulaError
 
 __all__ = ["load_fit", "save_fit"]
 
@@ -27,6 +29,7 @@ FORMAT_VERSION = 1
 DATA_GROUP = "lmmformula_data"
 _JSON_PREFIX = "__json__:"
 _ENGINE = "h5netcdf"
+_OBJECTS_ATTR = "__lmmformula_objects__"
 
 
 # -- attribute codec: netCDF attributes hold scalars and strings only -------------------------
@@ -65,6 +68,25 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+# -- object arrays: netCDF stores strings, not None; each value is kept as JSON text -------------
+def _encode_objects(da: xr.DataArray) -> xr.DataArray:
+    flat = [
+        json.dumps(_jsonable(v)) if _is_plain(v) else json.dumps(str(v)) for v in da.values.ravel()
+    ]
+    out = da.copy(data=np.array(flat, dtype=object).reshape(da.shape))
+    out.attrs = {**da.attrs, _OBJECTS_ATTR: "json"}
+    return out
+
+
+def _decode_objects(da: xr.DataArray) -> xr.DataArray:
+    flat = np.empty(da.size, dtype=object)
+    for i, text in enumerate(da.values.ravel()):
+        flat[i] = json.loads(str(text))
+    out = da.copy(data=flat.reshape(da.shape))
+    out.attrs = {k: v for k, v in da.attrs.items() if k != _OBJECTS_ATTR}
+    return out
 
 
 # -- priors -------------------------------------------------------------------------------------
@@ -179,6 +201,8 @@ def save_fit(fit, path: str | os.PathLike) -> None:
         ds = ds.assign_attrs(_encode_attrs(dict(ds.attrs)))
         for var in ds.data_vars:
             ds[var].attrs = _encode_attrs(dict(ds[var].attrs))
+            if ds[var].dtype == object:  # e.g. nutpie's divergence_message: str or None
+                ds[var] = _encode_objects(ds[var])
         groups[name] = ds
     groups[DATA_GROUP] = _frame_to_dataset(model.data)
     root = xr.Dataset(attrs={"lmmformula": json.dumps(meta)})
@@ -223,27 +247,44 @@ def load_fit(path: str | os.PathLike):
             f"{str(path)!r} is a netCDF file but not an lmmformula fit "
             "(it lacks the model specification); was it written by Fit.save()?"
         )
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise FitError(
+            f"{str(path)!r} has a damaged model specification (not JSON: {exc}); "
+            "was it written by Fit.save()?"
+        ) from exc
+    if not isinstance(meta, dict):
+        meta = {}
     if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
         raise FitError(
             f"{str(path)!r} has format {meta.get('format')!r} version "
             f"{meta.get('format_version')!r}; this lmmformula reads {FORMAT!r} up to "
             f"version {FORMAT_VERSION}."
         )
-    data = _dataset_to_frame(tree[DATA_GROUP].to_dataset())
-    spec = meta["model"]
-    m = make_model(
-        spec["formula"],
-        data,
-        spec["family"],
-        _decode_prior(spec.get("priors")),
-        lkj_eta=spec["lkj_eta"],
-        noncentered=spec["noncentered"],
-        link=spec.get("link"),
-        weights=spec.get("weights"),
-        na_action=spec.get("na_action", "drop"),
-        **spec.get("bambi_kwargs", {}),
-    )
+    try:
+        data = _dataset_to_frame(tree[DATA_GROUP].to_dataset())
+        spec = meta["model"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingDataWarning)  # the stored rows are complete
+            m = make_model(
+                spec["formula"],
+                data,
+                spec["family"],
+                _decode_prior(spec.get("priors")),
+                lkj_eta=spec["lkj_eta"],
+                noncentered=spec["noncentered"],
+                link=spec.get("link"),
+                weights=spec.get("weights"),
+                na_action=spec.get("na_action", "drop"),
+                suffstats=spec.get("suffstats", "auto"),
+                **spec.get("bambi_kwargs", {}),
+            )
+    except (KeyError, TypeError, ValueError, LmmFormulaError) as exc:
+        raise FitError(
+            f"{str(path)!r} holds an lmmformula fit whose model cannot be rebuilt "
+            f"({type(exc).__name__}: {exc})."
+        ) from exc
     groups = {}
     for name, child in tree.children.items():
         if name == DATA_GROUP:
@@ -252,6 +293,8 @@ def load_fit(path: str | os.PathLike):
         ds = ds.assign_attrs(_decode_attrs(dict(ds.attrs)))
         for var in ds.data_vars:
             ds[var].attrs = _decode_attrs(dict(ds[var].attrs))
+            if _OBJECTS_ATTR in ds[var].attrs:
+                ds[var] = _decode_objects(ds[var])
         for coord in ds.coords:
             if ds[coord].dtype.kind == "U":
                 ds = ds.assign_coords({coord: ds[coord].values.astype(object)})

@@ -11,9 +11,15 @@ import bambi as bmb
 import numpy as np
 
 from lmmformula import _bambi
-from lmmformula._frame import PreparedData, prepare_data
+from lmmformula._frame import (
+    PreparedData,
+    check_design,
+    check_prior_names,
+    check_response,
+    prepare_data,
+)
 from lmmformula.errors import LmmFormulaError, ModelError
-from lmmformula.formula import Translation, translate
+from lmmformula.formula import Translation, bambi_namespace, translate
 
 __all__ = ["Model", "model"]
 
@@ -46,6 +52,11 @@ class Model:
         The LKJ shape of every block.
     bambi : bambi.Model
         The Bambi model (a subclass whose ``build`` adds the LKJ blocks).
+    likelihood : {"sufficient statistics", "full data"}
+        How the response enters the PyMC graph: exact per-cell sufficient statistics
+        (gaussian identity-link models where they pay) or Bambi's row-by-row likelihood.
+    likelihood_reason : str
+        Why that likelihood was chosen.
     """
 
     def __init__(
@@ -60,8 +71,12 @@ class Model:
         link: str | None = None,
         weights: str | None = None,
         na_action: str = "drop",
+        suffstats: bool | str = "auto",
         **bambi_kwargs: Any,
     ) -> None:
+        if suffstats not in (True, False, "auto"):
+            raise ModelError(f"suffstats must be True, False or 'auto', got {suffstats!r}.")
+        self.suffstats = suffstats
         self.translation = formula if isinstance(formula, Translation) else translate(formula)
         self.formula = self.translation.formula
         self._check_eta(lkj_eta)
@@ -82,6 +97,9 @@ class Model:
             self.translation.family or "gaussian"
         )
         self._family_arg = family if family is not None else self.family
+        check_response(
+            self.data, self.translation, self._family_arg, labels=self._prepared.labels
+        )
         self.user_priors = priors
         self._noncentered_arg = noncentered
         self.noncentered = self._resolve_noncentered(noncentered)
@@ -89,6 +107,8 @@ class Model:
         self.block_eta: dict[str, float] = {}
         direct = dict(priors) if isinstance(priors, Mapping) else None
         self.bambi = self._make_bambi(direct)
+        check_prior_names(direct, self.bambi)
+        check_design(self.bambi, self.translation, self._family_arg, labels=self._prepared.labels)
         if priors is not None and direct is None:
             from lmmformula.priors import apply_priors
 
@@ -96,6 +116,8 @@ class Model:
         self._apply_term_noncentered(self.bambi)
         self.blocks = self._effective_blocks()
         self.bambi.lkj_blocks = dict(self.blocks)
+        self.likelihood, self.likelihood_reason = self._choose_likelihood(suffstats)
+        self.bambi.lkj_suffstats = self.likelihood == "sufficient statistics"
         self.build_seconds: float | None = None
 
     # -- construction helpers -------------------------------------------------------------
@@ -139,11 +161,16 @@ class Model:
             for factor, terms in self.translation.correlated.items()
         }
         kwargs = dict(self.bambi_kwargs)
+        namespace = bambi_namespace()
+        namespace.update(kwargs.pop("extra_namespace", None) or {})
+        kwargs["extra_namespace"] = namespace
         kwargs.setdefault("noncentered", all(self.noncentered.values()) if self.noncentered else True)
         # Bambi's own switch only reaches uncorrelated terms; per-factor choices go on priors.
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=FutureWarning, module="bambi")
+                # unknown prior names: check_prior_names raises instead of Bambi's warning
+                warnings.filterwarnings("ignore", message="Unused name", category=UserWarning)
                 model = _bambi.LkjBambiModel(
                     self._bambi_formula(),
                     self.data,
@@ -180,14 +207,40 @@ class Model:
                 )
         return blocks
 
+    def _choose_likelihood(self, suffstats: bool | str) -> tuple[str, str]:
+        if suffstats is False:
+            return "full data", "suffstats=False"
+        reason = _bambi.suffstats_unsupported(self.bambi)
+        if reason is not None:
+            if suffstats is True:
+                raise ModelError(
+                    f"suffstats=True, but the sufficient-statistics likelihood does not apply: "
+                    f"{reason}. Use suffstats='auto' or False."
+                )
+            return "full data", reason
+        plan = _bambi.suffstats_plan(self.bambi)
+        detail = (
+            f"{plan.n} rows in {plan.n_cells} cells, at most {plan.max_rows} "
+            "pseudo-observations"
+        )
+        if suffstats == "auto" and not plan.pays():
+            return "full data", detail + "; too many to pay"
+        return "sufficient statistics", detail
+
     # -- public API -------------------------------------------------------------------------
     @property
     def built(self) -> bool:
         return bool(self.bambi.built)
 
-    def build(self) -> Model:
-        """Build the PyMC model (idempotent). Returns ``self``."""
-        if not self.bambi.built:
+    def build(self, fresh: bool = False) -> Model:
+        """Build the PyMC model (idempotent unless ``fresh``). Returns ``self``.
+
+        ``fresh=True`` builds a new PyMC graph even if one exists. ``fit`` does so because
+        compiling a PyMC graph changes it in place (PyMC folds the constants of the LKJ
+        transform), which moves the gradient in its last bits: without a fresh graph a second
+        ``fit`` of the same model with the same seed would give different draws.
+        """
+        if fresh or not self.bambi.built:
             start = time.perf_counter()
             try:
                 self.bambi.build()
@@ -295,6 +348,7 @@ class Model:
             "noncentered": dict(self.noncentered),
             "weights": self.weights,
             "na_action": self.na_action,
+            "suffstats": self.suffstats,
         }
 
     def __repr__(self) -> str:
@@ -302,7 +356,7 @@ class Model:
         return (
             f"<lmmformula.Model {self.formula!r} family={self.family} n={self.n_obs}"
             + (f" LKJ blocks [{blocks}]" if blocks else "")
-            + ">"
+            + f" likelihood={self.likelihood}>"
         )
 
 
@@ -317,6 +371,7 @@ def model(
     link: str | None = None,
     weights: str | None = None,
     na_action: str = "drop",
+    suffstats: bool | str = "auto",
     **bambi_kwargs: Any,
 ) -> Model:
     """Read an lme4/brms formula and build the Bayesian multilevel model it means.
@@ -344,6 +399,11 @@ def model(
         Column of observation weights (lme4's ``weights=``; Bambi's ``weighted()``).
     na_action : {"drop", "fail"}
         What to do with incomplete rows.
+    suffstats : {"auto", True, False}
+        Gaussian identity-link models can sample on exact per-cell sufficient statistics
+        instead of row by row (same posterior, much less work per gradient). ``"auto"`` does
+        so where valid and where it pays, ``True`` wherever valid (an error otherwise),
+        ``False`` never. :attr:`Model.likelihood` says which was used.
     **bambi_kwargs
         Passed to ``bambi.Model``.
 
@@ -368,6 +428,7 @@ def model(
         link=link,
         weights=weights,
         na_action=na_action,
+        suffstats=suffstats,
         **bambi_kwargs,
     )
 

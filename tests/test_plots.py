@@ -94,11 +94,11 @@ def test_shrinkage_refuses_what_it_cannot_draw(sleep_fit, sleepstudy):
     intercepts = _other_model("Reaction ~ Days + (1|Subject)", sleepstudy, sleep_fit)
     with pytest.raises(FitError, match="group-level intercept and slope"):
         plot_shrinkage(intercepts)
-    poisson = _other_model(
-        "Reaction ~ Days + (Days|Subject)", sleepstudy, sleep_fit, family="poisson"
+    gamma = _other_model(
+        "Reaction ~ Days + (Days|Subject)", sleepstudy, sleep_fit, family="gamma"
     )
     with pytest.raises(FitError, match="gaussian model with identity link"):
-        plot_shrinkage(poisson)
+        plot_shrinkage(gamma)
     with pytest.raises(FitError, match="'Days' is not a grouping factor"):
         plot_shrinkage(sleep_fit, factor="Days")
     with pytest.raises(FitError, match="'Reaction' is not a group-level slope"):
