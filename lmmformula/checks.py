@@ -159,7 +159,8 @@ class PriorCheck:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:  # notebooks
-        return "<pre>" + str(self).replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+        text = str(self).replace("&", "&amp;").replace("<", "&lt;")
+        return f'<pre style="font-family: monospace">{text}</pre>'
 
     def plot(self, ndraws: int = 50, random_seed: int | None = 0) -> Figure:
         """The prior predictive against the observed distribution.

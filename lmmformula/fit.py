@@ -7,6 +7,7 @@ The accessors read the model's terms and the posterior draws, never the formula 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -146,7 +147,8 @@ class Summary:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:  # notebooks
-        return "<pre>" + str(self).replace("&", "&amp;").replace("<", "&lt;") + "</pre>"
+        text = str(self).replace("&", "&amp;").replace("<", "&lt;")
+        return f'<pre style="font-family: monospace">{text}</pre>'
 
     __repr__ = __str__
 
@@ -570,10 +572,21 @@ class Fit:
         kept in ``idata["log_likelihood"]``."""
         if "log_likelihood" not in self.idata.children:
             bm = self.model.bambi
+            post = self.posterior
+            # Bambi holds several (chain, draw, obs) arrays at once: work through the draws in
+            # slices of about 2e7 values each so memory stays near the size of the result.
+            cells = max(1, post.sizes["chain"] * self.model.n_obs)
+            step = max(1, int(2e7 // cells))
+            parts = []
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                out = bm.compute_log_likelihood(self.idata.copy(), inplace=False)
-            self.idata["log_likelihood"] = out["log_likelihood"].to_dataset()
+                for start in range(0, post.sizes["draw"], step):
+                    sub = xr.DataTree.from_dict(
+                        {"posterior": post.isel(draw=slice(start, start + step))}
+                    )
+                    out = bm.compute_log_likelihood(sub, inplace=False)
+                    parts.append(out["log_likelihood"].to_dataset())
+            self.idata["log_likelihood"] = xr.concat(parts, dim="draw")
         ll = self.idata["log_likelihood"].to_dataset()
         return ll[next(iter(ll.data_vars))]
 
@@ -709,7 +722,7 @@ def _warn_if_unhealthy(result: Fit) -> None:
     warnings.warn(
         "sampling problems: " + "; ".join(problems) + ". To fix: " + "; ".join(advice) + ".",
         SamplingWarning,
-        stacklevel=3,
+        skip_file_prefixes=(str(Path(__file__).parent),),
     )
 
 

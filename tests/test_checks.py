@@ -86,7 +86,7 @@ def test_report_reads_as_a_report(wide_check):
     assert "plausible band" in text and "FLAGGED (" in text
     assert "Bambi centres the predictors" in text and "TEMP = 18.7" in text
     assert "q05" in text and "exp(log_ozone)" in text
-    assert wide_check._repr_html_().startswith("<pre>")
+    assert wide_check._repr_html_().startswith("<pre")
 
 
 def test_implied_means_by_hand_with_centred_intercept(wide_check, ozone):
