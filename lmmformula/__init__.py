@@ -6,9 +6,9 @@ with an LKJ prior, non-centered by default.
 """
 
 from lmmformula import errors
+from lmmformula._frame import MissingDataWarning
 from lmmformula.checks import PriorCheck, prior_check
 from lmmformula.compare import compare, plot_compare
-from lmmformula._frame import MissingDataWarning
 from lmmformula.datasets import describe_dataset, list_datasets, load_dataset
 from lmmformula.fit import Fit, SamplingWarning, fit
 from lmmformula.formula import Translation, translate

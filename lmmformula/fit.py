@@ -7,9 +7,9 @@ The accessors read the model's terms and the posterior draws, never the formula 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import arviz as az
@@ -41,7 +41,9 @@ def _describe(draws: dict[str, np.ndarray]) -> pd.DataFrame:
             columns=["estimate", "sd", "lower", "upper", "rhat", "ess_bulk", "ess_tail"]
         )
     keys = list(draws)
-    ds = xr.Dataset({f"v{i}": (("chain", "draw"), np.asarray(draws[k])) for i, k in enumerate(keys)})
+    ds = xr.Dataset(
+        {f"v{i}": (("chain", "draw"), np.asarray(draws[k])) for i, k in enumerate(keys)}
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = az.summary(
@@ -51,15 +53,15 @@ def _describe(draws: dict[str, np.ndarray]) -> pd.DataFrame:
             round_to="none",
         )
     lo, hi = (c for c in table.columns if c.startswith("eti"))
-    table = table.rename(
-        columns={"mean": "estimate", lo: "lower", hi: "upper", "r_hat": "rhat"}
-    )[["estimate", "sd", "lower", "upper", "rhat", "ess_bulk", "ess_tail"]]
+    table = table.rename(columns={"mean": "estimate", lo: "lower", hi: "upper", "r_hat": "rhat"})[
+        ["estimate", "sd", "lower", "upper", "rhat", "ess_bulk", "ess_tail"]
+    ]
     table.index = keys
     return table.astype(float)
 
 
 def _columns_of(da: xr.DataArray) -> dict[str, np.ndarray]:
-    """Split a posterior variable with extra dims into (chain, draw) arrays labelled ``name[level]``."""
+    """Split a variable with extra dims into (chain, draw) arrays labelled ``name[level]``."""
     extra = [d for d in da.dims if d not in ("chain", "draw")]
     if not extra:
         return {str(da.name): da.values}
@@ -351,7 +353,7 @@ class Fit:
             n_levels = len(levels[factor])
             table = {}
             for key, arr in fixed.items():
-                table[key] = np.broadcast_to(arr[..., None], arr.shape + (n_levels,))
+                table[key] = np.broadcast_to(arr[..., None], (*arr.shape, n_levels))
             for col, arr in cols.items():
                 key = _pretty_term(col)
                 table[key] = table[key] + arr if key in table else arr
@@ -424,11 +426,7 @@ class Fit:
             f" Family: {m.family} ({'links: ' + m.link_name})",
             f"Formula: {m.formula}",
             f"   Data: {m.n_obs} observations"
-            + (
-                "; groups: " + ", ".join(f"{g} ({n})" for g, n in groups.items())
-                if groups
-                else ""
-            ),
+            + ("; groups: " + ", ".join(f"{g} ({n})" for g, n in groups.items()) if groups else ""),
             f"  Draws: {d.chains} chains, each with {self.settings.get('tune', '?')} tuning and "
             f"{d.draws} kept draws; sampler {self.sampler}",
         ]
@@ -713,7 +711,8 @@ def _warn_if_unhealthy(result: Fit) -> None:
         centered = [f for f, nc in result.model.noncentered.items() if not nc]
         if centered:
             advice.append(
-                "use the non-centered form for " + ", ".join(map(repr, centered))
+                "use the non-centered form for "
+                + ", ".join(map(repr, centered))
                 + " (noncentered=True, the default)"
             )
         advice.append("raise target_accept (e.g. fit(target_accept=0.95))")
@@ -744,11 +743,16 @@ def fit(formula, data, family=None, priors=None, **kwargs: Any) -> Fit:
 
     model_keys = {"lkj_eta", "noncentered", "link", "weights", "na_action", "suffstats"}
     fit_keys = {
-        "draws", "tune", "chains", "cores", "sampler", "random_seed", "target_accept",
+        "draws",
+        "tune",
+        "chains",
+        "cores",
+        "sampler",
+        "random_seed",
+        "target_accept",
         "progressbar",
     }
     model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in model_keys}
     fit_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fit_keys}
     m = make_model(formula, data, family, priors, **model_kwargs, **kwargs)
     return m.fit(**fit_kwargs)
-

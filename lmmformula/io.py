@@ -151,7 +151,10 @@ def _frame_to_dataset(frame: pd.DataFrame) -> xr.Dataset:
         variables[f"c{i}"] = ("row", values)
     return xr.Dataset(
         variables,
-        attrs={"columns": json.dumps([str(c) for c in frame.columns]), "dtypes": json.dumps(dtypes)},
+        attrs={
+            "columns": json.dumps([str(c) for c in frame.columns]),
+            "dtypes": json.dumps(dtypes),
+        },
     )
 
 
@@ -183,9 +186,7 @@ def save_fit(fit, path: str | os.PathLike) -> None:
     model = fit.model
     spec = model.spec()
     spec["priors"] = _encode_prior(model.user_priors)
-    spec["bambi_kwargs"] = _jsonable(
-        {k: v for k, v in model.bambi_kwargs.items() if _is_plain(v)}
-    )
+    spec["bambi_kwargs"] = _jsonable({k: v for k, v in model.bambi_kwargs.items() if _is_plain(v)})
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

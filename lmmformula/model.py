@@ -74,7 +74,11 @@ class Model:
         suffstats: bool | str = "auto",
         **bambi_kwargs: Any,
     ) -> None:
-        if suffstats not in (True, False, "auto"):
+        if isinstance(suffstats, (bool, np.bool_)):
+            suffstats = bool(suffstats)
+        if not isinstance(suffstats, bool) and not (
+            isinstance(suffstats, str) and suffstats == "auto"
+        ):
             raise ModelError(f"suffstats must be True, False or 'auto', got {suffstats!r}.")
         self.suffstats = suffstats
         self.translation = formula if isinstance(formula, Translation) else translate(formula)
@@ -93,13 +97,11 @@ class Model:
             data, self.translation, extra_columns=extra, na_action=na_action
         )
         self.data = self._prepared.frame
-        self.family = _family_name(family) if family is not None else (
-            self.translation.family or "gaussian"
+        self.family = (
+            _family_name(family) if family is not None else (self.translation.family or "gaussian")
         )
         self._family_arg = family if family is not None else self.family
-        check_response(
-            self.data, self.translation, self._family_arg, labels=self._prepared.labels
-        )
+        check_response(self.data, self.translation, self._family_arg, labels=self._prepared.labels)
         self.user_priors = priors
         self._noncentered_arg = noncentered
         self.noncentered = self._resolve_noncentered(noncentered)
@@ -164,7 +166,9 @@ class Model:
         namespace = bambi_namespace()
         namespace.update(kwargs.pop("extra_namespace", None) or {})
         kwargs["extra_namespace"] = namespace
-        kwargs.setdefault("noncentered", all(self.noncentered.values()) if self.noncentered else True)
+        kwargs.setdefault(
+            "noncentered", all(self.noncentered.values()) if self.noncentered else True
+        )
         # Bambi's own switch only reaches uncorrelated terms; per-factor choices go on priors.
         try:
             with warnings.catch_warnings():
@@ -220,8 +224,7 @@ class Model:
             return "full data", reason
         plan = _bambi.suffstats_plan(self.bambi)
         detail = (
-            f"{plan.n} rows in {plan.n_cells} cells, at most {plan.max_rows} "
-            "pseudo-observations"
+            f"{plan.n} rows in {plan.n_cells} cells, at most {plan.max_rows} pseudo-observations"
         )
         if suffstats == "auto" and not plan.pays():
             return "full data", detail + "; too many to pay"
@@ -431,4 +434,3 @@ def model(
         suffstats=suffstats,
         **bambi_kwargs,
     )
-

@@ -1,0 +1,625 @@
+"""Benchmark: lmmformula against plain Bambi and a hand-written PyMC model, all sampled by nutpie.
+
+Run from the repository root (``make bench`` does)::
+
+    .venv/bin/python benchmarks/run.py                      # every case, every implementation
+    .venv/bin/python benchmarks/run.py --cases ozone --impls lmmformula,bambi
+
+Cases
+    ozone       ``log_ozone ~ TEMP + (TEMP|station)`` on the shipped Beijing table (16,966 rows)
+    sleepstudy  ``Reaction ~ Days + (Days|Subject)`` (180 rows)
+    insteval    ``y ~ service + (1|s) + (1|d) + (1|dept)`` (73,421 rows, crossed); read from
+                ``../shared/data/lme4/insteval.csv.gz`` relative to the repository and skipped
+                with a message when that file is absent
+
+Implementations
+    lmmformula       ``lf.model(formula, data).fit()`` (correlated LKJ block, non-centered;
+                     sufficient statistics where valid, the default)
+    lmmformula-full  the same with ``suffstats=False`` (full-data likelihood), to separate the
+                     two speed-ups; skipped where lmmformula already uses the full data
+    bambi            plain ``bambi.Model(formula, data)`` (drops the correlation), sampled the way
+                     ``bambi.Model.fit(inference_method="nutpie")`` samples: Bambi's graph,
+                     ``nutpie.compile_pymc_model``, ``nutpie.sample``, Bambi's result cleaning
+    pymc             the lecture's hand-written model: ``pm.LKJCholeskyCov`` non-centered,
+                     written directly in PyMC, ``nutpie.compile_pymc_model`` + ``nutpie.sample``
+
+Every measurement runs in its own Python process (one process tree, one run): the import is
+timed apart and excluded from the end-to-end figure, which is build + compile + sample. Before
+each measured process a compile-only process for the same case and implementation fills the
+on-disk compile caches (PyTensor's numba cache, and lmmformula's cached nutpie callbacks), so
+the table shows the warm-cache cost of re-running an analysis; ``--cold`` measures with an empty
+PyTensor cache instead (a first run on a fresh machine: it includes compiling PyTensor's C
+helpers). Wall and CPU seconds are both recorded; the machine load (``os.getloadavg``) is recorded
+before and after every process, because other work on the machine inflates wall times.
+
+``--fresh-data`` drops a few rows from each measured process's data after the warm-up, so the
+model's constants differ and its compiled graph is in no cache: the cost of the first fit of a
+model on new data on a machine that has compiled such models before.
+
+Output: a table on stdout and Markdown in ``--out`` (default ``benchmarks/_out/results.md``)
+with the exact command, versions and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_T0 = time.perf_counter()
+_C0 = time.process_time()
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTEVAL = ROOT.parent / "shared" / "data" / "lme4" / "insteval.csv.gz"
+
+CASES = {
+    "ozone": {
+        "formula": "log_ozone ~ TEMP + (TEMP|station)",
+        "y": "log_ozone",
+        "x": "TEMP",
+        "factors": {"station": True},  # factor -> has a varying slope (correlated with intercept)
+    },
+    "sleepstudy": {
+        "formula": "Reaction ~ Days + (Days|Subject)",
+        "y": "Reaction",
+        "x": "Days",
+        "factors": {"Subject": True},
+    },
+    "insteval": {
+        "formula": "y ~ service + (1|s) + (1|d) + (1|dept)",
+        "y": "y",
+        "x": "service",
+        "factors": {"s": False, "d": False, "dept": False},
+    },
+}
+IMPLS = ("lmmformula", "lmmformula-full", "bambi", "pymc")
+
+
+# -- data -------------------------------------------------------------------------------------
+def load_case(case: str):
+    import pandas as pd
+
+    import lmmformula as lf
+
+    if case == "ozone":
+        return lf.load_dataset("beijing_ozone")
+    if case == "sleepstudy":
+        return lf.load_dataset("sleepstudy")
+    if case == "insteval":
+        df = pd.read_csv(INSTEVAL)
+        for col in ("s", "d", "dept"):
+            df[col] = df[col].astype(str)
+        return df
+    raise ValueError(case)
+
+
+# -- the hand-written PyMC model ---------------------------------------------------------------
+def hand_pymc_model(case: str, df):
+    """The lecture's model written directly in PyMC: non-centered LKJCholeskyCov blocks."""
+    import numpy as np
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    spec = CASES[case]
+    y = df[spec["y"]].to_numpy(dtype=float)
+    x = df[spec["x"]].to_numpy(dtype=float)
+    coords = {}
+    idx = {}
+    for factor in spec["factors"]:
+        codes, levels = pd_factorize(df[factor])
+        idx[factor] = codes
+        coords[factor] = levels
+    if case == "ozone":  # the lecture's priors
+        prior = {"a": (0.0, 2.0), "b": (0.0, 0.1), "sd": 1.0, "sigma": 1.0}
+    else:  # weakly informative, on the data's scale
+        sy, sx = float(np.std(y)), float(np.std(x)) or 1.0
+        prior = {
+            "a": (float(np.mean(y)), 2.5 * sy),
+            "b": (0.0, 2.5 * sy / sx),
+            "sd": sy,
+            "sigma": sy,
+        }
+    coords["effect"] = ["Intercept", spec["x"]]
+    with pm.Model(coords=coords) as model:
+        a = pm.Normal("Intercept", *prior["a"])
+        b = pm.Normal(spec["x"], *prior["b"])
+        sigma = pm.HalfCauchy("sigma", prior["sigma"])
+        mu = a + b * x
+        for factor, slope in spec["factors"].items():
+            if slope:
+                chol, corr, sds = pm.LKJCholeskyCov(
+                    f"{factor}_chol",
+                    n=2,
+                    eta=2.0,
+                    sd_dist=pm.HalfCauchy.dist(prior["sd"], shape=2),
+                    compute_corr=True,
+                    store_in_trace=False,
+                )
+                pm.Deterministic(f"{factor}_corr", corr[0, 1])
+                pm.Deterministic(f"{factor}_sds", sds, dims="effect")
+                z = pm.Normal(f"{factor}_offset", 0.0, 1.0, dims=(factor, "effect"))
+                ab = pm.Deterministic(
+                    f"{factor}_effects", pt.dot(z, chol.T), dims=(factor, "effect")
+                )
+                mu = mu + ab[idx[factor], 0] + ab[idx[factor], 1] * x
+            else:
+                sd = pm.HalfCauchy(f"{factor}_sd", prior["sd"])
+                z = pm.Normal(f"{factor}_offset", 0.0, 1.0, dims=factor)
+                u = pm.Deterministic(f"{factor}_effects", z * sd, dims=factor)
+                mu = mu + u[idx[factor]]
+        pm.Normal("y", mu, sigma, observed=y)
+    return model
+
+
+def pd_factorize(series):
+    import pandas as pd
+
+    codes, levels = pd.factorize(series, sort=True)
+    return codes, [str(v) for v in levels]
+
+
+# -- one measurement (worker process) ----------------------------------------------------------
+def _interesting(name: str) -> bool:
+    """Parameters that enter the ESS minimum: not the internal offsets, Cholesky factors or
+    transformed values, not per-observation quantities."""
+    return not (
+        name.endswith("__") or name.endswith("_offset") or name.endswith("_chol") or name == "mu"
+    )
+
+
+def _diagnostics(idata) -> dict:
+    import warnings
+
+    import arviz as az
+    import numpy as np
+
+    post = idata["posterior"].to_dataset()
+    names = [n for n in post.data_vars if _interesting(n) and "__obs__" not in post[n].dims]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ess = az.ess(post[names], method="bulk")
+        rhat = az.rhat(post[names])
+    values = np.concatenate([np.ravel(ess[n].values) for n in names])
+    rhats = np.concatenate([np.ravel(rhat[n].values) for n in names])
+    stats = idata["sample_stats"].to_dataset()
+    return {
+        "divergences": int(stats["diverging"].sum()),
+        "min_ess_bulk": float(np.nanmin(values)),
+        "max_rhat": float(np.nanmax(rhats)),
+        "grad_evals": int(stats["n_steps"].sum()) if "n_steps" in stats else None,
+        "ess_parameters": names,
+    }
+
+
+def worker(args) -> dict:
+    import warnings
+
+    warnings.simplefilter("ignore")
+    imported = {}
+    t, c = time.perf_counter(), time.process_time()
+    import bambi as bmb
+    import nutpie
+    import pymc as pm
+
+    import lmmformula as lf
+    from lmmformula import _nutpie
+
+    imported["import"] = (time.perf_counter() - _T0, time.process_time() - _C0)
+    t, c = time.perf_counter(), time.process_time()
+    df = load_case(args.case)
+    if args.drop_rows:
+        df = df.iloc[: len(df) - args.drop_rows].reset_index(drop=True)
+    data_s = (time.perf_counter() - t, time.process_time() - c)
+    spec = CASES[args.case]
+    out = {
+        "case": args.case,
+        "impl": args.impl,
+        "n": len(df),
+        "dropped_rows": args.drop_rows,
+        "load_start": os.getloadavg(),
+        "data": data_s,
+        "import": imported["import"],
+        "compile_only": args.compile_only,
+    }
+    sample_kwargs = {"draws": args.draws, "tune": args.tune, "chains": args.chains}
+
+    def clock():
+        return time.perf_counter(), time.process_time()
+
+    def since(t0):
+        t1 = clock()
+        return (t1[0] - t0[0], t1[1] - t0[1])
+
+    if args.impl.startswith("lmmformula"):
+        suffstats = "auto" if args.impl == "lmmformula" else False
+        t0 = clock()
+        m = lf.model(spec["formula"], df, suffstats=suffstats)
+        m.build()
+        out["build"] = since(t0)
+        out["likelihood"] = m.likelihood
+        if args.compile_only:
+            t0 = clock()
+            _nutpie.compile_model(
+                m.pymc_model, var_names=_nutpie._trace_var_names(m.bambi.backend, m.bambi)
+            )
+            out["compile"] = since(t0)
+        else:
+            t0 = clock()
+            fit = m.fit(random_seed=args.seed, progressbar=False, **sample_kwargs)
+            total = since(t0)
+            out["compile"] = (fit.timings["compile"], None)
+            out["sample"] = (fit.timings["sample"], None)
+            out["post"] = (total[0] - fit.timings["compile"] - fit.timings["sample"], None)
+            out["fit_cpu"] = total[1]
+            out.update(_diagnostics(fit.idata))
+    elif args.impl == "bambi":
+        from pymc.backends.arviz import patch_nutpie_idata
+
+        t0 = clock()
+        model = bmb.Model(spec["formula"], df)
+        model.build()
+        out["build"] = since(t0)
+        out["likelihood"] = "full data"
+        backend = model.backend
+        var_names = _bambi_var_names(model)
+        t0 = clock()
+        compiled = nutpie.compile_pymc_model(backend.model, var_names=var_names)
+        out["compile"] = since(t0)
+        if not args.compile_only:
+            t0 = clock()
+            idata = nutpie.sample(
+                compiled, seed=args.seed, progress_bar=False, save_warmup=False, **sample_kwargs
+            )
+            out["sample"] = since(t0)
+            t0 = clock()
+            patch_nutpie_idata(idata, backend.model, sampling_time=out["sample"][0])
+            idata = backend._clean_results(idata, True, False)
+            out["post"] = since(t0)
+            out.update(_diagnostics(idata))
+    elif args.impl == "pymc":
+        t0 = clock()
+        model = hand_pymc_model(args.case, df)
+        out["build"] = since(t0)
+        out["likelihood"] = "full data"
+        names = [
+            v.name
+            for v in model.unobserved_value_vars
+            if _interesting(v.name) or v.name.endswith("_offset")
+        ]
+        t0 = clock()
+        compiled = nutpie.compile_pymc_model(model, var_names=names)
+        out["compile"] = since(t0)
+        if not args.compile_only:
+            t0 = clock()
+            idata = nutpie.sample(
+                compiled, seed=args.seed, progress_bar=False, save_warmup=False, **sample_kwargs
+            )
+            out["sample"] = since(t0)
+            out["post"] = (0.0, 0.0)
+            out.update(_diagnostics(idata))
+    else:
+        raise ValueError(args.impl)
+    del pm
+    out["load_end"] = os.getloadavg()
+    return out
+
+
+def _bambi_var_names(model) -> list[str]:
+    """What ``bambi``'s ``PyMCModel._run_mcmc`` asks ``pm.sample`` to store."""
+    from pymc.util import get_default_varnames
+
+    pm_model = model.backend.model
+    names = [
+        v.name
+        for v in get_default_varnames(pm_model.unobserved_value_vars, include_transformed=False)
+    ]
+    for name, variable in pm_model.named_vars.items():
+        if name in model.family.likelihood.params and variable in pm_model.deterministics:
+            if name in names:
+                names.remove(name)
+    return names
+
+
+# -- the driver --------------------------------------------------------------------------------
+def run_worker(args, case: str, impl: str, *, compile_only: bool, env: dict) -> dict:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--case",
+        case,
+        "--impl",
+        impl,
+        "--draws",
+        str(args.draws),
+        "--tune",
+        str(args.tune),
+        "--chains",
+        str(args.chains),
+        "--seed",
+        str(args.seed),
+    ]
+    if compile_only:
+        cmd.append("--compile-only")
+    elif args.fresh_data:
+        # new data for the measured process: its compiled graph is not in any cache yet
+        cmd += ["--drop-rows", str(1 + int(time.time() * 1000) % 97)]
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as fh:
+        cmd += ["--json", fh.name]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            return {
+                "case": case,
+                "impl": impl,
+                "error": (proc.stderr.strip().splitlines() or ["?"])[-1],
+                "process": time.perf_counter() - start,
+            }
+        result = json.loads(Path(fh.name).read_text())
+    result["process"] = time.perf_counter() - start
+    return result
+
+
+def _fmt(v, digits=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def table(results: list[dict]) -> list[str]:
+    head = (
+        "| case | implementation | likelihood | build s | compile s | sample s | end to end s "
+        "| divergences | min bulk ESS | ESS/s (sampling) | ESS/s (end to end) | max R-hat "
+        "| gradient evals | load 1-min (start-end) |"
+    )
+    lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['case']} | {r['impl']} | error: {r['error']} |" + " |" * 11)
+            continue
+        build, comp, samp = r["build"][0], r["compile"][0], r["sample"][0]
+        e2e = build + comp + samp
+        ess = r["min_ess_bulk"]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["case"],
+                    r["impl"],
+                    r.get("likelihood", "-"),
+                    _fmt(build),
+                    _fmt(comp),
+                    _fmt(samp),
+                    _fmt(e2e),
+                    str(r["divergences"]),
+                    f"{ess:.0f}",
+                    f"{ess / samp:.0f}",
+                    f"{ess / e2e:.0f}",
+                    f"{r['max_rhat']:.3f}",
+                    str(r["grad_evals"]),
+                    f"{r['load_start'][0]:.2f}-{r['load_end'][0]:.2f}",
+                ]
+            )
+            + " |"
+        )
+    return lines
+
+
+def ratios(results: list[dict]) -> list[str]:
+    by = {(r["case"], r["impl"]): r for r in results if "error" not in r}
+    lines = [
+        "| case | alternative | end-to-end speed-up (alternative / lmmformula) "
+        "| sampling speed-up | ESS/s speed-up (sampling) |",
+        "|---|---|---|---|---|",
+    ]
+    for case in CASES:
+        ours = by.get((case, "lmmformula"))
+        if ours is None:
+            continue
+        e2e_ours = ours["build"][0] + ours["compile"][0] + ours["sample"][0]
+        for impl in ("lmmformula-full", "bambi", "pymc"):
+            alt = by.get((case, impl))
+            if alt is None:
+                continue
+            e2e_alt = alt["build"][0] + alt["compile"][0] + alt["sample"][0]
+            ess_ours = ours["min_ess_bulk"] / ours["sample"][0]
+            ess_alt = alt["min_ess_bulk"] / alt["sample"][0]
+            lines.append(
+                f"| {case} | {impl} | {e2e_alt / e2e_ours:.1f}x | "
+                f"{alt['sample'][0] / ours['sample'][0]:.1f}x | {ess_ours / ess_alt:.1f}x |"
+            )
+    return lines
+
+
+def cpu_table(results: list[dict]) -> list[str]:
+    lines = [
+        "| case | implementation | import s | build s (wall / CPU) | compile s (wall / CPU) "
+        "| warm-up compile s (wall / CPU) | post s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            continue
+        warm = r.get("warmup_compile")
+        comp_cpu = r["compile"][1]
+        lines.append(
+            f"| {r['case']} | {r['impl']} | {r['import'][0]:.2f} | "
+            f"{r['build'][0]:.2f} / {r['build'][1]:.2f} | "
+            f"{r['compile'][0]:.2f} / {_fmt(comp_cpu)} | "
+            + (f"{warm[0]:.2f} / {warm[1]:.2f}" if warm else "-")
+            + f" | {_fmt(r['post'][0])} |"
+        )
+    return lines
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    pkgs = ["lmmformula", "bambi", "pymc", "pytensor", "nutpie", "numba", "numpy"]
+    return ", ".join(f"{p} {version(p)}" for p in pkgs)
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:  # pragma: no cover
+        return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--impls", default=",".join(IMPLS))
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--tune", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="measure with an empty PyTensor compile cache (no warm-up)",
+    )
+    parser.add_argument(
+        "--fresh-data",
+        action="store_true",
+        help="drop a few rows (1-97) from the data of each measured process, so that its "
+        "model and data were never compiled before (the warm-up compiled the full data)",
+    )
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "_out" / "results.md"))
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--impl", help=argparse.SUPPRESS)
+    parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", help=argparse.SUPPRESS)
+    parser.add_argument("--drop-rows", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        result = worker(args)
+        Path(args.json).write_text(json.dumps(result))
+        return 0
+
+    command = (
+        "python benchmarks/run.py"
+        + (
+            " " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        ).rstrip()
+    )
+    cases = [c for c in args.cases.split(",") if c]
+    impls = [i for i in args.impls.split(",") if i]
+    for name in cases:
+        if name not in CASES:
+            parser.error(f"unknown case {name!r}; choose from {', '.join(CASES)}")
+    for name in impls:
+        if name not in IMPLS:
+            parser.error(f"unknown implementation {name!r}; choose from {', '.join(IMPLS)}")
+    notes = []
+    if "insteval" in cases and not INSTEVAL.exists():
+        msg = f"insteval skipped: {INSTEVAL} is absent (the raw lme4 file is not shipped)"
+        print(msg)
+        notes.append(msg)
+        cases.remove("insteval")
+
+    up_start = uptime()
+    print(f"{command}\nstart: {up_start}", flush=True)
+    results = []
+    for case in cases:
+        for impl in impls:
+            ours = next(
+                (r for r in results if (r.get("case"), r.get("impl")) == (case, "lmmformula")), None
+            )
+            if impl == "lmmformula-full" and ours and ours.get("likelihood") == "full data":
+                print(f"{case:>10} {impl:>16}: skipped (lmmformula already uses the full data)")
+                continue
+            env = dict(os.environ)
+            tmp = None
+            if args.cold:
+                tmp = tempfile.TemporaryDirectory(prefix="lmmformula-bench-")
+                env["PYTENSOR_FLAGS"] = ",".join(
+                    filter(None, [env.get("PYTENSOR_FLAGS"), f"base_compiledir={tmp.name}"])
+                )
+                warm = None
+            else:
+                warm = run_worker(args, case, impl, compile_only=True, env=env)
+                if "error" in warm:
+                    results.append(warm)
+                    print(f"{case:>10} {impl:>16}: warm-up failed: {warm['error']}", flush=True)
+                    continue
+            r = run_worker(args, case, impl, compile_only=False, env=env)
+            if warm is not None and "error" not in r:
+                r["warmup_compile"] = warm["compile"]
+            if tmp is not None:
+                tmp.cleanup()
+            results.append(r)
+            if "error" in r:
+                print(f"{case:>10} {impl:>16}: error: {r['error']}", flush=True)
+            else:
+                e2e = r["build"][0] + r["compile"][0] + r["sample"][0]
+                print(
+                    f"{case:>10} {impl:>16}: build {r['build'][0]:.2f}s compile "
+                    f"{r['compile'][0]:.2f}s sample {r['sample'][0]:.2f}s e2e {e2e:.2f}s "
+                    f"div {r['divergences']} minESS {r['min_ess_bulk']:.0f} "
+                    f"load {r['load_start'][0]:.2f}-{r['load_end'][0]:.2f}",
+                    flush=True,
+                )
+    up_end = uptime()
+    lines = [
+        "# lmmformula benchmark",
+        "",
+        f"Command: `{command}` (from the repository root)",
+        "",
+        f"- settings: {args.chains} chains x ({args.tune} tune + {args.draws} draws), seed "
+        f"{args.seed}, nutpie (numba backend) for every implementation; "
+        + (
+            "**cold** PyTensor cache (empty compile directory per process)"
+            if args.cold
+            else "warm compile caches (a compile-only process ran first for each row)"
+        )
+        + (
+            "; **fresh data**: each measured process drops 1-97 rows, so its model and data "
+            "were never compiled before"
+            if args.fresh_data
+            else ""
+        ),
+        f"- machine: {platform.platform()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}",
+        f"- versions: {versions()}",
+        f"- load at start: `{up_start}`",
+        f"- load at end: `{up_end}`",
+        *[f"- {n}" for n in notes],
+        "",
+        "End to end = build + compile + sample (Python import excluded; data loading excluded).",
+        "",
+        *table(results),
+        "",
+        "Speed-ups of lmmformula (alternative's time / lmmformula's time):",
+        "",
+        *ratios(results),
+        "",
+        "Wall and CPU seconds of the fixed costs:",
+        "",
+        *cpu_table(results),
+        "",
+    ]
+    text = "\n".join(lines)
+    print()
+    print(text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    (out.with_suffix(".json")).write_text(json.dumps(results, indent=1))
+    print(f"\nwritten: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
