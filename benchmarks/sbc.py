@@ -167,8 +167,9 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|",
     ]
     for label, counts, chi2, p in rows:
+        cell = label.replace("|", "\\|")  # a bar inside a Markdown table cell
         lines.append(
-            f"| {label} | {' '.join(map(str, counts))} | {chi2:.1f} | {args.bins - 1} | {p:.3f} |"
+            f"| {cell} | {' '.join(map(str, counts))} | {chi2:.1f} | {args.bins - 1} | {p:.3f} |"
         )
     pmin = min(r[3] for r in rows)
     calibrated = pmin * len(rows) > 0.05

@@ -369,6 +369,8 @@ def _add_observed_data(idata, bambi_model) -> None:
     sufficient-statistics likelihood), as a full-data fit would."""
     import xarray as xr
 
+    if not hasattr(idata, "children"):  # e.g. an approximation from inference_method="vi"
+        return
     group = idata["observed_data"].to_dataset() if "observed_data" in idata.children else None
     if group is not None and len(group.data_vars):
         return

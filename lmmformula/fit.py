@@ -687,6 +687,9 @@ def sample(
                 **kwargs,
             )
             sampler_timings = {"sample": time.perf_counter() - built}
+            from lmmformula._nutpie import _add_observed_data
+
+            _add_observed_data(idata, model.bambi)  # a sufficient-statistics graph has none
     settings = {
         "draws": int(draws),
         "tune": int(tune),
