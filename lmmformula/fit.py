@@ -200,6 +200,7 @@ class Fit:
         self.settings = dict(settings or {})
         self.timings = dict(timings or {})
         self._loo = None
+        self._diagnostics: Diagnostics | None = None
 
     # -- raw access --------------------------------------------------------------------
     @property
@@ -215,7 +216,13 @@ class Fit:
 
     # -- diagnostics -------------------------------------------------------------------
     def diagnostics(self) -> Diagnostics:
-        """Divergences, max R-hat and min bulk/tail ESS over every stored parameter."""
+        """Divergences, max R-hat and min bulk/tail ESS over every stored parameter (computed
+        once; the draws do not change)."""
+        if self._diagnostics is None:
+            self._diagnostics = self._compute_diagnostics()
+        return self._diagnostics
+
+    def _compute_diagnostics(self) -> Diagnostics:
         post = self.posterior
         stats = self.idata["sample_stats"].to_dataset() if "sample_stats" in self.idata else None
         divergences = 0
@@ -245,19 +252,9 @@ class Fit:
         )
 
     def _parameter_names(self) -> list[str]:
-        """Stored parameters, without deterministic constants (e.g. a correlation diagonal)."""
-        post = self.posterior
-        names = []
-        for name, da in post.data_vars.items():
-            if "__obs__" in da.dims:
-                continue
-            names.append(name)
-        out = []
-        for name in names:
-            if name.endswith("_corr"):
-                continue  # diagonal is constant 1; its off-diagonal draws are checked below
-            out.append(name)
-        return out
+        """Stored parameters (not the per-observation ones). A correlation matrix's constant
+        diagonal gives NaN R-hat/ESS, which :meth:`diagnostics` leaves out."""
+        return [name for name, da in self.posterior.data_vars.items() if "__obs__" not in da.dims]
 
     # -- R-style accessors -------------------------------------------------------------
     def _fixed_draws(self) -> dict[str, np.ndarray]:
