@@ -172,19 +172,29 @@ def block_size(bambi_model: bmb.Model, terms: tuple[str, ...]) -> int:
 
 
 def _sd_dist(sd_priors: list[tuple[Prior, int]]):
-    """One distribution over the block's standard deviations, each keeping its own prior."""
-    pieces = []
+    """One distribution over the block's standard deviations, each keeping its own prior.
+
+    The priors' parameters are the distribution's inputs (not constants inside its graph), so
+    they appear in the model as data and the compiled code does not depend on their values.
+    """
+    pieces, params = [], []
     for prior, ncol in sd_priors:
         dist = get_distribution_from_prior(prior)
-        args = {
-            k: np.broadcast_to(np.asarray(v, dtype=float), (ncol,)) for k, v in prior.args.items()
-        }
-        pieces.append((dist, args, ncol))
+        names = list(prior.args)
+        for name in names:
+            params.append(np.broadcast_to(np.asarray(prior.args[name], dtype=float), (ncol,)))
+        pieces.append((dist, names, ncol))
 
-    def generate(size):
-        return pt.concatenate([dist.dist(**args, shape=(ncol,)) for dist, args, ncol in pieces])
+    def generate(*args):
+        *values, _size = args
+        out, i = [], 0
+        for dist, names, ncol in pieces:
+            kwargs = dict(zip(names, values[i : i + len(names)], strict=True))
+            i += len(names)
+            out.append(dist.dist(**kwargs, shape=(ncol,)))
+        return pt.concatenate(out)
 
-    return pm.CustomDist.dist(dist=generate, ndim_supp=1, class_name="BlockSD")
+    return pm.CustomDist.dist(*params, dist=generate, ndim_supp=1, class_name="BlockSD")
 
 
 class _LkjDistributionalComponent(DistributionalComponent):

@@ -11,12 +11,29 @@ not depend on the model's size:
   runs LLVM over it again in every process; the wrapper's ``out[...] = grad`` and
   ``np.all(np.isfinite(out))`` also make numba compile its generic array machinery.
 
-:func:`compile_model` does what ``compile_pymc_model`` does with two changes: the wrappers are
-written as plain loops, and when the model has no shared data (Bambi's graphs hold their data
-as constants) the wrapper is generated from source and registered under a key derived from
-PyTensor's own cache key, so numba caches the finished callback too. A second process that
-compiles the same model and data then loads everything from disk. Any mismatch with nutpie's
-internals falls back to ``nutpie.compile_pymc_model``.
+:func:`compile_model` does what ``compile_pymc_model`` does, with these changes:
+
+* **Data as inputs.** The model's data constants (observed values, design matrices, group
+  indices, sufficient statistics, prior scales computed from the data) become inputs of the
+  compiled functions instead of constants baked into the code (:func:`model_constants`). The
+  compiled code then depends on the model's structure and shapes only, so refitting a model
+  on other data of the same shape (edited rows, another response, a subset with the same
+  levels) finds everything in the cache. The data reach the callbacks through nutpie's
+  ``user_data`` pointer; parameter checks that involve the data alone are decided once at
+  compile time (:func:`_settle_data_checks`).
+* **Cached callbacks.** The wrappers are written as plain loops, generated from source and
+  registered under a key derived from PyTensor's own cache key, so numba caches the finished
+  callback too; a later process loads everything from disk.
+* **Compiled in a child process.** On a cache miss the callbacks are compiled in a forked child
+  and loaded from the cache here, so every process runs the same saved machine code and a seed
+  gives the same draws whether or not this process compiled the model
+  (:func:`_compile_in_child`).
+* **No prior draws for the starting point.** The LKJ blocks' support point is given as numbers
+  (:func:`_support_point_overrides`), and shapes are read from the model's dims
+  (:func:`_static_shapes`), so no C code is compiled for the initial point on a first run.
+
+Models with shared data (``pm.Data``, swapped later by nutpie's ``with_data``) keep nutpie's
+own path. Any mismatch with nutpie's internals falls back to ``nutpie.compile_pymc_model``.
 
 Pinned to nutpie 0.16 (``pyproject.toml``); ``tests/test_suffstats.py`` checks the internals
 used here.
@@ -34,7 +51,7 @@ import numpy as np
 
 __all__ = ["CompileInfo", "compile_model", "nutpie_internals_available"]
 
-_WRAPPER_VERSION = "lmmformula-nutpie-wrapper-1"
+_WRAPPER_VERSION = "lmmformula-nutpie-wrapper-2"
 
 _LOGP_SRC = """
 def lmmformula_logp_{key}(dim, x_, out_, logp_, user_data_):
@@ -84,6 +101,7 @@ class CompileInfo:
     path: str = "nutpie"
     seconds: dict[str, float] = field(default_factory=dict)
     cached_wrappers: bool = False
+    lifted_constants: int = 0
 
 
 def nutpie_internals_available() -> bool:
@@ -129,14 +147,47 @@ def _signatures():
     return logp_sig, expand_sig
 
 
-def _cached_cfunc(src_template: str, inner, sig, **fmt):
-    """A ``numba.cfunc`` generated from source and cached under PyTensor's key for ``inner``.
+def _as_void_ptr_intrinsic():
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
 
-    Returns ``None`` when ``inner`` has no PyTensor cache key (an uncacheable graph).
-    """
+    @intrinsic
+    def _as_void_ptr(typingctx, src):
+        """A void pointer from an address held in an integer."""
+        sig = types.voidptr(src)
+
+        def codegen(cgctx, builder, sig, args):
+            return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+        return sig, codegen
+
+    return _as_void_ptr
+
+
+_AS_VOID_PTR = None
+
+
+def _wrapper_env(inner) -> dict:
     import math
 
     import numba
+
+    global _AS_VOID_PTR
+    if _AS_VOID_PTR is None:
+        _AS_VOID_PTR = _as_void_ptr_intrinsic()
+    return {
+        "__name__": __name__,
+        "numba": numba,
+        "math": math,
+        "np": np,
+        "inner": inner,
+        "_as_void_ptr": _AS_VOID_PTR,
+    }
+
+
+def _wrapper_source_fn(src_template: str, inner, **fmt):
+    """The callback's Python function, generated from source under a cache key derived from
+    PyTensor's key for ``inner``; ``None`` when ``inner`` has none (an uncacheable graph)."""
     from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS, compile_numba_function_src
 
     inner_key = CACHED_SRC_FUNCTIONS.get(getattr(inner, "py_func", None))
@@ -146,18 +197,494 @@ def _cached_cfunc(src_template: str, inner, sig, **fmt):
     digest = hashlib.sha256("\n".join([_WRAPPER_VERSION, inner_key, text]).encode()).hexdigest()
     src = src_template.format(key=digest[:16], **fmt)
     name = src.split("(", 1)[0].split()[-1]
-    fn = compile_numba_function_src(
-        src,
-        name,
-        global_env={"__name__": __name__, "numba": numba, "math": math, "inner": inner},
-        cache_key=f"lmmformula_{digest}",
+    return compile_numba_function_src(
+        src, name, global_env=_wrapper_env(inner), cache_key=f"lmmformula_{digest}"
     )
+
+
+def _load_cached(fn, sig):
+    """The callback for ``fn`` loaded from numba's cache, or ``None`` when it is not there
+    (nothing is compiled); the same steps as ``numba.core.ccallback.CFunc.compile``."""
+    try:
+        from numba.core import sigutils
+        from numba.core.ccallback import CFunc
+        from numba.core.compiler_lock import global_compiler_lock
+
+        cf = CFunc(fn, sigutils.normalize_signature(sig), locals={}, options={})
+        cf.enable_caching()
+        with global_compiler_lock:
+            cres = cf._cache.load_overload(cf._sig, cf._targetdescr.target_context)
+            if cres is None:
+                return None
+            cf._cache_hits += 1
+            cf._library = cres.library
+            cf._wrapper_name = cres.fndesc.llvm_cfunc_wrapper_name
+            cf._wrapper_address = cf._library.get_pointer_to_function(cf._wrapper_name)
+        return cf
+    except Exception:
+        return None
+
+
+def _compile_in_child(jobs) -> bool:
+    """Compile and cache callbacks in a forked child process; ``True`` when it succeeded.
+
+    A process that compiles numba code runs the freshly generated machine code, which can
+    differ in the last bits from the code numba saves and every later process loads; summed
+    over thousands of gradient evaluations that gives other draws for the same seed. Compiling
+    in a child and loading the saved code here makes the first fit of a model draw exactly
+    what every later fit draws. Only where ``os.fork`` exists (Linux, macOS).
+    """
+    import os
+    import sys
+
+    if not hasattr(os, "fork") or sys.platform == "darwin":
+        return False
+    import numba
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads alive
+        pid = os.fork()
+    if pid == 0:  # the child: compile, save, leave without running any cleanup
+        code = 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for fn, sig in jobs:
+                    numba.cfunc(sig, cache=True)(fn)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def _cached_cfuncs(jobs):
+    """``numba.cfunc`` callbacks for ``[(fn, sig), ...]`` from numba's cache, compiling the
+    missing ones in a child process first (see :func:`_compile_in_child`)."""
+    import numba
+
+    out = [_load_cached(fn, sig) for fn, sig in jobs]
+    missing = [job for job, cf in zip(jobs, out, strict=True) if cf is None]
+    if missing and _compile_in_child(missing):
+        out = [
+            cf if cf is not None else _load_cached(*job) for job, cf in zip(jobs, out, strict=True)
+        ]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=numba.NumbaWarning)
-        try:
-            return numba.cfunc(sig, cache=True)(fn)
-        except Exception:  # an unreadable cache entry: compile without the cache
-            return numba.cfunc(sig)(fn)
+        for i, ((fn, sig), cf) in enumerate(zip(jobs, out, strict=True)):
+            if cf is None:  # no child process, or an unusable cache: compile here
+                try:
+                    out[i] = numba.cfunc(sig, cache=True)(fn)
+                except Exception:
+                    out[i] = numba.cfunc(sig)(fn)
+    return out
+
+
+def _uncached_cfunc(src_template: str, inner, sig, **fmt):
+    """The same callback as :func:`_cached_cfunc`, compiled in this process only."""
+    import numba
+
+    src = src_template.format(key="uncached", **fmt)
+    name = src.split("(", 1)[0].split()[-1]
+    env = _wrapper_env(inner)
+    exec(compile(src, f"<lmmformula {name}>", "exec"), env)
+    return numba.cfunc(sig)(env[name])
+
+
+def _is_rv_like(node) -> bool:
+    from pytensor.tensor.random.op import RandomVariable
+
+    return isinstance(node.op, RandomVariable)
+
+
+_STRUCTURAL_SCALARS = frozenset({0.0, 0.5, 1.0, 2.0, -0.5, -1.0, -2.0})
+
+
+def _liftable(constant) -> bool:
+    """Whether a model constant holds data (or a data-derived setting) rather than structure.
+
+    Float arrays and float scalars other than a few small numbers are data (observed values,
+    design matrices, prior scales computed from the data, sufficient statistics); integer
+    arrays of 16 or more entries are group index arrays. Small integer vectors (sizes, shapes)
+    and integer scalars stay constants, since rewrites and shapes depend on them.
+    """
+    from pytensor.tensor.type import TensorType
+
+    if not isinstance(constant.type, TensorType):
+        return False
+    data = np.asarray(constant.data)
+    kind = data.dtype.kind
+    if kind == "f":
+        if data.ndim == 0:
+            return float(data) not in _STRUCTURAL_SCALARS
+        return data.size > 0
+    if kind in "iu":
+        return data.ndim >= 1 and data.size >= 16
+    return False
+
+
+def model_constants(model) -> list:
+    """The constants in a PyMC model's specification that hold data, in a stable order.
+
+    Collected from the parameters of every random variable, the observed values, potentials
+    and deterministics; sizes and random generators are left out. The log density built from
+    the model reuses these very constant objects, so they can be swapped for inputs there.
+    """
+    from pytensor.graph.basic import Constant
+    from pytensor.graph.traversal import ancestors
+
+    roots = []
+    for rv in model.basic_RVs:
+        node = rv.owner
+        if _is_rv_like(node):
+            roots.extend(node.op.dist_params(node))
+        else:
+            roots.extend(node.inputs)
+    roots.extend(model.rvs_to_values[rv] for rv in model.observed_RVs)
+    roots.extend(model.potentials)
+    roots.extend(model.deterministics)
+    found, seen = [], set()
+    for var in ancestors(roots):
+        if isinstance(var, Constant) and id(var) not in seen and _liftable(var):
+            seen.add(id(var))
+            found.append(var)
+    return found
+
+
+def _static_shapes(model) -> dict[str, tuple[int, ...]] | None:
+    """Every traced variable's shape from its static type and its dims' lengths, or ``None``
+    when one is unknown (then nutpie's shape function is compiled instead)."""
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.basic import Constant
+
+    def dim_length(dim):
+        length = model.dim_lengths.get(dim)
+        if isinstance(length, SharedVariable):
+            return int(length.get_value())
+        if isinstance(length, Constant):
+            return int(length.data)
+        return None
+
+    values_to_rvs = {v: rv for rv, v in model.rvs_to_values.items()}
+    shapes = {}
+    for var in model.value_vars + model.free_RVs + model.deterministics:
+        if var in model.observed_RVs or var in model.potentials:
+            continue
+        shape = list(getattr(var.type, "shape", None) or ())
+        if len(shape) != var.type.ndim:
+            return None
+        if any(s is None for s in shape):
+            rv = values_to_rvs.get(var, var)
+            dims = model.named_vars_to_dims.get(rv.name) or ()
+            if len(dims) != len(shape):
+                return None
+            for i, dim in enumerate(dims):
+                if shape[i] is None:
+                    shape[i] = dim_length(dim) if dim is not None else None
+            if any(s is None for s in shape):
+                return None
+        shapes[var.name] = tuple(int(s) for s in shape)
+    return shapes
+
+
+@dataclass
+class _Functions:
+    n_dim: int
+    n_expanded: int
+    logp_fn_pt: Any
+    expand_fn_pt: Any
+    initial_point_fn: Any
+    shape_info: tuple
+    reparameterized_names: list[str]
+    logp_data: list[np.ndarray]
+    expand_data: list[np.ndarray]
+
+
+def _make_functions_lifted(model, *, pymc_initial_point_fn, var_names=None) -> _Functions:
+    """``nutpie.compile_pymc._make_functions`` (numba, with gradient, joined expansion) with
+    the model's data constants turned into inputs of the compiled functions.
+
+    The compiled code then depends on the model's structure and shapes only, so PyTensor's
+    numba cache and the cached callbacks serve a model refitted on other data with the same
+    shapes (another response, edited rows, other prior scales) without compiling again. The
+    data arrays reach the callbacks through nutpie's ``user_data`` pointer.
+    """
+    from math import prod
+
+    import pytensor.tensor as pt
+    from nutpie import compile_pymc as ncp
+    from pymc.pytensorf import compile as compile_pymc
+    from pytensor.graph import clone_replace, rewrite_graph
+    from pytensor.graph.traversal import ancestors
+
+    shapes = _static_shapes(model)
+    if shapes is None:
+        shapes = ncp._compute_shapes(model)
+
+    constants = model_constants(model)
+    arrays = [c for c in constants if c.type.ndim > 0]
+    scalars = [c for c in constants if c.type.ndim == 0]
+    lifted = {c: c.type(name=f"lmmformula_data_{i}") for i, c in enumerate(arrays)}
+    # scalars travel together as one vector (0-d inputs trip PyTensor's numba fusion)
+    data = {v: c.data for c, v in lifted.items()}
+    replace = dict(lifted)
+    if scalars:
+        vector = pt.TensorType("float64", shape=(len(scalars),))(name="lmmformula_scalars")
+        data[vector] = np.array([float(c.data) for c in scalars], dtype=np.float64)
+        for i, c in enumerate(scalars):
+            replace[c] = vector[i].astype(c.type.dtype)
+    value_vars = [model.rvs_to_values[var] for var in model.free_RVs]
+
+    logp = model.logp()
+    if replace:
+        (logp,) = clone_replace([logp], replace)
+        logp = _settle_data_checks(logp, value_vars, data, model)
+    rewrites = ["canonicalize", "stabilize"]
+    if not model.check_bounds:
+        rewrites.append("local_remove_check_parameter")
+    logp = rewrite_graph(logp, include=rewrites)
+    grads = pt.grad(logp, value_vars)
+    grad = pt.concatenate([pt.as_tensor(g, allow_xtensor_conversion=True).ravel() for g in grads])
+
+    count = 0
+    joined_slices, joined_shapes, joined_names = [], [], []
+    for var in model.free_RVs:
+        value_var = model.rvs_to_values[var]
+        joined_names.append(value_var.name)
+        shape = shapes[value_var.name]
+        joined_shapes.append(shape)
+        length = prod(shape)
+        joined_slices.append(slice(count, count + length))
+        count += length
+    n_dim = count
+
+    initial_point_fn = ncp._rv_dict_to_flat_array_wrapper(
+        pymc_initial_point_fn, names=joined_names, shapes=joined_shapes
+    )
+    joined = pt.TensorType("float64", shape=(n_dim,))(name="_unconstrained_point")
+    variables = [joined[s] for s in joined_slices]
+    replacements = {
+        model.rvs_to_values[var]: value.reshape(shape).astype(var.dtype)
+        for var, shape, value in zip(model.free_RVs, joined_shapes, variables, strict=True)
+    }
+    logp, grad = clone_replace([logp, grad], replacements)
+    data_vars = set(data)
+    logp_inputs = [v for v in ancestors([logp, grad]) if v in data_vars]
+    with model:
+        logp_fn_pt = compile_pymc(
+            (joined, *logp_inputs), (logp, grad), mode="NUMBA", on_unused_input="ignore"
+        )
+
+    reparameterized_names = [
+        model.rvs_to_values[var].name
+        for var in model.free_RVs
+        if model.rvs_to_transforms.get(var) is not None
+    ]
+    remaining = [var for var in model.unobserved_value_vars if var.name not in joined_names]
+    if var_names is not None:
+        names = set(var_names)
+        remaining = [var for var in remaining if var.name in names]
+    all_names, all_slices, all_shapes = list(joined_names), list(joined_slices), list(joined_shapes)
+    for var in remaining:
+        all_names.append(var.name)
+        shape = tuple(shapes[var.name])
+        all_shapes.append(shape)
+        length = prod(shape)
+        all_slices.append(slice(count, count + length))
+        count += length
+    n_expanded = count
+    expanded = pt.concatenate(
+        [
+            *[v.ravel() for v in variables],
+            *[pt.as_tensor(v, allow_xtensor_conversion=True).ravel() for v in remaining],
+        ]
+    )
+    (expanded,) = clone_replace([expanded], {**replacements, **replace})
+    expand_inputs = [v for v in ancestors([expanded]) if v in data_vars]
+    with model:
+        expand_fn_pt = compile_pymc(
+            (joined, *expand_inputs), [expanded], mode="NUMBA", on_unused_input="ignore"
+        )
+    values = {v: _aligned_copy(d) for v, d in data.items()}
+    return _Functions(
+        n_dim=n_dim,
+        n_expanded=n_expanded,
+        logp_fn_pt=logp_fn_pt,
+        expand_fn_pt=expand_fn_pt,
+        initial_point_fn=initial_point_fn,
+        shape_info=(all_names, all_slices, all_shapes),
+        reparameterized_names=reparameterized_names,
+        logp_data=[values[v] for v in logp_inputs],
+        expand_data=[values[v] for v in expand_inputs],
+    )
+
+
+def _data_only_checks(logp, params) -> list[tuple[Any, Any]]:
+    """``(check node, condition)`` for every parameter-check condition in ``logp`` that
+    involves none of ``params``."""
+    from pymc.logprob.utils import CheckParameterValue
+    from pytensor.graph.traversal import ancestors
+
+    params = set(params)
+    found = []
+    for var in ancestors([logp]):
+        node = var.owner
+        if (
+            node is None
+            or not isinstance(node.op, CheckParameterValue)
+            or var is not node.outputs[0]
+        ):
+            continue
+        for cond in node.inputs[1:]:
+            if not any(v in params for v in ancestors([cond])):
+                found.append((node, cond))
+    return found
+
+
+def _evaluate(conds, data: dict) -> list:
+    """Values of ``conds`` (PyTensor's Python linker: nothing is compiled)."""
+    import pytensor
+    from pytensor.compile.mode import Mode
+    from pytensor.graph.traversal import ancestors
+
+    inputs = [v for v in data if any(v is a for a in ancestors(conds))]
+    fn = pytensor.function(
+        inputs, conds, mode=Mode(linker="py", optimizer=None), on_unused_input="ignore"
+    )
+    return fn(*[data[v] for v in inputs])
+
+
+def _settle_data_checks(logp, value_vars, data: dict, model=None):
+    """Decide the parameter checks that depend on the data alone, once, here.
+
+    With the data as constants, PyTensor folds checks such as ``sigma > 0`` on a prior's scale
+    away; as inputs they would be checked at every gradient evaluation. The conditions that do
+    not involve a model variable are evaluated now and dropped from the graph; one that fails
+    raises :class:`~lmmformula.errors.ModelError` naming the variable whose distribution it
+    belongs to (sampling could not start from any point).
+    """
+    from pymc.logprob.utils import CheckParameterValue
+    from pytensor.graph.rewriting.basic import in2out, node_rewriter
+    from pytensor.graph.rewriting.utils import rewrite_graph
+
+    checks = _data_only_checks(logp, value_vars)
+    if not checks:
+        return logp
+    values = _evaluate([c for _, c in checks], data)
+    failed = [node.op.msg for (node, _), v in zip(checks, values, strict=True) if not np.all(v)]
+    if failed:
+        raise _invalid_parameter_error(model, failed)
+    settled = {id(c) for _, c in checks}
+
+    @node_rewriter([CheckParameterValue])
+    def drop_settled(fgraph, node):
+        keep = [c for c in node.inputs[1:] if id(c) not in settled]
+        if len(keep) == len(node.inputs) - 1:
+            return None
+        if not keep:
+            return [node.inputs[0]]
+        return [node.op(node.inputs[0], *keep)]
+
+    return rewrite_graph(logp, include=(), custom_rewrite=in2out(drop_settled))
+
+
+def _invalid_parameter_error(model, messages):
+    """A ModelError naming the variables whose fixed parameters fail their checks."""
+    from lmmformula.errors import ModelError
+
+    names = []
+    if model is not None:
+        for rv in [*model.free_RVs, *model.observed_RVs]:
+            try:
+                logp = model.logp(vars=[rv])
+                checks = _data_only_checks(logp, model.value_vars)
+                values = _evaluate([c for _, c in checks], {}) if checks else []
+            except Exception:
+                continue
+            if any(not np.all(v) for v in values):
+                names.append(rv.name)
+    where = f" of {', '.join(repr(n) for n in names)}" if names else ""
+    checks = "; ".join(dict.fromkeys(m for m in messages if m)) or "a parameter check"
+    return ModelError(
+        f"the distribution{where} has a fixed parameter out of its range ({checks}): a prior's "
+        "parameter or a value computed from the data is invalid, so no starting point has a "
+        "finite log density. Check the priors (prior_summary()) and the data."
+    )
+
+
+def _aligned_copy(values, alignment: int = 64) -> np.ndarray:
+    """A C-contiguous copy of ``values`` whose data start on an ``alignment``-byte boundary.
+
+    Vectorised loops can peel a different number of elements depending on where an array
+    starts, which changes the order of floating-point sums; a fixed alignment keeps that from
+    depending on where the allocator happened to put the data.
+    """
+    values = np.asarray(values)
+    nbytes = max(values.nbytes, 1)
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = (-raw.ctypes.data) % alignment
+    out = raw[start : start + values.nbytes].view(values.dtype).reshape(values.shape)
+    out[...] = values
+    return out
+
+
+def _data_unpack(arrays: list[np.ndarray], offset: int) -> tuple[str, str]:
+    """Source lines that view the data arrays behind the pointers in ``user_data``, and the
+    argument list that passes them on."""
+    lines, args = [], []
+    for i, arr in enumerate(arrays):
+        shape = "(" + "".join(f"{s}, " for s in arr.shape) + ")"
+        lines.append(
+            f"        d{i} = numba.carray(_as_void_ptr(ptrs[{offset + i}]), {shape}, "
+            f"np.{arr.dtype.name})"
+        )
+        args.append(f", d{i}")
+    return "\n".join(lines), "".join(args)
+
+
+_LOGP_DATA_SRC = """
+def lmmformula_logp_{key}(dim, x_, out_, logp_, user_data_):
+    if dim != {n_dim}:
+        return -1
+    try:
+        x = numba.carray(x_, ({n_dim},))
+        ptrs = numba.carray(user_data_, ({n_ptrs},), np.uint64)
+{unpack}
+        logp_arr, grad = inner(x{args})
+        logp_val = logp_arr.item()
+        logp_[0] = logp_val
+        finite = True
+        for i in range({n_dim}):
+            g = grad[i]
+            out_[i] = g
+            if not math.isfinite(g):
+                finite = False
+        if not finite:
+            return 3
+        if not math.isfinite(logp_val):
+            return 4
+    except Exception:
+        return 1
+    return 0
+"""
+
+_EXPAND_DATA_SRC = """
+def lmmformula_expand_{key}(dim, expanded, x_, out_, user_data_):
+    if dim != {n_dim}:
+        return -1
+    if expanded != {n_expanded}:
+        return -1
+    try:
+        x = numba.carray(x_, ({n_dim},))
+        ptrs = numba.carray(user_data_, ({n_ptrs},), np.uint64)
+{unpack}
+        (values,) = inner(x{args})
+        for i in range({n_expanded}):
+            out_[i] = values[i]
+    except Exception:
+        return -2
+    return 0
+"""
 
 
 def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
@@ -183,7 +710,6 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
         info.seconds["total"] = time.perf_counter() - start
         return compiled, info
 
-    import numba
     from nutpie import compile_pymc as ncp
     from pymc.initial_point import make_initial_point_fn
 
@@ -191,12 +717,128 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
     t0 = time.perf_counter()
     initial_point_fn = make_initial_point_fn(
         model=model,
-        overrides=None,
+        overrides=_support_point_overrides(model),
         default_strategy="support_point",
         jitter_rvs=set(model.free_RVs),
         return_transformed=True,
     )
     initial_point_fn = ncp._wrap_with_lock(initial_point_fn)
+    t_init = time.perf_counter()
+    info.seconds["initial_point"] = t_init - t0
+    fns = None
+    if not _has_shared_data(model):
+        fns = _make_functions_lifted(
+            model, pymc_initial_point_fn=initial_point_fn, var_names=var_names
+        )
+    t1 = time.perf_counter()
+    info.seconds["graph"] = t1 - t_init
+    if fns is not None:
+        compiled = _compile_lifted(model, fns, info)
+    else:
+        compiled = _compile_shared(model, initial_point_fn, var_names, info)
+    info.seconds["numba"] = time.perf_counter() - t1
+    info.seconds["total"] = time.perf_counter() - t0
+    return compiled, info
+
+
+def _support_point_overrides(model) -> dict[str, np.ndarray]:
+    """Numeric starting points for the LKJ blocks: PyMC's own support point (a packed
+    identity Cholesky factor), given as numbers.
+
+    PyMC builds it as ``zeros_like(rv)``, whose shape the fast-compile mode used for the
+    initial point cannot infer without drawing ``rv`` from the prior, which compiles the LKJ
+    sampler's scan to C (about 5 s on a first run). The value is the same.
+    """
+    from pymc.distributions.multivariate import _LKJCholeskyCovRV
+
+    overrides = {}
+    for rv in model.free_RVs:
+        if not isinstance(rv.owner.op, _LKJCholeskyCovRV) or model.rvs_to_initial_values.get(rv):
+            continue
+        (size,) = rv.type.shape if rv.type.ndim == 1 else (None,)
+        if size is None:
+            continue
+        n = (int(np.sqrt(8 * size + 1)) - 1) // 2
+        value = np.zeros(size)
+        value[np.cumsum(np.arange(1, n + 1)) - 1] = 1.0
+        overrides[rv.name] = value
+    return overrides
+
+
+def _has_shared_data(model) -> bool:
+    """Whether the model holds shared data (``pm.Data`` or other shared tensors; random
+    generators and dimension lengths do not count)."""
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.type import TensorType
+
+    dim_lengths = {id(v) for v in model.dim_lengths.values()}
+    roots = [*model.basic_RVs, *model.potentials, *model.deterministics]
+    return any(
+        isinstance(v, SharedVariable)
+        and isinstance(v.type, TensorType)
+        and id(v) not in dim_lengths
+        for v in ancestors(roots)
+    )
+
+
+def _compile_lifted(model, fns: _Functions, info: CompileInfo):
+    """Callbacks for functions whose data arrive through ``user_data`` (an array of pointers
+    to the data arrays, kept alive by the compiled model)."""
+    import numba
+    from nutpie import compile_pymc as ncp
+
+    arrays = [*fns.logp_data, *fns.expand_data]
+    storage = {f"lmmformula_data_{i}": arr for i, arr in enumerate(arrays)}
+    for arr in storage.values():
+        arr.flags.writeable = False
+    pointers = np.array([arr.ctypes.data for arr in arrays] or [0], dtype=np.uint64)
+    n_ptrs = pointers.size
+    logp_sig, expand_sig = _signatures()
+    unpack, args = _data_unpack(fns.logp_data, 0)
+    logp_fmt = dict(n_dim=fns.n_dim, n_ptrs=n_ptrs, unpack=unpack, args=args)
+    unpack, args = _data_unpack(fns.expand_data, len(fns.logp_data))
+    expand_fmt = dict(
+        n_dim=fns.n_dim, n_expanded=fns.n_expanded, n_ptrs=n_ptrs, unpack=unpack, args=args
+    )
+    logp_fn = fns.logp_fn_pt.vm.jit_fn
+    expand_fn = fns.expand_fn_pt.vm.jit_fn
+    logp_src = _wrapper_source_fn(_LOGP_DATA_SRC, logp_fn, **logp_fmt)
+    expand_src = _wrapper_source_fn(_EXPAND_DATA_SRC, expand_fn, **expand_fmt)
+    if logp_src is not None and expand_src is not None:
+        logp_cfunc, expand_cfunc = _cached_cfuncs([(logp_src, logp_sig), (expand_src, expand_sig)])
+        info.cached_wrappers = True
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=numba.NumbaWarning)
+            logp_cfunc = _uncached_cfunc(_LOGP_DATA_SRC, logp_fn, logp_sig, **logp_fmt)
+            expand_cfunc = _uncached_cfunc(_EXPAND_DATA_SRC, expand_fn, expand_sig, **expand_fmt)
+    dims, coords = ncp._prepare_dims_and_coords(model, fns.shape_info, fns.reparameterized_names)
+    info.lifted_constants = len(arrays)
+    return ncp.CompiledPyMCModel(
+        _n_dim=fns.n_dim,
+        dims=dims,
+        _coords=coords,
+        _shapes={name: tuple(shape) for name, _, shape in zip(*fns.shape_info, strict=True)},
+        compiled_logp_func=logp_cfunc,
+        compiled_expand_func=expand_cfunc,
+        initial_point_func=fns.initial_point_fn,
+        shared_data=storage,
+        shared_var_keys={},
+        user_data=pointers,
+        n_expanded=fns.n_expanded,
+        shape_info=fns.shape_info,
+        logp_func=fns.logp_fn_pt,
+        expand_func=fns.expand_fn_pt,
+        reparameterized_names=fns.reparameterized_names,
+    )
+
+
+def _compile_shared(model, initial_point_fn, var_names, info: CompileInfo):
+    """nutpie's own path for models with shared data (``with_data`` swaps it later)."""
+    import numba
+    from nutpie import compile_pymc as ncp
+
     (
         n_dim,
         n_expanded,
@@ -213,9 +855,6 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
         pymc_initial_point_fn=initial_point_fn,
         var_names=var_names,
     )
-    t1 = time.perf_counter()
-    info.seconds["graph"] = t1 - t0
-
     logp_fn = logp_fn_pt.vm.jit_fn
     expand_fn = expand_fn_pt.vm.jit_fn
     shared_data: dict[str, np.ndarray] = {}
@@ -232,10 +871,12 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
     logp_sig, expand_sig = _signatures()
     logp_cfunc = expand_cfunc = None
     if not shared_var_keys:
-        logp_cfunc = _cached_cfunc(_LOGP_SRC, logp_fn, logp_sig, n_dim=n_dim)
-        expand_cfunc = _cached_cfunc(
-            _EXPAND_SRC, expand_fn, expand_sig, n_dim=n_dim, n_expanded=n_expanded
-        )
+        logp_src = _wrapper_source_fn(_LOGP_SRC, logp_fn, n_dim=n_dim)
+        expand_src = _wrapper_source_fn(_EXPAND_SRC, expand_fn, n_dim=n_dim, n_expanded=n_expanded)
+        if logp_src is not None and expand_src is not None:
+            logp_cfunc, expand_cfunc = _cached_cfuncs(
+                [(logp_src, logp_sig), (expand_src, expand_sig)]
+            )
     info.cached_wrappers = logp_cfunc is not None and expand_cfunc is not None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=numba.NumbaWarning)
@@ -249,11 +890,9 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
                 n_dim, n_expanded, expand_fn, user_data, keys, shared_data
             )
             expand_cfunc = numba.cfunc(sig)(raw)
-    t2 = time.perf_counter()
-    info.seconds["numba"] = t2 - t1
 
     dims, coords = ncp._prepare_dims_and_coords(model, shape_info, reparameterized_names)
-    compiled = ncp.CompiledPyMCModel(
+    return ncp.CompiledPyMCModel(
         _n_dim=n_dim,
         dims=dims,
         _coords=coords,
@@ -270,8 +909,6 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
         expand_func=expand_fn_pt,
         reparameterized_names=reparameterized_names,
     )
-    info.seconds["total"] = time.perf_counter() - t0
-    return compiled, info
 
 
 def _trace_var_names(backend, spec) -> list[str]:
@@ -310,8 +947,9 @@ def sample_bambi(
 
     Seeds, cores and the returned data follow ``pm.sample(nuts_sampler="nutpie")`` and Bambi's
     result cleaning (``PyMCModel._clean_results``: the intercept is un-centered, offsets are
-    dropped), so the draws equal those of ``bambi.Model.fit(inference_method="nutpie")`` for
-    the same seed.
+    dropped), so the result has the layout of ``bambi.Model.fit(inference_method="nutpie")``;
+    the draws themselves differ in their last bits and then chaotically, since the data enter
+    the compiled code as inputs rather than constants.
 
     Returns
     -------

@@ -262,6 +262,7 @@ def gaussian_logp(resid_sq_sum, rss, n: int, sigma):
     """
     import pytensor.tensor as pt
 
+    n = np.float64(n)  # a float64: held as data by the compile path, not folded into the code
     return (
         -n * pt.log(sigma)
         - 0.5 * n * np.log(2 * np.pi)
