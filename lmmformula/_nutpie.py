@@ -468,8 +468,10 @@ def _make_functions_lifted(model, *, pymc_initial_point_fn, var_names=None) -> _
         for var, shape, value in zip(model.free_RVs, joined_shapes, variables, strict=True)
     }
     logp, grad = clone_replace([logp, grad], replacements)
-    data_vars = set(data)
-    logp_inputs = [v for v in ancestors([logp, grad]) if v in data_vars]
+    narrow = _narrow_index_data([logp, grad], data)
+    if narrow:
+        logp, grad = clone_replace([logp, grad], narrow, rebuild_strict=False)
+    logp_inputs = [v for v in ancestors([logp, grad]) if v in data]
     with model:
         logp_fn_pt = compile_pymc(
             (joined, *logp_inputs), (logp, grad), mode="NUMBA", on_unused_input="ignore"
@@ -500,7 +502,10 @@ def _make_functions_lifted(model, *, pymc_initial_point_fn, var_names=None) -> _
         ]
     )
     (expanded,) = clone_replace([expanded], {**replacements, **replace})
-    expand_inputs = [v for v in ancestors([expanded]) if v in data_vars]
+    narrow = _narrow_index_data([expanded], data)
+    if narrow:
+        (expanded,) = clone_replace([expanded], narrow, rebuild_strict=False)
+    expand_inputs = [v for v in ancestors([expanded]) if v in data]
     with model:
         expand_fn_pt = compile_pymc(
             (joined, *expand_inputs), [expanded], mode="NUMBA", on_unused_input="ignore"
@@ -625,6 +630,47 @@ def _aligned_copy(values, alignment: int = 64) -> np.ndarray:
     start = (-raw.ctypes.data) % alignment
     out = raw[start : start + values.nbytes].view(values.dtype).reshape(values.shape)
     out[...] = values
+    return out
+
+
+def _narrow_index_data(outputs, data: dict) -> dict:
+    """Integer data used only as indices, as the smallest unsigned type that holds them.
+
+    PyTensor stores an integer constant in the smallest type that holds it (group codes of a
+    few thousand levels as uint16), which the indexing loops read at a quarter of the memory
+    traffic of int64; data passed at run time get the same. Adds the narrowed arrays to
+    ``data`` and returns the replacements.
+    """
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.subtensor import AdvancedIncSubtensor, AdvancedSubtensor
+
+    first_index = {AdvancedSubtensor: 1, AdvancedIncSubtensor: 2}
+    candidates = {
+        v for v, d in data.items() if np.asarray(d).dtype.kind in "iu" and np.asarray(d).ndim
+    }
+    index_only = dict.fromkeys(candidates, False)
+    for var in ancestors(outputs):
+        node = var.owner
+        if node is None or var is not node.outputs[0]:
+            continue
+        start = first_index.get(type(node.op))
+        for pos, inp in enumerate(node.inputs):
+            if inp in index_only:
+                if start is not None and pos >= start and index_only[inp] is not None:
+                    index_only[inp] = True
+                else:
+                    index_only[inp] = None  # used as something other than an index
+    out = {}
+    for var, only in index_only.items():
+        values = np.asarray(data[var])
+        if not only or values.size == 0 or values.min() < 0:
+            continue
+        dtype = np.min_scalar_type(int(values.max()))
+        if dtype.itemsize >= values.dtype.itemsize:
+            continue
+        new = var.type.clone(dtype=dtype.name)(name=var.name)
+        data[new] = values.astype(dtype)
+        out[var] = new
     return out
 
 

@@ -302,7 +302,10 @@ class Model:
         random_seed : int, optional
             Seed; the same seed gives identical draws.
         target_accept : float, optional
-            NUTS target acceptance rate (raise it, e.g. to 0.95, against divergences).
+            NUTS target acceptance rate (raise it, e.g. to 0.95, against divergences). With
+            nutpie and a correlated block the default is 0.9 and the mass matrix is adapted
+            from the draws' variances as Stan does (``lmmformula.fit.LKJ_NUTS_DEFAULTS``;
+            pass ``nuts={...}`` to change either); otherwise nutpie's defaults (0.8).
         progressbar : bool
             Show the sampler's progress bar.
         **kwargs

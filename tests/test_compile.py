@@ -184,3 +184,30 @@ def test_an_invalid_fixed_parameter_is_refused_with_the_variables_name(sleepstud
         m = lf.model(SLEEP, sleepstudy, priors=priors)
     with pytest.raises(ModelError, match=r"of 'Days' has a fixed parameter .*\(sigma > 0\)"):
         m.fit(draws=10, tune=10, chains=1, progressbar=False)
+
+
+def test_group_codes_travel_in_the_smallest_integer_type(binary):
+    from pymc.initial_point import make_initial_point_fn
+
+    model = _built("y ~ x + (1|g)", binary, family="bernoulli").pymc_model
+    fns = _nutpie._make_functions_lifted(
+        model, pymc_initial_point_fn=make_initial_point_fn(model=model)
+    )
+    ints = {d.dtype: d for d in fns.logp_data if d.dtype.kind in "iu"}
+    # the group codes (an index) are narrowed; the 0/1 response (used in arithmetic) is not
+    assert sorted(np.unique(ints[np.dtype(np.uint8)])) == list(range(8))
+    np.testing.assert_array_equal(ints[np.dtype(np.int64)], binary["y"].to_numpy())
+
+
+def test_correlated_blocks_sample_with_the_lkj_defaults(sleepstudy):
+    from lmmformula.fit import LKJ_NUTS_DEFAULTS
+
+    kwargs = {"draws": 20, "tune": 20, "chains": 1, "random_seed": 1, "progressbar": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        block = lf.fit(SLEEP, sleepstudy, **kwargs)
+        own = lf.fit(SLEEP, sleepstudy, target_accept=0.95, **kwargs)
+        plain = lf.fit("Reaction ~ Days + (1|Subject)", sleepstudy, **kwargs)
+    assert block.settings["target_accept"] == LKJ_NUTS_DEFAULTS["target_accept"] == 0.9
+    assert own.settings["target_accept"] == 0.95
+    assert plain.settings["target_accept"] is None
