@@ -51,7 +51,7 @@ import numpy as np
 
 __all__ = ["CompileInfo", "compile_model", "nutpie_internals_available"]
 
-_WRAPPER_VERSION = "lmmformula-nutpie-wrapper-2"
+_WRAPPER_VERSION = "lmmformula-nutpie-wrapper-3"
 
 _LOGP_SRC = """
 def lmmformula_logp_{key}(dim, x_, out_, logp_, user_data_):
@@ -59,7 +59,8 @@ def lmmformula_logp_{key}(dim, x_, out_, logp_, user_data_):
         return -1
     try:
         x = numba.carray(x_, ({n_dim},))
-        logp_arr, grad = inner(x)
+{unpack}
+        logp_arr, grad = inner(x{args})
         logp_val = logp_arr.item()
         logp_[0] = logp_val
         finite = True
@@ -85,7 +86,8 @@ def lmmformula_expand_{key}(dim, expanded, x_, out_, user_data_):
         return -1
     try:
         x = numba.carray(x_, ({n_dim},))
-        (values,) = inner(x)
+{unpack}
+        (values,) = inner(x{args})
         for i in range({n_expanded}):
             out_[i] = values[i]
     except Exception:
@@ -674,10 +676,14 @@ def _narrow_index_data(outputs, data: dict) -> dict:
     return out
 
 
-def _data_unpack(arrays: list[np.ndarray], offset: int) -> tuple[str, str]:
-    """Source lines that view the data arrays behind the pointers in ``user_data``, and the
-    argument list that passes them on."""
-    lines, args = [], []
+def _data_unpack(arrays: list[np.ndarray], offset: int, n_ptrs: int) -> dict[str, str]:
+    """The ``unpack`` and ``args`` parts of a callback's source: views of the data arrays
+    behind the pointers in ``user_data``, and the arguments that pass them on (empty when
+    there are no data)."""
+    if not arrays:
+        return {"unpack": "", "args": ""}
+    lines = [f"        ptrs = numba.carray(user_data_, ({n_ptrs},), np.uint64)"]
+    args = []
     for i, arr in enumerate(arrays):
         shape = "(" + "".join(f"{s}, " for s in arr.shape) + ")"
         lines.append(
@@ -685,52 +691,7 @@ def _data_unpack(arrays: list[np.ndarray], offset: int) -> tuple[str, str]:
             f"np.{arr.dtype.name})"
         )
         args.append(f", d{i}")
-    return "\n".join(lines), "".join(args)
-
-
-_LOGP_DATA_SRC = """
-def lmmformula_logp_{key}(dim, x_, out_, logp_, user_data_):
-    if dim != {n_dim}:
-        return -1
-    try:
-        x = numba.carray(x_, ({n_dim},))
-        ptrs = numba.carray(user_data_, ({n_ptrs},), np.uint64)
-{unpack}
-        logp_arr, grad = inner(x{args})
-        logp_val = logp_arr.item()
-        logp_[0] = logp_val
-        finite = True
-        for i in range({n_dim}):
-            g = grad[i]
-            out_[i] = g
-            if not math.isfinite(g):
-                finite = False
-        if not finite:
-            return 3
-        if not math.isfinite(logp_val):
-            return 4
-    except Exception:
-        return 1
-    return 0
-"""
-
-_EXPAND_DATA_SRC = """
-def lmmformula_expand_{key}(dim, expanded, x_, out_, user_data_):
-    if dim != {n_dim}:
-        return -1
-    if expanded != {n_expanded}:
-        return -1
-    try:
-        x = numba.carray(x_, ({n_dim},))
-        ptrs = numba.carray(user_data_, ({n_ptrs},), np.uint64)
-{unpack}
-        (values,) = inner(x{args})
-        for i in range({n_expanded}):
-            out_[i] = values[i]
-    except Exception:
-        return -2
-    return 0
-"""
+    return {"unpack": "\n".join(lines), "args": "".join(args)}
 
 
 def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
@@ -841,24 +802,24 @@ def _compile_lifted(model, fns: _Functions, info: CompileInfo):
     pointers = np.array([arr.ctypes.data for arr in arrays] or [0], dtype=np.uint64)
     n_ptrs = pointers.size
     logp_sig, expand_sig = _signatures()
-    unpack, args = _data_unpack(fns.logp_data, 0)
-    logp_fmt = dict(n_dim=fns.n_dim, n_ptrs=n_ptrs, unpack=unpack, args=args)
-    unpack, args = _data_unpack(fns.expand_data, len(fns.logp_data))
+    logp_fmt = dict(n_dim=fns.n_dim, **_data_unpack(fns.logp_data, 0, n_ptrs))
     expand_fmt = dict(
-        n_dim=fns.n_dim, n_expanded=fns.n_expanded, n_ptrs=n_ptrs, unpack=unpack, args=args
+        n_dim=fns.n_dim,
+        n_expanded=fns.n_expanded,
+        **_data_unpack(fns.expand_data, len(fns.logp_data), n_ptrs),
     )
     logp_fn = fns.logp_fn_pt.vm.jit_fn
     expand_fn = fns.expand_fn_pt.vm.jit_fn
-    logp_src = _wrapper_source_fn(_LOGP_DATA_SRC, logp_fn, **logp_fmt)
-    expand_src = _wrapper_source_fn(_EXPAND_DATA_SRC, expand_fn, **expand_fmt)
+    logp_src = _wrapper_source_fn(_LOGP_SRC, logp_fn, **logp_fmt)
+    expand_src = _wrapper_source_fn(_EXPAND_SRC, expand_fn, **expand_fmt)
     if logp_src is not None and expand_src is not None:
         logp_cfunc, expand_cfunc = _cached_cfuncs([(logp_src, logp_sig), (expand_src, expand_sig)])
         info.cached_wrappers = True
     else:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=numba.NumbaWarning)
-            logp_cfunc = _uncached_cfunc(_LOGP_DATA_SRC, logp_fn, logp_sig, **logp_fmt)
-            expand_cfunc = _uncached_cfunc(_EXPAND_DATA_SRC, expand_fn, expand_sig, **expand_fmt)
+            logp_cfunc = _uncached_cfunc(_LOGP_SRC, logp_fn, logp_sig, **logp_fmt)
+            expand_cfunc = _uncached_cfunc(_EXPAND_SRC, expand_fn, expand_sig, **expand_fmt)
     dims, coords = ncp._prepare_dims_and_coords(model, fns.shape_info, fns.reparameterized_names)
     info.lifted_constants = len(arrays)
     return ncp.CompiledPyMCModel(
@@ -917,8 +878,11 @@ def _compile_shared(model, initial_point_fn, var_names, info: CompileInfo):
     logp_sig, expand_sig = _signatures()
     logp_cfunc = expand_cfunc = None
     if not shared_var_keys:
-        logp_src = _wrapper_source_fn(_LOGP_SRC, logp_fn, n_dim=n_dim)
-        expand_src = _wrapper_source_fn(_EXPAND_SRC, expand_fn, n_dim=n_dim, n_expanded=n_expanded)
+        none = _data_unpack([], 0, 0)
+        logp_src = _wrapper_source_fn(_LOGP_SRC, logp_fn, n_dim=n_dim, **none)
+        expand_src = _wrapper_source_fn(
+            _EXPAND_SRC, expand_fn, n_dim=n_dim, n_expanded=n_expanded, **none
+        )
         if logp_src is not None and expand_src is not None:
             logp_cfunc, expand_cfunc = _cached_cfuncs(
                 [(logp_src, logp_sig), (expand_src, expand_sig)]
