@@ -319,17 +319,29 @@ class _LkjDistributionalComponent(DistributionalComponent):
             group_indexes.append(term.group_index)
 
         if bambi_config["SPARSE_DOT"]:
-            flat = [c.flatten() if c.ndim == 2 else c for c in coefs]
+            reshaped = []
+            for c in coefs:
+                if as_multivariate and c.ndim == 3:  # (f_j, e_j, k) -> (f_j * e_j, k)
+                    c = c.reshape((-1, c.shape[-1]))
+                elif not as_multivariate and c.ndim == 2:  # (f_j, e_j) -> (f_j * e_j,)
+                    c = c.flatten()
+                reshaped.append(c)
             data = sp.sparse.hstack(columns, format="csr")
-            stacked = pt.concatenate(flat, axis=0)[:, np.newaxis]
+            stacked = pt.concatenate(reshaped, axis=0)
+            if not as_multivariate:
+                stacked = stacked[:, np.newaxis]
             contribution = ps.structured_dot(data, stacked).squeeze()
         else:
             contribution = 0
             for coef, predictor, group_index in zip(coefs, predictors, group_indexes, strict=True):
                 # index with a tensor: a numpy index array makes PyTensor inspect every
                 # element in Python (0.2 s per 73,000 rows), for the same graph
-                term_contribution = coef[pt.as_tensor_variable(group_index)] * predictor
-                if predictor.ndim > 1:
+                coef = coef[pt.as_tensor_variable(group_index)]
+                ndim = predictor.ndim
+                if as_multivariate:  # (n, [e_j,] k) * (n, [e_j,] 1)
+                    predictor = predictor[:, np.newaxis]
+                term_contribution = coef * predictor
+                if ndim > 1:
                     term_contribution = term_contribution.sum(axis=1)
                 contribution += term_contribution
 

@@ -227,8 +227,13 @@ def _load_cached(fn, sig):
         return None
 
 
-def _compile_in_child(jobs) -> bool:
-    """Compile and cache callbacks in a forked child process; ``True`` when it succeeded.
+class CompileFailed(RuntimeError):
+    """numba could not compile a callback (the caller falls back to another path)."""
+
+
+def _compile_in_child(jobs) -> bool | None:
+    """Compile and cache callbacks in a forked child process: ``True`` when it succeeded,
+    ``False`` when the child failed, ``None`` when no child process can be used.
 
     A process that compiles numba code runs the freshly generated machine code, which can
     differ in the last bits from the code numba saves and every later process loads; summed
@@ -240,7 +245,7 @@ def _compile_in_child(jobs) -> bool:
     import sys
 
     if not hasattr(os, "fork") or sys.platform == "darwin":
-        return False
+        return None
     import numba
 
     with warnings.catch_warnings():
@@ -267,10 +272,15 @@ def _cached_cfuncs(jobs):
 
     out = [_load_cached(fn, sig) for fn, sig in jobs]
     missing = [job for job, cf in zip(jobs, out, strict=True) if cf is None]
-    if missing and _compile_in_child(missing):
-        out = [
-            cf if cf is not None else _load_cached(*job) for job, cf in zip(jobs, out, strict=True)
-        ]
+    if missing:
+        status = _compile_in_child(missing)
+        if status is False:
+            raise CompileFailed("numba could not compile the model's callbacks")
+        if status:
+            out = [
+                cf if cf is not None else _load_cached(*job)
+                for job, cf in zip(jobs, out, strict=True)
+            ]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=numba.NumbaWarning)
         for i, ((fn, sig), cf) in enumerate(zip(jobs, out, strict=True)):
@@ -739,9 +749,15 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
         )
     t1 = time.perf_counter()
     info.seconds["graph"] = t1 - t_init
+    compiled = None
     if fns is not None:
-        compiled = _compile_lifted(model, fns, info)
-    else:
+        try:
+            compiled = _compile_lifted(model, fns, info)
+        except Exception:
+            # numba cannot type some graph with the data as inputs: compile it with the data
+            # as constants (nutpie's own path), which always worked for these models
+            info.lifted_constants = 0
+    if compiled is None:
         compiled = _compile_shared(model, initial_point_fn, var_names, info)
     info.seconds["numba"] = time.perf_counter() - t1
     info.seconds["total"] = time.perf_counter() - t0
@@ -884,9 +900,12 @@ def _compile_shared(model, initial_point_fn, var_names, info: CompileInfo):
             _EXPAND_SRC, expand_fn, n_dim=n_dim, n_expanded=n_expanded, **none
         )
         if logp_src is not None and expand_src is not None:
-            logp_cfunc, expand_cfunc = _cached_cfuncs(
-                [(logp_src, logp_sig), (expand_src, expand_sig)]
-            )
+            try:
+                logp_cfunc, expand_cfunc = _cached_cfuncs(
+                    [(logp_src, logp_sig), (expand_src, expand_sig)]
+                )
+            except CompileFailed:  # compiled below in this process, which shows numba's error
+                logp_cfunc = expand_cfunc = None
     info.cached_wrappers = logp_cfunc is not None and expand_cfunc is not None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=numba.NumbaWarning)

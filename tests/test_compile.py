@@ -73,6 +73,8 @@ MODELS = {
     "sleepstudy, sufficient statistics": (SLEEP, "sleepstudy", {}),
     "bernoulli, categorical block": ("y ~ x + (0 + f|g)", "binary", {"family": "bernoulli"}),
     "bernoulli, intercept only": ("y ~ x + (1|g)", "binary", {"family": "bernoulli"}),
+    # a response with three categories: group effects per non-reference category
+    "categorical, group intercepts": ("f ~ x + (1|g)", "binary", {"family": "categorical"}),
 }
 
 
@@ -211,3 +213,26 @@ def test_correlated_blocks_sample_with_the_lkj_defaults(sleepstudy):
     assert block.settings["target_accept"] == LKJ_NUTS_DEFAULTS["target_accept"] == 0.9
     assert own.settings["target_accept"] == 0.95
     assert plain.settings["target_accept"] is None
+
+
+def test_a_failed_compile_with_data_inputs_falls_back_to_constants(sleepstudy, monkeypatch):
+    """If numba cannot compile the callbacks with the data as inputs (the child process
+    fails), the model is compiled with the data as constants, and is still the model."""
+    m = _built(SLEEP, sleepstudy)
+    calls = []
+
+    def failing_child(jobs):
+        calls.append(len(jobs))
+        return False if len(calls) == 1 else None  # the data-input compile fails once
+
+    monkeypatch.setattr(_nutpie, "_compile_in_child", failing_child)
+    monkeypatch.setattr(_nutpie, "_load_cached", lambda fn, sig: None)
+    compiled, info = _nutpie.compile_model(m.pymc_model)
+    assert calls[0] == 2 and info.lifted_constants == 0
+    reference = _reference(m.pymc_model)
+    names, slices, shapes = compiled.shape_info
+    free = [m.pymc_model.rvs_to_values[rv].name for rv in m.pymc_model.free_RVs]
+    x = compiled.initial_point_func(2)
+    logp, _ = _call(compiled, x)
+    values = [x[slices[names.index(n)]].reshape(shapes[names.index(n)]) for n in free]
+    np.testing.assert_allclose(logp, reference(*values)[0], rtol=1e-10)
