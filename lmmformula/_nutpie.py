@@ -399,6 +399,21 @@ def _static_shapes(model) -> dict[str, tuple[int, ...]] | None:
     return shapes
 
 
+def _lay_out(names_and_shapes, start: int):
+    """Names, slices and shapes of variables laid end to end in a flat vector from ``start``,
+    and where the vector ends."""
+    from math import prod
+
+    names, slices, shapes = [], [], []
+    for name, shape in names_and_shapes:
+        shape = tuple(int(s) for s in shape)
+        names.append(name)
+        shapes.append(shape)
+        slices.append(slice(start, start + prod(shape)))
+        start += prod(shape)
+    return names, slices, shapes, start
+
+
 @dataclass
 class _Functions:
     n_dim: int
@@ -421,7 +436,6 @@ def _make_functions_lifted(model, *, pymc_initial_point_fn, var_names=None) -> _
     shapes (another response, edited rows, other prior scales) without compiling again. The
     data arrays reach the callbacks through nutpie's ``user_data`` pointer.
     """
-    from math import prod
 
     import pytensor.tensor as pt
     from nutpie import compile_pymc as ncp
@@ -458,17 +472,10 @@ def _make_functions_lifted(model, *, pymc_initial_point_fn, var_names=None) -> _
     grads = pt.grad(logp, value_vars)
     grad = pt.concatenate([pt.as_tensor(g, allow_xtensor_conversion=True).ravel() for g in grads])
 
-    count = 0
-    joined_slices, joined_shapes, joined_names = [], [], []
-    for var in model.free_RVs:
-        value_var = model.rvs_to_values[var]
-        joined_names.append(value_var.name)
-        shape = shapes[value_var.name]
-        joined_shapes.append(shape)
-        length = prod(shape)
-        joined_slices.append(slice(count, count + length))
-        count += length
-    n_dim = count
+    free_names = [model.rvs_to_values[var].name for var in model.free_RVs]
+    joined_names, joined_slices, joined_shapes, n_dim = _lay_out(
+        [(name, shapes[name]) for name in free_names], 0
+    )
 
     initial_point_fn = ncp._rv_dict_to_flat_array_wrapper(
         pymc_initial_point_fn, names=joined_names, shapes=joined_shapes
@@ -498,15 +505,12 @@ def _make_functions_lifted(model, *, pymc_initial_point_fn, var_names=None) -> _
     if var_names is not None:
         names = set(var_names)
         remaining = [var for var in remaining if var.name in names]
-    all_names, all_slices, all_shapes = list(joined_names), list(joined_slices), list(joined_shapes)
-    for var in remaining:
-        all_names.append(var.name)
-        shape = tuple(shapes[var.name])
-        all_shapes.append(shape)
-        length = prod(shape)
-        all_slices.append(slice(count, count + length))
-        count += length
-    n_expanded = count
+    more_names, more_slices, more_shapes, n_expanded = _lay_out(
+        [(var.name, shapes[var.name]) for var in remaining], n_dim
+    )
+    all_names = joined_names + more_names
+    all_slices = joined_slices + more_slices
+    all_shapes = joined_shapes + more_shapes
     expanded = pt.concatenate(
         [
             *[v.ravel() for v in variables],
