@@ -739,10 +739,14 @@ def check_response(
         _check_levels_below_rows(frame, translation)
 
 
-def _check_finite_response(values: np.ndarray, text: str, labels: pd.Index | None) -> None:
+def _nonfinite_rows(values: np.ndarray) -> np.ndarray:
+    """Rows (first axis) of ``values`` holding a NaN or an infinity."""
     bad = ~np.isfinite(values)
-    if bad.ndim > 1:
-        bad = bad.any(axis=tuple(range(1, bad.ndim)))
+    return bad.any(axis=tuple(range(1, bad.ndim))) if bad.ndim > 1 else bad
+
+
+def _check_finite_response(values: np.ndarray, text: str, labels: pd.Index | None) -> None:
+    bad = _nonfinite_rows(values)
     if bad.any():
         raise DataError(
             f"the response {text!r} is not a finite number in {_where(labels, bad)} once the "
@@ -987,9 +991,7 @@ def check_design(
         values = np.asarray(getattr(term, "data", np.empty(0)))
         if values.dtype.kind not in "fc":
             continue
-        bad = ~np.isfinite(values)
-        if bad.ndim > 1:
-            bad = bad.any(axis=tuple(range(1, bad.ndim)))
+        bad = _nonfinite_rows(values)
         if bad.any():
             raise DataError(
                 f"the term {name!r} is not a finite number in {_where(labels, bad)} once the "
