@@ -239,7 +239,8 @@ def _compile_in_child(jobs) -> bool | None:
     differ in the last bits from the code numba saves and every later process loads; summed
     over thousands of gradient evaluations that gives other draws for the same seed. Compiling
     in a child and loading the saved code here makes the first fit of a model draw exactly
-    what every later fit draws. Only where ``os.fork`` exists (Linux, macOS).
+    what every later fit draws. Linux only (``None`` elsewhere: forking a process that has
+    started threads is unsafe on macOS, and Windows has no fork).
     """
     import os
     import sys
@@ -526,7 +527,8 @@ def _make_functions_lifted(model, *, pymc_initial_point_fn, var_names=None) -> _
         expand_fn_pt = compile_pymc(
             (joined, *expand_inputs), [expanded], mode="NUMBA", on_unused_input="ignore"
         )
-    values = {v: _aligned_copy(d) for v, d in data.items()}
+    # only the arrays the compiled functions read (narrowed codes replace their int64 originals)
+    values = {v: np.array(data[v], order="C") for v in dict.fromkeys(logp_inputs + expand_inputs)}
     return _Functions(
         n_dim=n_dim,
         n_expanded=n_expanded,
@@ -631,22 +633,6 @@ def _invalid_parameter_error(model, messages):
         "parameter or a value computed from the data is invalid, so no starting point has a "
         "finite log density. Check the priors (prior_summary()) and the data."
     )
-
-
-def _aligned_copy(values, alignment: int = 64) -> np.ndarray:
-    """A C-contiguous copy of ``values`` whose data start on an ``alignment``-byte boundary.
-
-    Vectorised loops can peel a different number of elements depending on where an array
-    starts, which changes the order of floating-point sums; a fixed alignment keeps that from
-    depending on where the allocator happened to put the data.
-    """
-    values = np.asarray(values)
-    nbytes = max(values.nbytes, 1)
-    raw = np.empty(nbytes + alignment, dtype=np.uint8)
-    start = (-raw.ctypes.data) % alignment
-    out = raw[start : start + values.nbytes].view(values.dtype).reshape(values.shape)
-    out[...] = values
-    return out
 
 
 def _narrow_index_data(outputs, data: dict) -> dict:
