@@ -142,9 +142,25 @@ def internal_var_names(blocks: dict[str, BlockSpec]) -> set[str]:
     return names
 
 
+def term_predictor(term) -> np.ndarray:
+    """The per-row values of a group-specific term's expression, shaped as its coefficients.
+
+    A one-column term whose coefficients have no expression dimension (``x:z|g``: formulae
+    hands over an (n, 1) matrix for an interaction) gets an (n,) vector; multiplying the
+    (n,) coefficients by an (n, 1) matrix would broadcast to (n, n) and sum every group's
+    coefficient into every row.
+    """
+    predictor = np.asarray(term.predictor)
+    if predictor.ndim == 2 and predictor.shape[1] == 1:
+        expr_dims = [d for d in term.coords if not d.endswith("__factor_dim")]
+        if not expr_dims:
+            return predictor[:, 0]
+    return predictor
+
+
 def _term_columns(term) -> tuple[int, list[str]]:
     """Number of columns of a Bambi group-specific term and their labels."""
-    predictor = term.predictor
+    predictor = term_predictor(term)
     ncol = 1 if predictor.ndim == 1 else predictor.shape[1]
     name = term.alias or term.name
     if ncol == 1:
@@ -315,7 +331,7 @@ class _LkjDistributionalComponent(DistributionalComponent):
             else:
                 coefs.append(_BambiGroupSpecificTerm(term, noncentered_default).build(bmb_model))
             columns.append(term.data)
-            predictors.append(term.predictor)
+            predictors.append(term_predictor(term))
             group_indexes.append(term.group_index)
 
         if bambi_config["SPARSE_DOT"]:
@@ -611,7 +627,9 @@ def _suffstats_inputs(bambi_model: bmb.Model):
     x = np.concatenate(columns, axis=1) if columns else np.zeros((n, 0))
     groups = [
         _suffstats.GroupColumns(
-            _aliased(term), np.asarray(term.predictor, dtype=float), np.asarray(term.group_index)
+            _aliased(term),
+            np.asarray(term_predictor(term), dtype=float),
+            np.asarray(term.group_index),
         )
         for term in component.group_specific_terms.values()
     ]

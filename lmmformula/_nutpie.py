@@ -997,6 +997,7 @@ def sample_bambi(
     settings = dict(nuts or {})
     if "max_treedepth" in settings:
         settings["maxdepth"] = settings.pop("max_treedepth")
+    compiled, restore_dims = _comma_free_dims(compiled)
     idata = nutpie.sample(
         compiled,
         draws=draws,
@@ -1009,6 +1010,10 @@ def sample_bambi(
         **settings,
     )
     sampled_at = time.perf_counter()
+    if restore_dims:
+        idata = idata.map_over_datasets(
+            lambda ds: ds.rename({k: v for k, v in restore_dims.items() if k in ds.dims})
+        )
     patch_nutpie_idata(idata, model, sampling_time=sampled_at - compiled_at)
     _add_observed_data(idata, bambi_model)
     idata = backend._clean_results(idata, omit_offsets=True, include_response_params=False)
@@ -1019,6 +1024,27 @@ def sample_bambi(
         **{f"compile_{k}": v for k, v in info.seconds.items() if k != "total"},
     }
     return idata, timings
+
+
+def _comma_free_dims(compiled):
+    """The compiled model with dimension names that contain commas renamed, and the renaming
+    back.
+
+    nutpie writes a variable's dims into one comma-separated string and splits it again after
+    sampling, so a Bambi dim such as ``poly(Days, 2)_dim`` or ``C(Days, Sum)_dim`` would come
+    back as two dims and the draws could not be stored.
+    """
+    import dataclasses
+
+    dims = dict(compiled.dims or {})
+    names = {d for var_dims in dims.values() for d in (var_dims or ()) if d and "," in d}
+    if not names:
+        return compiled, {}
+    rename = {name: f"__lmmformula_dim_{i}" for i, name in enumerate(sorted(names))}
+    dims = {k: [rename.get(d, d) for d in v] if v else v for k, v in dims.items()}
+    coords = {rename.get(k, k): v for k, v in (compiled._coords or {}).items()}
+    compiled = dataclasses.replace(compiled, dims=dims, _coords=coords)
+    return compiled, {v: k for k, v in rename.items()}
 
 
 def _add_observed_data(idata, bambi_model) -> None:
