@@ -30,6 +30,8 @@ of the internals used here.
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
 
@@ -52,10 +54,11 @@ from bambi.families.multivariate import MultivariateFamily
 from bambi.families.univariate import Categorical
 from bambi.priors import Prior
 from bambi.utils import as_dataset
+from formulae.terms import terms as _formulae_terms
 from pytensor import sparse as ps
 
 from lmmformula import _suffstats
-from lmmformula.errors import ModelError, PriorError
+from lmmformula.errors import ModelError, PriorError, UnsupportedSyntaxError
 
 SUFFSTATS_Y = "suffstats_y"
 SUFFSTATS_RSS = "suffstats_rss"
@@ -102,32 +105,111 @@ class BlockSpec:
         Non-centered (``z`` times the Cholesky factor) or centered (``MvNormal``).
     eta : float, optional
         LKJ shape for this block; ``None`` uses the model's ``lkj_eta``.
+    key : str, optional
+        The block's key (:attr:`lmmformula.formula.Translation.correlated`): the factor for
+        the first block on it, ``factor__2`` ... for further ones. Variable names derive
+        from it (``g_corr``, ``g__2_corr``).
     """
 
     factor: str
     terms: tuple[str, ...]
     noncentered: bool = True
     eta: float | None = None
+    key: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.key or self.factor
 
     @property
     def corr_name(self) -> str:
-        return f"{self.factor}_corr"
+        return f"{self.name}_corr"
 
     @property
     def dims(self) -> tuple[str, str]:
-        return (f"{self.factor}__block_dim", f"{self.factor}__block_dim_bis")
+        return (f"{self.name}__block_dim", f"{self.name}__block_dim_bis")
 
     @property
     def chol_name(self) -> str:
-        return f"{self.factor}_lkj"
+        return f"{self.name}_lkj"
 
     @property
     def offset_name(self) -> str:
-        return f"{self.factor}_offset"
+        return f"{self.name}_offset"
 
     @property
     def centered_name(self) -> str:
-        return f"{self.factor}_block"
+        return f"{self.name}_block"
+
+
+# -- each bar coded as R codes it ---------------------------------------------------------------
+_BAR_CODING = threading.local()
+
+
+def _r_bar_encodings(model, bars) -> dict[str, object]:
+    """Per group-level term, the coding R's ``model.matrix`` gives it in its own bar.
+
+    ``bars`` holds, per bar, whether it has an intercept and the Bambi names of its terms.
+    The terms of one bar are coded as the common terms of the formula ``~ [0 +] terms`` would
+    be: formulae's own full-rank rule, applied to the bar alone.
+    """
+    from formulae.terms.terms import Intercept
+    from formulae.terms.terms import Model as _FormulaeModel
+
+    by_name = {term.name: term for term in model.group_terms}
+    out: dict[str, object] = {}
+    for intercept, names in bars:
+        terms = [by_name[n] for n in names if n in by_name]
+        exprs = [t.expr for t in terms if not isinstance(t.expr, Intercept)]
+        if not exprs:
+            continue
+        bar_model = _FormulaeModel(*([Intercept()] if intercept else []), *exprs)
+        encodings = bar_model._get_encoding_bools()
+        for term in terms:
+            if isinstance(term.expr, Intercept):
+                continue
+            encoding = encodings.get(term.expr.name)
+            if encoding is None:
+                out[term.name] = False
+            elif len(encoding) > 1:
+                raise UnsupportedSyntaxError(
+                    f"the group-level term {term.name} cannot be coded with full rank inside "
+                    "its bar without terms the bar does not have",
+                    term.name,
+                    0,
+                    len(term.name),
+                    hint="Write the bar with the lower-order terms too, e.g. (0 + f*h|g), or "
+                    "with 0 + so that every level gets its own column.",
+                )
+            else:
+                out[term.name] = encoding[0]
+    return out
+
+
+def _formulae_eval_r_bars(self, data, env):
+    """formulae's ``Model.eval``, then each group-level term re-coded as R codes its bar."""
+    _FORMULAE_EVAL(self, data, env)
+    bars = getattr(_BAR_CODING, "bars", None)
+    if not bars:
+        return
+    for name, encoding in _r_bar_encodings(self, bars).items():
+        term = next(t for t in self.group_terms if t.name == name)
+        term.set_data(encoding)
+
+
+_FORMULAE_EVAL = _formulae_terms.Model.eval
+_formulae_terms.Model.eval = _formulae_eval_r_bars
+
+
+@contextmanager
+def r_bar_coding(bars):
+    """Within the block, formulae codes group-level terms bar by bar as lme4 does."""
+    previous = getattr(_BAR_CODING, "bars", None)
+    _BAR_CODING.bars = list(bars)
+    try:
+        yield
+    finally:
+        _BAR_CODING.bars = previous
 
 
 def internal_var_names(blocks: dict[str, BlockSpec]) -> set[str]:
@@ -470,6 +552,10 @@ class LkjBambiModel(bmb.Model):
         The correlated blocks, keyed by grouping factor.
     lkj_eta : float
         Shape of the LKJ prior on every block's correlation matrix.
+    bars : sequence of (bool, tuple of str)
+        Per bar of the formula, whether it has an intercept and its terms' Bambi names
+        (:meth:`lmmformula.formula.Translation.bar_terms`): each bar's factors are coded as
+        R codes the bar's own formula.
     """
 
     def __init__(
@@ -480,13 +566,15 @@ class LkjBambiModel(bmb.Model):
         blocks: dict[str, BlockSpec],
         lkj_eta: float = 2.0,
         suffstats: bool = False,
+        bars=(),
         **kwargs,
     ):
         self.lkj_blocks = dict(blocks)
         self.lkj_eta = float(lkj_eta)
         self.lkj_suffstats = bool(suffstats)
         self.lkj_suffstats_shared = False
-        super().__init__(formula, data, **kwargs)
+        with r_bar_coding(bars):
+            super().__init__(formula, data, **kwargs)
 
     def build(self):
         self.backend = _LkjPyMCModel(

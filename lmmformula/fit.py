@@ -375,8 +375,9 @@ class Fit:
                     term = _pretty_term(col)
                     values = sd if info.expr_dim is None else sd[:, :, j]
                     out.append((factor, term, None, f"sd({term})", values))
-            block = self.model.blocks.get(factor)
-            if block is not None:
+            for block in self.model.blocks.values():
+                if block.factor != factor:
+                    continue
                 corr = post[block.corr_name]
                 labels = [_pretty_term(str(v)) for v in corr[block.dims[0]].values]
                 arr = corr.transpose("chain", "draw", *block.dims).values
@@ -430,11 +431,11 @@ class Fit:
         header.append(f"Likelihood: {m.likelihood}")
         if m.blocks:
             header.append(
-                "  Prior: LKJ(eta = "
-                + f"{m.lkj_eta:g}) on the correlations of "
+                "  Prior: "
                 + ", ".join(
-                    f"{f} ({'non-centered' if b.noncentered else 'centered'})"
-                    for f, b in m.blocks.items()
+                    f"LKJ(eta = {m.lkj_eta if b.eta is None else b.eta:g}) on the correlations "
+                    f"of {k} ({'non-centered' if b.noncentered else 'centered'})"
+                    for k, b in m.blocks.items()
                 )
             )
         full = self._varcorr_table()

@@ -44,16 +44,15 @@ Where lmmformula departs from R, or cannot tell
   intercept plus the usual contrasts of ``f``, every standard deviation separate, no
   correlations. lme4's classic ``||`` expanded to ``(1|g) + (0 + f|g)``, which leaves a full
   KxK correlated block on the levels of ``f``. A note says so whenever ``||`` is used.
-* ``(1|g) + (0 + f|g)`` cannot be told from ``(1|g) + (0 + x|g)`` from the string alone.
-  formulae codes ``f`` there with K - 1 contrasts (because ``g`` already has an intercept),
-  whereas lme4 gives all K levels (and an over-parameterised model). lmmformula passes it on
-  as formulae reads it and does not warn.
+* Each bar's terms are coded as R's ``model.matrix`` codes the bar's own formula (the model
+  layer sees to it, since formulae would code ``f`` in ``(1|g) + (0 + f|g)`` with K - 1
+  contrasts because ``g`` already has an intercept): ``(0 + f|g)`` gives all K levels, a
+  KxK block, as in lme4.
 * A single-term bar whose term is not the intercept, such as ``(0 + x|g)``, is recorded as a
   one-term block: it is a KxK block when ``x`` is a factor with K levels. The model layer
   treats a one-column block as independent.
-* One correlated block per grouping factor: two bars on one factor that would each form a
-  multi-term block are refused (:class:`UnsupportedSyntaxError`); a one-term bar next to a
-  block on the same factor stays independent (a note says so).
+* Every bar is its own block, as in lme4: ``(1 + x|g) + (0 + z + w|g)`` gives two correlated
+  blocks on ``g`` (keys ``g`` and ``g__2``), uncorrelated with each other.
 * The same group-level term twice (``(x|g) + (1|g)``) is refused; formulae would merge them.
 * ``cbind(s, f)`` on the left follows lme4 (binomial). In brms it means a multivariate
   response.
@@ -122,12 +121,15 @@ class GroupTerm:
     block : str or None
         Key of the correlated block in :attr:`Translation.correlated` that holds this term, or
         ``None`` when the term has independent priors.
+    bar : int
+        Index in :attr:`Translation.bars` of the bar the term comes from.
     """
 
     name: str
     expr: str
     factor: str
     block: str | None
+    bar: int = 0
 
 
 @dataclass(frozen=True)
@@ -183,11 +185,14 @@ class Translation:
     group_terms : tuple of GroupTerm
         Every group-level term, in formula order.
     correlated : dict of str to tuple of str
-        For each correlated block, keyed by the grouping factor as Bambi names it, the Bambi
-        names of its terms, e.g. ``{"station": ("1|station", "TEMP|station")}``. A bar with a
-        single term other than the intercept, such as ``(0 + x|g)``, is a one-term block
-        (KxK when ``x`` is a factor with K levels); a one-column single-term block is treated
-        as independent by the model layer.
+        For each correlated block (each bar, as in lme4, but for ``||`` bars and bars with the
+        intercept alone), the Bambi names of its terms, keyed by the grouping factor as Bambi
+        names it for the first block on a factor and ``factor__2``, ``factor__3`` for further
+        ones: ``{"station": ("1|station", "TEMP|station")}``; ``(1 + x|g) + (0 + z + w|g)``
+        gives ``{"g": ("1|g", "x|g"), "g__2": ("z|g", "w|g")}``. A bar with a single term other
+        than the intercept, such as ``(0 + x|g)``, is a one-term block (KxK when ``x`` is a
+        factor with K levels); a one-column block is treated as independent by the model
+        layer.
     family : str or None
         ``"binomial"`` where the response form implies it, else ``None``.
     variables : tuple of str
@@ -206,6 +211,23 @@ class Translation:
     family: str | None
     variables: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
+    bars: tuple[str, ...] = field(default=())
+
+    def block_factor(self, key: str) -> str:
+        """The grouping factor of the correlated block ``key``."""
+        return next(g.factor for g in self.group_terms if g.block == key)
+
+    def bar_terms(self) -> list[tuple[bool, tuple[str, ...]]]:
+        """For each bar of :attr:`bars`: whether it has an intercept, and its terms' names.
+
+        The model layer codes the factors of a bar's terms as R's ``model.matrix`` codes the
+        bar's own formula: ``(0 + f|g)`` gives all K levels of ``f`` even next to ``(1|g)``.
+        """
+        out = []
+        for k, text in enumerate(self.bars):
+            names = tuple(g.name for g in self.group_terms if g.bar == k)
+            out.append((text.startswith("(1"), names))
+        return out
 
     @property
     def grouping_factors(self) -> tuple[str, ...]:
@@ -1531,52 +1553,35 @@ def _variables(f: _Formula, names: set[str]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def _assign_blocks(
-    f: _Formula, per_bar: list[tuple[Bar, str, list[tuple[str, str, str]]]], notes: list[str]
-) -> dict[int, str]:
-    """Which bars form the correlated block of their grouping factor (one block per factor).
+def _block_key(factor: str, k: int) -> str:
+    """The key of the k-th (0-based) correlated block on ``factor``: ``g``, ``g__2``, ..."""
+    return factor if k == 0 else f"{factor}__{k + 1}"
 
-    A bar is a candidate when it is not independent (``||``) and is not the intercept alone.
-    Two multi-term candidates on one factor are refused; a one-term candidate next to a
-    multi-term one, or next to other one-term ones, stays independent (with a note).
+
+def _assign_blocks(
+    per_bar: list[tuple[Bar, str, list[tuple[str, str, str]]]], notes: list[str]
+) -> dict[int, str]:
+    """Which bars are covariance blocks, keyed as in :attr:`Translation.correlated`.
+
+    As in lme4, every bar is its own block: ``(1 + x|g) + (0 + z + w|g)`` gives two blocks on
+    ``g``, and ``(1|g) + (0 + f|g)`` a one-term block for ``f`` (KxK when ``f`` is a factor)
+    next to the varying intercept. A bar written with ``||`` and a bar with the intercept
+    alone are not blocks: their terms get independent priors.
     """
-    candidates: dict[str, list[int]] = {}
+    block_of: dict[int, str] = {}
+    count: dict[str, int] = {}
     for k, (bar, _, terms) in enumerate(per_bar):
         if bar.independent or not terms or (len(terms) == 1 and terms[0][1] == "1"):
             continue
-        candidates.setdefault(terms[0][2], []).append(k)
-    block_of: dict[int, str] = {}
-    for factor, ks in candidates.items():
-        multi = [k for k in ks if len(per_bar[k][2]) > 1]
-        if len(multi) > 1:
-            bar, first = per_bar[multi[1]][0], per_bar[multi[0]][0]
-            raise UnsupportedSyntaxError(
-                f"a second correlated block on {factor}: lmmformula supports one block per "
-                f"grouping factor (the first is '{f.text[first.start : first.end]}')",
-                f.text,
-                bar.start,
-                bar.end,
-                hint=(
-                    "Merge the bars into one, e.g. (1 + x + z|g), or make them independent with ||."
-                ),
+        factor = terms[0][2]
+        block_of[k] = _block_key(factor, count.get(factor, 0))
+        count[factor] = count.get(factor, 0) + 1
+        if len(terms) == 1:
+            name, expr, _ = terms[0]
+            notes.append(
+                f"{name} is its own bar: a correlated KxK block on {factor} if {expr} is a "
+                "factor with K levels, an independent term if it is numeric."
             )
-        if len(ks) == 1:
-            block_of[ks[0]] = factor
-            name, expr, _ = per_bar[ks[0]][2][0]
-            if len(per_bar[ks[0]][2]) == 1:
-                notes.append(
-                    f"{name} is its own bar: a correlated KxK block on {factor} if {expr} is a "
-                    "factor with K levels, an independent term if it is numeric."
-                )
-            continue
-        keep = multi[0] if multi else None
-        if keep is not None:
-            block_of[keep] = factor
-        alone = ", ".join(per_bar[k][2][0][0] for k in ks if k != keep)
-        notes.append(
-            f"{alone}: independent priors, because lmmformula keeps one correlated block per "
-            f"grouping factor ({factor}); for a factor term lme4 would correlate its levels."
-        )
     return block_of
 
 
@@ -1672,7 +1677,7 @@ def translate(formula: str) -> Translation:
             seen[name] = bar
         per_bar.append((bar, text, terms))
 
-    block_of = _assign_blocks(f, per_bar, notes)
+    block_of = _assign_blocks(per_bar, notes)
 
     group_terms: list[GroupTerm] = []
     correlated: dict[str, tuple[str, ...]] = {}
@@ -1680,7 +1685,7 @@ def translate(formula: str) -> Translation:
         block = block_of.get(k)
         if block is not None:
             correlated[block] = tuple(name for name, _, _ in terms)
-        group_terms += [GroupTerm(name, expr, fac, block) for name, expr, fac in terms]
+        group_terms += [GroupTerm(name, expr, fac, block, k) for name, expr, fac in terms]
 
     rhs = " + ".join([fixed] + [text for _, text, _ in per_bar])
     bambi_formula = f"{response.bambi} ~ {rhs}"
@@ -1706,4 +1711,5 @@ def translate(formula: str) -> Translation:
         family=family,
         variables=_variables(f, set(desc.var_names)),
         notes=tuple(notes),
+        bars=tuple(text for _, text, _ in per_bar),
     )

@@ -47,7 +47,9 @@ class Model:
     family : str
         The response family.
     blocks : dict of str to BlockSpec
-        The correlated blocks that get an LKJ prior, keyed by grouping factor.
+        The correlated blocks that get an LKJ prior, keyed as
+        :attr:`Translation.correlated` (the grouping factor; ``factor__2`` ... for a second
+        and further block on one factor).
     lkj_eta : float
         The LKJ shape of every block.
     bambi : bambi.Model
@@ -111,10 +113,9 @@ class Model:
         self.bambi = self._make_bambi(direct)
         check_prior_names(direct, self.bambi)
         check_design(self.bambi, self.translation, self._family_arg, labels=self._prepared.labels)
-        if priors is not None and direct is None:
-            from lmmformula.priors import apply_priors
+        from lmmformula.priors import apply_priors  # lmmformula's defaults, then the user's
 
-            apply_priors(self, priors)
+        apply_priors(self, priors)
         self._apply_term_noncentered(self.bambi)
         self.blocks = self._effective_blocks()
         self.bambi.lkj_blocks = dict(self.blocks)
@@ -158,10 +159,12 @@ class Model:
         return formula
 
     def _make_bambi(self, priors: dict | None) -> _bambi.LkjBambiModel:
-        blocks = {
-            factor: _bambi.BlockSpec(factor, tuple(terms), self.noncentered.get(factor, True))
-            for factor, terms in self.translation.correlated.items()
-        }
+        blocks = {}
+        for key, terms in self.translation.correlated.items():
+            factor = self.translation.block_factor(key)
+            blocks[key] = _bambi.BlockSpec(
+                factor, tuple(terms), self.noncentered.get(factor, True), key=key
+            )
         kwargs = dict(self.bambi_kwargs)
         namespace = bambi_namespace()
         namespace.update(kwargs.pop("extra_namespace", None) or {})
@@ -179,6 +182,7 @@ class Model:
                     self._bambi_formula(),
                     self.data,
                     blocks=blocks,
+                    bars=self.translation.bar_terms(),
                     lkj_eta=self.lkj_eta,
                     family=self._family_arg,
                     priors=priors,
@@ -201,13 +205,15 @@ class Model:
 
     def _effective_blocks(self) -> dict[str, _bambi.BlockSpec]:
         blocks = {}
-        for factor, terms in self.translation.correlated.items():
+        for key, terms in self.translation.correlated.items():
             if _bambi.block_size(self.bambi, tuple(terms)) > 1:
-                blocks[factor] = _bambi.BlockSpec(
+                factor = self.translation.block_factor(key)
+                blocks[key] = _bambi.BlockSpec(
                     factor,
                     tuple(terms),
                     self.noncentered.get(factor, True),
                     self.block_eta.get(factor),
+                    key=key,
                 )
         return blocks
 
