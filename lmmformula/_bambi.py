@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 
 import bambi as bmb
+import bambi.families as bambi_families
+import bambi.models as bambi_models
+import bambi.priors as bambi_priors
 import numpy as np
 import pymc as pm
 import pytensor
@@ -69,8 +72,10 @@ BAMBI_SERIES = "0.21"
 __all__ = [
     "BAMBI_SERIES",
     "BlockSpec",
+    "DesignParts",
     "LkjBambiModel",
     "block_column_labels",
+    "design_parts",
     "internal_var_names",
     "suffstats_data",
     "suffstats_plan",
@@ -140,6 +145,35 @@ class BlockSpec:
     @property
     def centered_name(self) -> str:
         return f"{self.name}_block"
+
+
+# -- Bambi's prior scaling of multi-column numeric terms in logit/probit models -----------------
+class _PriorScaler(bambi_priors.PriorScaler):
+    """Bambi's ``PriorScaler``, with multi-column numeric terms (``poly(x, 2)``, ``bs(x)``) of
+    logit/probit binomial and bernoulli models scaled column by column: Bambi 0.21 assigns
+    the whole vector ``1 / std(columns)`` to one element there and fails with "setting an
+    array element with a sequence"."""
+
+    def scale_common(self, term):
+        family = self.model.family
+        data = np.asarray(term.data)
+        if (
+            term.prior.name == "Normal"
+            and data.ndim == 2
+            and data.shape[1] > 1
+            and term.kind != "interaction"
+            and not term.categorical
+            and isinstance(
+                family, (bambi_families.univariate.Bernoulli, bambi_families.univariate.Binomial)
+            )
+            and family.link["p"].name in ("logit", "probit")
+        ):
+            term.prior.update(mu=np.zeros(data.shape[1]), sigma=1 / np.std(data, axis=0))
+            return
+        super().scale_common(term)
+
+
+bambi_models.PriorScaler = _PriorScaler
 
 
 # -- each bar coded as R codes it ---------------------------------------------------------------
@@ -742,3 +776,56 @@ def suffstats_plan(bambi_model: bmb.Model) -> _suffstats.CellPlan:
     pseudo-observations they leave at most."""
     _, x, groups = _suffstats_inputs(bambi_model)
     return _suffstats.plan_cells(x, groups)
+
+
+# -- the design matrices -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class DesignParts:
+    """The population- and group-level design of the parent component, read from Bambi.
+
+    ``x`` holds the uncentred common columns (offsets left out, as in lme4's ``X``) and
+    ``x_columns`` rows ``(label, term, position)``: the coefficient ``position`` of the Bambi
+    variable ``term``. ``z`` is the (n, q) sparse group-level design, its columns in Bambi's
+    order (term by term; within a term level by level, the term's columns within a level), and
+    ``z_columns`` rows ``(factor, level, term, column, position)``.
+    """
+
+    x: np.ndarray
+    x_columns: list[tuple[str, str, int]]
+    z: sp.sparse.csr_matrix
+    z_columns: list[tuple[str, str, str, str, int]]
+    offset: np.ndarray | None
+
+
+def design_parts(bambi_model: bmb.Model) -> DesignParts:
+    """The design matrices of a Bambi model's parent component (no PyMC graph needed)."""
+    component = bambi_model.parameters[bambi_model.family.likelihood.parent]
+    design = component.design
+    n = len(bambi_model.data)
+    xs, x_columns, offsets = [], [], []
+    if design.common:
+        common = design.common
+        matrix = np.asarray(common.design_matrix, dtype=float)
+        for name, term in common.terms.items():
+            block = matrix[:, common.slices[name]]
+            if getattr(term, "kind", None) == "offset":
+                offsets.append(block.sum(axis=1))
+                continue
+            xs.append(block)
+            labels = list(term.labels) if term.labels else [name]
+            x_columns += [(label, name, j) for j, label in enumerate(labels)]
+    x = np.column_stack(xs) if xs else np.zeros((n, 0))
+    zs, z_columns = [], []
+    for name, term in component.group_specific_terms.items():
+        name = term.alias or name
+        expr, factor = name.split("|", 1)
+        ncol, labels = _term_columns(term)
+        columns = [label.split("|", 1)[0] for label in labels]
+        if expr == "1":
+            columns = ["Intercept"]
+        zs.append(sp.sparse.csr_matrix(term.data, dtype=float))
+        for level in term.groups:
+            z_columns += [(factor, str(level), name, columns[j], j) for j in range(ncol)]
+    z = sp.sparse.hstack(zs, format="csr") if zs else sp.sparse.csr_matrix((n, 0))
+    offset = np.sum(offsets, axis=0) if offsets else None
+    return DesignParts(x, x_columns, z, z_columns, offset)

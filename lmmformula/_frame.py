@@ -100,6 +100,18 @@ FAMILY_ALIASES = {
     "ordinal": "cumulative",
 }
 
+# R's and brms' names of families that are exactly one of Bambi's (same distribution, same
+# parameters); the R spelling is kept for display (Model.family_spelled).
+R_FAMILY_NAMES = {
+    "negbinomial": "negativebinomial",  # brms
+    "student": "t",  # brms
+    "Gamma": "gamma",  # R's glm family (inverse link by default, as Bambi's)
+    "inverse.gaussian": "wald",  # R's glm family
+    "von_mises": "vonmises",  # brms
+    "zero_inflated_negbinomial": "zero_inflated_negativebinomial",  # brms
+    "hurdle_negbinomial": "hurdle_negativebinomial",  # brms
+}
+
 # Functions of the formula that need numbers (formulae's stateful transforms, Bambi's and
 # numpy's math); a text or categorical column inside one fails deep in formulae otherwise.
 _NUMERIC_FUNCTIONS = frozenset(
@@ -623,6 +635,8 @@ def check_family(family: Any) -> str:
     valid = _builtin_families()
     if family in valid:
         return family
+    if family in R_FAMILY_NAMES:
+        return R_FAMILY_NAMES[family]
     base = family.split("(", 1)[0].strip()
     hint = ""
     if "(" in family:

@@ -421,7 +421,7 @@ class Fit:
         d = self.diagnostics()
         groups = m.group_sizes
         header = [
-            f" Family: {m.family} ({'links: ' + m.link_name})",
+            f" Family: {m.family_spelled} ({'links: ' + m.link_name})",
             f"Formula: {m.formula}",
             f"   Data: {m.n_obs} observations"
             + ("; groups: " + ", ".join(f"{g} ({n})" for g, n in groups.items()) if groups else ""),

@@ -245,14 +245,17 @@ def bambi_namespace() -> dict[str, Any]:
     Returns
     -------
     dict of str to object
-        ``np`` and ``numpy`` (the numpy module) and numpy's ``sqrt``, ``log1p``, ``expm1``.
+        ``np`` and ``numpy`` (the numpy module), numpy's ``sqrt``, ``log1p``, ``expm1``, and
+        ``contr`` (R's contrasts for ``C(f, contr.sum)``; :mod:`lmmformula.contrasts`).
 
     Examples
     --------
-    >>> sorted(bambi_namespace())
-    ['expm1', 'log1p', 'np', 'numpy', 'sqrt']
+    >>> sorted(bambi_namespace())[:6]
+    ['contr', 'contr_helmert', 'contr_poly', 'contr_sum', 'contr_treatment', 'expm1']
     """
     import numpy
+
+    from lmmformula.contrasts import contr
 
     return {
         "np": numpy,
@@ -260,6 +263,8 @@ def bambi_namespace() -> dict[str, Any]:
         "sqrt": numpy.sqrt,
         "log1p": numpy.log1p,
         "expm1": numpy.expm1,
+        "contr": contr,
+        **{f"contr_{name}": value for name, value in vars(contr).items()},
     }
 
 
@@ -681,6 +686,35 @@ class _Formula:
         return self.source(node.start, node.end)
 
 
+_R_FUNCTIONS = {"factor": "C", "as.factor": "C"}
+_R_CONTRASTS = {f"contr.{k}": f"contr_{k}" for k in ("sum", "treatment", "helmert", "poly")}
+
+
+def _r_spellings(tokens: tuple[Token, ...]) -> dict[int, tuple[int, str]]:
+    """Rewrites that give R's spellings their R meaning in formulae's notation.
+
+    ``^`` is a power everywhere in R: in the formula (``(a + b)^2``, formulae's ``**``) and
+    inside calls (``I(x^2)``, where Python's ``^`` would be a bitwise xor); ``factor(x)`` and
+    ``as.factor(x)`` are formulae's ``C(x)``; ``contr.sum`` and the other R contrasts are
+    :mod:`lmmformula.contrasts`' ``contr_sum``, .... Each rewrite maps a token's start to its end and
+    the new text.
+    """
+    rewrites: dict[int, tuple[int, str]] = {}
+    for i, tok in enumerate(tokens):
+        if tok.kind == "op" and tok.text == "^":
+            rewrites[tok.start] = (tok.end, "**")
+        elif (
+            tok.kind == "name"
+            and tok.text in _R_FUNCTIONS
+            and i + 1 < len(tokens)
+            and tokens[i + 1].text == "("
+        ):
+            rewrites[tok.start] = (tok.end, _R_FUNCTIONS[tok.text])
+        elif tok.kind == "name" and tok.text in _R_CONTRASTS:
+            rewrites[tok.start] = (tok.end, _R_CONTRASTS[tok.text])
+    return rewrites
+
+
 def _parse(formula: object) -> _Formula:
     if not isinstance(formula, str):
         shown = repr(formula)
@@ -743,7 +777,7 @@ def _parse(formula: object) -> _Formula:
             tilde.end,
             hint="Write y ~ 1 for an intercept-only model.",
         )
-    rewrites: dict[int, tuple[int, str]] = {}
+    rewrites = _r_spellings(tokens)
     lhs = _Parser(formula, tokens, match, 0, k, bar_ok=True, rewrites=rewrites).parse()
     rhs = _Parser(formula, tokens, match, k + 1, len(tokens), bar_ok=False, rewrites=rewrites)
     return _Formula(
@@ -1313,8 +1347,6 @@ _SPECIALS = {
     "ou": "Only unstructured (x|g) and diagonal (x||g) covariances are supported.",
     "rr": "Only unstructured (x|g) and diagonal (x||g) covariances are supported.",
     "homdiag": "Only unstructured (x|g) and diagonal (x||g) covariances are supported.",
-    "factor": "Write C(x): formulae's C() makes a variable categorical.",
-    "as.factor": "Write C(x): formulae's C() makes a variable categorical.",
 }
 
 
@@ -1526,7 +1558,7 @@ def _check_specials(f: _Formula) -> None:
 
 def _variables(f: _Formula, names: set[str]) -> tuple[str, ...]:
     """formulae's variable names, in order of appearance; contrasts in C(x, Sum) are not data."""
-    names = {n for n in names if n}
+    names = {n for n in names if n and n not in _R_CONTRASTS.values()}
     toks = f.tokens
     contrast: set[int] = set()  # token indices after the first argument of C(...)
     for i, t in enumerate(toks[:-1]):

@@ -12,6 +12,7 @@ import numpy as np
 
 from lmmformula import _bambi
 from lmmformula._frame import (
+    R_FAMILY_NAMES,
     PreparedData,
     check_design,
     check_prior_names,
@@ -99,10 +100,12 @@ class Model:
             data, self.translation, extra_columns=extra, na_action=na_action
         )
         self.data = self._prepared.frame
-        self.family = (
+        spelled = (
             _family_name(family) if family is not None else (self.translation.family or "gaussian")
         )
-        self._family_arg = family if family is not None else self.family
+        self.family_spelled = spelled
+        self.family = self._bambi_family(spelled)
+        self._family_arg = self.family if isinstance(family, str) or family is None else family
         check_response(self.data, self.translation, self._family_arg, labels=self._prepared.labels)
         self.user_priors = priors
         self._noncentered_arg = noncentered
@@ -132,6 +135,16 @@ class Model:
             ok = False
         if not ok:
             raise ModelError(f"lkj_eta must be a positive number, got {eta!r}.")
+
+    def _bambi_family(self, spelled: str) -> str:
+        """Bambi's family for the name the user gave: R's and brms' names (``negbinomial``,
+        ``student``, ``Gamma``) are aliases, and ``binomial`` with a plain response is R's
+        binary regression (``glmer(y ~ ..., family = binomial)`` with a 0/1 ``y``), Bambi's
+        ``bernoulli``."""
+        name = R_FAMILY_NAMES.get(spelled, spelled)
+        if name == "binomial" and self.translation.response.kind == "plain":
+            name = "bernoulli"
+        return name
 
     def _resolve_noncentered(self, noncentered: bool | Mapping[str, bool]) -> dict[str, bool]:
         factors = self.translation.grouping_factors
@@ -336,6 +349,22 @@ class Model:
             **kwargs,
         )
 
+    def design(self):
+        """The design matrices: ``X``, ``Z``, their columns and the covariance blocks, as lme4's
+        ``getME(m, "X")``, ``getME(m, "Z")`` and ``cnms``; see :class:`lmmformula.design.Design`.
+
+        Examples
+        --------
+        >>> import lmmformula as lf
+        >>> m = lf.model("y ~ x + (1|g) + (0 + f|g)", lf.datasets.simulated_factor_data())
+        ... # doctest: +SKIP
+        >>> [len(cols) for _, cols in m.design().blocks]  # doctest: +SKIP
+        [1, 3]
+        """
+        from lmmformula.design import design
+
+        return design(self)
+
     def prior_summary(self):
         """Every parameter class and coefficient with the prior in force and whether it is
         the default or the user's (brms' ``prior_summary``)."""
@@ -354,7 +383,7 @@ class Model:
         """The arguments that rebuild this model from the same data (used by ``save``)."""
         return {
             "formula": self.formula,
-            "family": self.family,
+            "family": self.family_spelled,
             "link": self.link,
             "lkj_eta": self.lkj_eta,
             "noncentered": dict(self.noncentered),
@@ -366,7 +395,7 @@ class Model:
     def __repr__(self) -> str:
         blocks = ", ".join(f"{k}: {' + '.join(v.terms)}" for k, v in self.blocks.items())
         return (
-            f"<lmmformula.Model {self.formula!r} family={self.family} n={self.n_obs}"
+            f"<lmmformula.Model {self.formula!r} family={self.family_spelled} n={self.n_obs}"
             + (f" LKJ blocks [{blocks}]" if blocks else "")
             + f" likelihood={self.likelihood}>"
         )
