@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint vignettes vignettes-smoke bench data clean
+.PHONY: demo test test-fast lint vignettes vignettes-smoke bench data clean mutants
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), "lmmformula needs Python >= 3.12"'
@@ -26,6 +26,10 @@ test: $(STAMP)
 ## The tests that do not sample.
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not sampling"
+
+## Mutation check: plausible bugs in a copy of the library must fail the tests (tests/tools/mutants.py).
+mutants: $(STAMP)
+	$(PY) tests/tools/mutants.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

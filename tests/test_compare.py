@@ -97,51 +97,138 @@ def test_table_has_the_lecture_columns_best_first(comparison, ozone_fits):
     assert (comparison["dse"].iloc[1:] > 0).all()
 
 
-@pytest.mark.sampling
-def test_numbers_are_arviz_loo_of_each_fit(comparison, ozone_fits):
-    for name, fit in ozone_fits.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ref = az.loo(fit.idata)
-        assert comparison.loc[name, "elpd_loo"] == pytest.approx(ref.elpd, rel=1e-9)
-        assert comparison.loc[name, "se"] == pytest.approx(ref.se, rel=1e-9)
-        assert comparison.loc[name, "p_loo"] == pytest.approx(ref.p, rel=1e-9)
-        n_bad = int(np.sum(np.asarray(ref.pareto_k) > 0.7))
-        assert comparison.loc[name, "n_bad_k"] == n_bad
-        assert comparison.loc[name, "warning"] == (n_bad > 0)
+def hand_log_likelihood(post, data: pd.DataFrame, x: str, y: str, group: str) -> np.ndarray:
+    """Pointwise gaussian log-likelihood (chain, draw, obs) written from the model's equation,
+    ``y_i ~ Normal(a + b x_i + u0[g_i] + u1[g_i] x_i, sigma)``, with the draws read by Bambi's
+    names (terms the model lacks are 0)."""
+    xs = data[x].to_numpy(dtype=float)
+    ys = data[y].to_numpy(dtype=float)
+    mu = post["Intercept"].values[..., None] + post[x].values[..., None] * xs
+    for name, column in ((f"1|{group}", 1.0), (f"{x}|{group}", xs)):
+        if name in post:
+            da = post[name].transpose("chain", "draw", f"{group}__factor_dim")
+            levels = [str(v) for v in da[f"{group}__factor_dim"].values]
+            codes = pd.Categorical(data[group].astype(str), categories=levels).codes
+            assert (codes >= 0).all()
+            mu = mu + da.values[..., codes] * column
+    return stats.norm.logpdf(ys, mu, post["sigma"].values[..., None])
 
 
-@pytest.mark.sampling
-def test_pooled_elpd_from_a_hand_computed_likelihood(comparison, ozone_fits, ozone_small):
-    """PSIS-LOO of Normal(y | a + b x, sigma) evaluated by hand on the pooled fit's draws."""
-    post = ozone_fits["pooled"].posterior
-    a, b, sigma = (post[v].values[..., None] for v in ("Intercept", "TEMP", "sigma"))
-    x = ozone_small["TEMP"].to_numpy()
-    y = ozone_small["log_ozone"].to_numpy()
-    ll = stats.norm.logpdf(y, a + b * x, sigma)
+def arviz_loo_of(ll: np.ndarray, posterior: xr.Dataset):
+    """ArviZ's PSIS-LOO of a log-likelihood array computed here (not by the library); the
+    posterior only sets the relative efficiency of the draws."""
     tree = xr.DataTree.from_dict(
         {
-            "posterior": post[["Intercept", "TEMP", "sigma"]],
-            "log_likelihood": xr.Dataset({"log_ozone": (("chain", "draw", "__obs__"), ll)}),
+            "posterior": posterior,
+            "log_likelihood": xr.Dataset({"y": (("chain", "draw", "__obs__"), ll)}),
         }
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = az.loo(tree)
-    assert comparison.loc["pooled", "elpd_loo"] == pytest.approx(ref.elpd, rel=1e-6)
-    assert comparison.loc["pooled", "p_loo"] == pytest.approx(ref.p, rel=1e-5)
+        return az.loo(tree, pointwise=True)
 
 
 @pytest.mark.sampling
-def test_pareto_k_warning_names_the_models_and_counts(ozone_fits):
+def test_elpd_from_hand_computed_likelihoods(comparison, ozone_fits, ozone_small):
+    """Every model's elpd_loo, p_loo and se, and the differences with their standard errors,
+    from PSIS-LOO of a pointwise log-likelihood computed here with numpy and scipy."""
+    refs = {}
+    for name, fit in ozone_fits.items():
+        ll = hand_log_likelihood(fit.posterior, ozone_small, "TEMP", "log_ozone", "station")
+        # the library's stored log-likelihood is the same numbers
+        got = fit.log_likelihood().transpose("chain", "draw", "__obs__").values
+        np.testing.assert_allclose(got, ll, rtol=1e-8, atol=1e-10)
+        refs[name] = arviz_loo_of(ll, fit.posterior)
+    n = len(ozone_small)
+    best = comparison.index[0]
+    elpd_i = {name: np.asarray(ref.elpd_i).ravel() for name, ref in refs.items()}
+    for name, ref in refs.items():
+        row = comparison.loc[name]
+        assert row["elpd_loo"] == pytest.approx(elpd_i[name].sum(), rel=1e-9)
+        assert row["elpd_loo"] == pytest.approx(ref.elpd, rel=1e-9)
+        assert row["p_loo"] == pytest.approx(ref.p, rel=1e-6)
+        assert row["se"] == pytest.approx(np.sqrt(n * np.var(elpd_i[name], ddof=1)), rel=1e-6)
+        diff = elpd_i[name] - elpd_i[best]
+        assert row["elpd_diff"] == pytest.approx(diff.sum(), rel=1e-9, abs=1e-9)
+        # ArviZ: se with ddof=1, dse with ddof=0
+        assert row["dse"] == pytest.approx(np.sqrt(n * np.var(diff)), rel=1e-6, abs=1e-12)
+        n_bad = int(np.sum(np.asarray(ref.pareto_k) > 0.7))
+        assert row["n_bad_k"] == n_bad
+        assert row["warning"] == (n_bad > 0)
+    # best first: the ranking is the hand-computed elpd's
+    assert list(comparison.index) == sorted(refs, key=lambda k: -elpd_i[k].sum())
+
+
+@pytest.mark.sampling
+def test_loo_of_a_correlated_fit_from_a_hand_computed_likelihood(sleep_fit, sleepstudy):
+    ll = hand_log_likelihood(sleep_fit.posterior, sleepstudy, "Days", "Reaction", "Subject")
+    ref = arviz_loo_of(ll, sleep_fit.posterior)
+    loo = sleep_fit.loo()
+    assert loo.elpd == pytest.approx(ref.elpd, rel=1e-9)
+    assert loo.p == pytest.approx(ref.p, rel=1e-6)
+    assert loo.se == pytest.approx(ref.se, rel=1e-6)
+    np.testing.assert_allclose(np.asarray(loo.pareto_k), np.asarray(ref.pareto_k), rtol=1e-8)
+
+
+def _heavy_tailed(fit: Fit, k_true: dict[int, float], seed: int) -> tuple[Fit, np.ndarray]:
+    """The fit's draws with a log-likelihood in which observation i has importance ratios
+    1 / p(y_i | theta) with a Pareto tail of shape ``k_true[i]`` (PSIS then finds k near it)."""
+    ll = hand_log_likelihood(fit.posterior, fit.model.data, "TEMP", "log_ozone", "station")
+    rng = np.random.default_rng(seed)
+    for i, k in k_true.items():
+        u = rng.uniform(size=ll.shape[:2])
+        ll[..., i] = ll[..., i].mean() + k * np.log(u)  # ratios exp(-ll) = c * u^-k
+    idata = fit.idata.copy()
+    idata["log_likelihood"] = xr.Dataset({"log_ozone": (("chain", "draw", "__obs__"), ll)})
+    return Fit(fit.model, idata, sampler=fit.sampler), ll
+
+
+@pytest.mark.sampling
+def test_bad_pareto_k_is_reported(ozone_fits):
+    """A fit with observations of known bad Pareto k: counted, flagged and named."""
+    heavy, ll = _heavy_tailed(ozone_fits["pooled"], {3: 0.9, 50: 0.85, 120: 1.3}, seed=4)
+    ref = arviz_loo_of(ll, heavy.posterior)
+    k = np.asarray(ref.pareto_k).ravel()
+    bad = np.flatnonzero(k > 0.7)
+    assert {3, 50, 120} <= set(bad), k[[3, 50, 120]]
+    assert np.sum((k > 0.7) & (k <= 1.0)) >= 1  # some between 0.7 and 1: the threshold matters
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = compare(ozone_fits)
+        table = compare({"heavy": heavy, "pooled": ozone_fits["pooled"]})
+    assert table.loc["heavy", "n_bad_k"] == len(bad)
+    assert bool(table.loc["heavy", "warning"])
+    good = int(np.sum(np.asarray(ozone_fits["pooled"].loo().pareto_k) > 0.7))
+    assert table.loc["pooled", "n_bad_k"] == good
     messages = [str(w.message) for w in caught if issubclass(w.category, ParetoKWarning)]
-    bad = table[table["n_bad_k"] > 0]
-    assert bool(messages) == (len(bad) > 0)
-    for name, row in bad.iterrows():
-        assert f"{name}: {row['n_bad_k']} of 180 observations with Pareto k > 0.7" in messages[0]
+    assert len(messages) == 1
+    assert f"heavy: {len(bad)} of 180 observations with Pareto k > 0.7" in messages[0]
+    assert ("pooled:" in messages[0]) == (good > 0)
+    # and the plot stars it
+    fig = plot_compare(table)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "heavy *" in labels
+
+
+@pytest.mark.sampling
+def test_no_warning_without_bad_pareto_k(ozone_fits):
+    """Fits whose log-likelihood varies little between draws have small k: no warning, no
+    count, no star."""
+    tame = {}
+    for name in ("pooled", "intercepts"):
+        fit = ozone_fits[name]
+        ll = hand_log_likelihood(fit.posterior, fit.model.data, "TEMP", "log_ozone", "station")
+        ll = ll.mean(axis=(0, 1)) + 0.05 * (ll - ll.mean(axis=(0, 1)))
+        idata = fit.idata.copy()
+        idata["log_likelihood"] = xr.Dataset({"log_ozone": (("chain", "draw", "__obs__"), ll)})
+        tame[name] = Fit(fit.model, idata, sampler=fit.sampler)
+        assert np.max(np.asarray(arviz_loo_of(ll, fit.posterior).pareto_k)) < 0.7
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = compare(tame)
+    assert not [w for w in caught if issubclass(w.category, ParetoKWarning)]
+    assert list(table["n_bad_k"]) == [0, 0] and not table["warning"].any()
+    labels = [t.get_text() for t in plot_compare(table).axes[0].get_yticklabels()]
+    assert sorted(labels) == ["intercepts", "pooled"]
 
 
 @pytest.mark.sampling

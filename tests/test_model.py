@@ -150,11 +150,15 @@ def _hand_written_logp(sim, point, eta, noncentered=True):
             u = pm.MvNormal("g_block", mu=np.zeros(2), chol=chol, shape=(len(levels), 2))
         mu = intercept + slope * xc + u[codes, 0] + u[codes, 1] * x
         pm.Normal("y", mu, sigma, observed=sim["y"].to_numpy())
-    return hand.compile_logp()(point)
+    return hand.compile_logp(mode="FAST_COMPILE")(point)
 
 
-@pytest.mark.parametrize("noncentered", [True, False])
-def test_logp_equals_the_hand_written_lkj_model(sim, noncentered):
+LIKELIHOODS = {True: "sufficient statistics", False: "full data"}
+
+
+@pytest.mark.parametrize("suffstats", [True, False], ids=["suffstats", "full-data"])
+@pytest.mark.parametrize("noncentered", [True, False], ids=["noncentered", "centered"])
+def test_logp_equals_the_hand_written_lkj_model(sim, noncentered, suffstats):
     priors = {
         "Intercept": bmb.Prior("Normal", mu=0, sigma=2),
         "x": bmb.Prior("Normal", mu=0, sigma=0.1),
@@ -162,10 +166,18 @@ def test_logp_equals_the_hand_written_lkj_model(sim, noncentered):
         "1|g": bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfCauchy", beta=1)),
         "x|g": bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfCauchy", beta=0.5)),
     }
-    model = lf.model("y ~ x + (x|g)", sim, priors=priors, lkj_eta=3.0, noncentered=noncentered)
+    model = lf.model(
+        "y ~ x + (x|g)",
+        sim,
+        priors=priors,
+        lkj_eta=3.0,
+        noncentered=noncentered,
+        suffstats=suffstats,
+    )
+    assert model.likelihood == LIKELIHOODS[suffstats]
     pm_model = model.build().pymc_model
     rng = np.random.default_rng(3)
-    ours = pm_model.compile_logp()
+    ours = pm_model.compile_logp(mode="FAST_COMPILE")
     for _ in range(3):
         point = {
             k: rng.normal(scale=0.5, size=v.shape) for k, v in pm_model.initial_point().items()
@@ -173,6 +185,46 @@ def test_logp_equals_the_hand_written_lkj_model(sim, noncentered):
         assert ours(point) == pytest.approx(
             _hand_written_logp(sim, point, 3.0, noncentered), rel=1e-9
         )
+
+
+def _hand_written_factor_logp(sim, point, eta):
+    """``y ~ x + (0 + f|g)`` written directly in PyMC: a 4 x 4 LKJ block, one column per level
+    of f, each row taking the coefficient of its own level."""
+    codes, levels = pd.factorize(sim["g"], sort=True)
+    f_codes = pd.Categorical(sim["f"], categories=list("abcd")).codes
+    x = sim["x"].to_numpy()
+    with pm.Model() as hand:
+        intercept = pm.Normal("Intercept", 0, 2)
+        slope = pm.Normal("x", 0, 0.1)
+        sigma = pm.HalfCauchy("sigma", 1)
+        sd_dist = pm.HalfNormal.dist(sigma=np.array([1.0, 1.0, 1.0, 1.0]), shape=4)
+        chol, _, _ = pm.LKJCholeskyCov("g_lkj", n=4, eta=eta, sd_dist=sd_dist, compute_corr=True)
+        z = pm.Normal("g_offset", 0, 1, shape=(len(levels), 4))
+        u = z @ chol.T
+        mu = intercept + slope * (x - x.mean()) + u[codes, f_codes]
+        pm.Normal("y", mu, sigma, observed=sim["y"].to_numpy())
+    return hand.compile_logp(mode="FAST_COMPILE")(point)
+
+
+@pytest.mark.parametrize("suffstats", [True, False], ids=["suffstats", "full-data"])
+def test_factor_block_logp_on_both_likelihood_paths(sim, suffstats):
+    """A multi-column group term (a factor's K columns) enters both likelihoods whole."""
+    priors = {
+        "Intercept": bmb.Prior("Normal", mu=0, sigma=2),
+        "x": bmb.Prior("Normal", mu=0, sigma=0.1),
+        "sigma": bmb.Prior("HalfCauchy", beta=1),
+        "f|g": bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfNormal", sigma=1)),
+    }
+    model = lf.model("y ~ x + (0 + f|g)", sim, priors=priors, lkj_eta=2.0, suffstats=suffstats)
+    assert model.likelihood == LIKELIHOODS[suffstats]
+    pm_model = model.build().pymc_model
+    ours = pm_model.compile_logp(mode="FAST_COMPILE")
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        point = {
+            k: rng.normal(scale=0.5, size=v.shape) for k, v in pm_model.initial_point().items()
+        }
+        assert ours(point) == pytest.approx(_hand_written_factor_logp(sim, point, 2.0), rel=1e-9)
 
 
 def test_mixed_sd_prior_families_in_one_block(sim):

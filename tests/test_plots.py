@@ -53,28 +53,39 @@ def test_shrinkage_points_arrows_and_ellipses(sleep_fit, sleepstudy, tmp_path):
     raw, pooled = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert len(raw.get_offsets()) == len(pooled.get_offsets()) == N_SUBJECTS
     # no pooling: one least-squares line per subject, computed independently here
-    levels = sleep_fit.ranef()["Subject"].index
+    post = sleep_fit.posterior
+    levels = [str(v) for v in post["Subject__factor_dim"].values]
     by_subject = {
         str(s): np.polyfit(g["Days"], g["Reaction"], 1)[::-1]
         for s, g in sleepstudy.groupby(sleepstudy["Subject"].astype(str))
     }
     expected = np.array([by_subject[str(level)] for level in levels])
     np.testing.assert_allclose(np.asarray(raw.get_offsets()), expected, rtol=1e-8)
-    # partial pooling: the posterior means of coef()
-    coef = sleep_fit.coef()["Subject"][["Intercept", "Days"]].to_numpy()
+    # partial pooling: posterior means of the subject's intercept and slope, from the draws
+    coef = np.column_stack(
+        [
+            (post["Intercept"] + post["1|Subject"]).mean(("chain", "draw")).values,
+            (post["Days"] + post["Days|Subject"]).mean(("chain", "draw")).values,
+        ]
+    )
     np.testing.assert_allclose(np.asarray(pooled.get_offsets()), coef, rtol=1e-8)
     # one arrow per subject, from the raw to the pooled estimate
     arrows = [t for t in ax.texts if hasattr(t, "xyann")]
     assert len(arrows) == N_SUBJECTS
+    np.testing.assert_allclose([a.xyann for a in arrows], expected, rtol=1e-8)
+    np.testing.assert_allclose([a.xy for a in arrows], coef, rtol=1e-8)
     # partial pooling pulls towards the population: smaller spread than no pooling
     assert np.std(coef[:, 1]) < np.std(expected[:, 1])
-    # the 50% and 90% ellipses: Mahalanobis radius^2 equals the chi-square(2) quantiles
-    vc = sleep_fit.varcorr()
-    sd_i = vc.query("var1 == 'Intercept' and var2.isna()")["estimate"].iloc[0]
-    sd_d = vc.query("var1 == 'Days' and var2.isna()")["estimate"].iloc[0]
-    rho = vc.query("var2 == 'Days'")["estimate"].iloc[0]
+    # the 50% and 90% ellipses: Mahalanobis radius^2 equals the chi-square(2) quantiles of the
+    # normal with the posterior means of the sds and of the correlation (from the draws)
+    sd_i = float(post["1|Subject_sigma"].mean())
+    sd_d = float(post["Days|Subject_sigma"].mean())
+    corr = post["Subject_corr"].sel(
+        Subject__block_dim="1|Subject", Subject__block_dim_bis="Days|Subject"
+    )
+    rho = float(corr.mean())
     cov = np.array([[sd_i**2, rho * sd_i * sd_d], [rho * sd_i * sd_d, sd_d**2]])
-    mean = sleep_fit.fixef().loc[["Intercept", "Days"], "estimate"].to_numpy()
+    mean = np.array([float(post["Intercept"].mean()), float(post["Days"].mean())])
     contours = [
         line
         for line in ax.lines
@@ -94,9 +105,7 @@ def test_shrinkage_refuses_what_it_cannot_draw(sleep_fit, sleepstudy):
     intercepts = _other_model("Reaction ~ Days + (1|Subject)", sleepstudy, sleep_fit)
     with pytest.raises(FitError, match="group-level intercept and slope"):
         plot_shrinkage(intercepts)
-    gamma = _other_model(
-        "Reaction ~ Days + (Days|Subject)", sleepstudy, sleep_fit, family="gamma"
-    )
+    gamma = _other_model("Reaction ~ Days + (Days|Subject)", sleepstudy, sleep_fit, family="gamma")
     with pytest.raises(FitError, match="gaussian model with identity link"):
         plot_shrinkage(gamma)
     with pytest.raises(FitError, match="'Days' is not a grouping factor"):
@@ -110,18 +119,25 @@ def test_shrinkage_refuses_what_it_cannot_draw(sleep_fit, sleepstudy):
 def test_ranef_caterpillar_one_panel_per_term_sorted(sleep_fit, tmp_path):
     fig = _render(plot_ranef(sleep_fit), tmp_path, "ranef")
     assert [ax.get_title() for ax in fig.axes] == ["Intercept | Subject", "Days | Subject"]
-    table = sleep_fit.ranef(long=True)
-    for ax, term in zip(fig.axes, ("Intercept", "Days"), strict=True):
-        sub = table[table["term"] == term].sort_values("estimate")
+    post = sleep_fit.posterior
+    levels = np.array([str(v) for v in post["Subject__factor_dim"].values])
+    for ax, name in zip(fig.axes, ("1|Subject", "Days|Subject"), strict=True):
+        # each subject's deviation: posterior mean and 95% interval of its draws
+        draws = post[name].transpose("chain", "draw", "Subject__factor_dim").values
+        flat = draws.reshape(-1, len(levels))
+        means = flat.mean(axis=0)
+        lower, upper = np.quantile(flat, [0.025, 0.975], axis=0)
+        order = np.argsort(means, kind="stable")
         labels = [t.get_text() for t in ax.get_yticklabels()]
-        assert labels == [str(v) for v in sub["level"]]
+        assert labels == list(levels[order])
         (intervals,) = [c for c in ax.collections if isinstance(c, LineCollection)]
         segments = intervals.get_segments()
         assert len(segments) == N_SUBJECTS
-        np.testing.assert_allclose([s[0][0] for s in segments], sub["lower"])
-        np.testing.assert_allclose([s[1][0] for s in segments], sub["upper"])
+        np.testing.assert_allclose([s[0][0] for s in segments], lower[order])
+        np.testing.assert_allclose([s[1][0] for s in segments], upper[order])
+        np.testing.assert_allclose([s[0][1] for s in segments], np.arange(N_SUBJECTS))
         points = next(line for line in ax.lines if line.get_marker() == "o")
-        assert np.all(np.diff(points.get_xdata()) >= 0)
+        np.testing.assert_allclose(points.get_xdata(), means[order], rtol=1e-10)
     with pytest.raises(FitError, match="'Days' is not a grouping factor"):
         plot_ranef(sleep_fit, factor="Days")
 
@@ -160,10 +176,16 @@ def test_correlation_posterior_against_lkj_prior(sleep_fit, tmp_path):
     np.testing.assert_allclose(
         prior.get_ydata(), lkj_marginal_pdf(prior.get_xdata(), 2.0, 2), rtol=1e-12
     )
+    draws = (
+        sleep_fit.posterior["Subject_corr"]
+        .sel(Subject__block_dim="1|Subject", Subject__block_dim_bis="Days|Subject")
+        .values.ravel()
+    )
     mean_line = next(line for line in ax.lines if line.get_label() == "posterior mean")
-    rho = sleep_fit.varcorr().query("var2 == 'Days'")["estimate"].iloc[0]
-    assert mean_line.get_xdata()[0] == pytest.approx(rho)
+    assert mean_line.get_xdata()[0] == pytest.approx(draws.mean(), rel=1e-12)
     heights = np.array([p.get_height() for p in ax.patches])
+    expected, _ = np.histogram(draws, bins=np.linspace(-1, 1, 41), density=True)
+    np.testing.assert_allclose(heights, expected, rtol=1e-12)
     assert np.sum(heights * 0.05) == pytest.approx(1.0)  # a density over (-1, 1)
 
 
