@@ -273,6 +273,18 @@ def _is_numeric(series: pd.Series) -> bool:
     )
 
 
+def add_interaction_factors(frame: pd.DataFrame, translation: Translation) -> None:
+    """Add to ``frame`` (the model's own copy) a column per interaction grouping factor: the
+    levels of its columns joined by ``:``, so that only combinations present are levels (lme4's
+    ``interaction(a, b, drop = TRUE)``)."""
+    for name, parts in translation.interaction_factors.items():
+        if all(p in frame.columns for p in parts):
+            joined = frame[parts[0]].astype(str)
+            for part in parts[1:]:
+                joined = joined + ":" + frame[part].astype(str)
+            frame[name] = joined.to_numpy(dtype=object)
+
+
 def _roles(translation: Translation, columns: Iterable[str], extra: Iterable[str]) -> _Roles:
     columns = list(columns)
     response_text = translation.response.text
@@ -514,6 +526,7 @@ def prepare_data(
     clean = used.iloc[rows].reset_index(drop=True)
     for name in needed:
         clean[name] = _plain_dtype(name, clean[name])
+    add_interaction_factors(clean, translation)
 
     roles = _roles(translation, needed, extra)
     for name in needed:
@@ -1051,6 +1064,8 @@ def prepare_new_data(data: Any, model: Any) -> pd.DataFrame:
         raise DataError("the new data is empty (0 rows); there is nothing to predict.")
     fitted = model.data
     translation = model.translation
+    derived = set(translation.interaction_factors)
+    fitted = fitted[[c for c in fitted.columns if c not in derived]]
     roles = _roles(translation, list(fitted.columns), (model.weights,) if model.weights else ())
     needed = [c for c in fitted.columns if c not in roles.response and c not in roles.weights]
     missing = [c for c in needed if c not in columns]
@@ -1084,6 +1099,7 @@ def prepare_new_data(data: Any, model: Any) -> pd.DataFrame:
                     f"the column {name!r} of the new data has infinite values in "
                     f"{_where(frame.index, infinite)}."
                 )
+    add_interaction_factors(out, translation)
     return out
 
 

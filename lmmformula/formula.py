@@ -200,6 +200,13 @@ class Translation:
         order of appearance; contrast names such as ``Sum`` in ``C(f, Sum)`` are left out.
     notes : tuple of str
         Plain-language remarks on how the formula was read (e.g. ``(f||g)`` with a factor).
+    bars : tuple of str
+        Each bar of the Bambi formula, in order (``(1 + x|g)``).
+    interaction_factors : dict of str to tuple of str
+        Grouping factors that are interactions (``a:b``, also from ``a/b``), with the columns
+        they combine. As in lme4 their levels are the combinations present in the data: the
+        model layer adds a column of that name to its copy of the data, and the Bambi formula
+        names it in backticks.
     """
 
     formula: str
@@ -212,6 +219,7 @@ class Translation:
     variables: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
     bars: tuple[str, ...] = field(default=())
+    interaction_factors: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def block_factor(self, key: str) -> str:
         """The grouping factor of the correlated block ``key``."""
@@ -686,6 +694,7 @@ class _Formula:
         return self.source(node.start, node.end)
 
 
+_PLAIN_NAME = re.compile(r"[^\W\d][\w.]*")
 _R_FUNCTIONS = {"factor": "C", "as.factor": "C"}
 _R_CONTRASTS = {f"contr.{k}": f"contr_{k}" for k in ("sum", "treatment", "helmert", "poly")}
 
@@ -696,8 +705,8 @@ def _r_spellings(tokens: tuple[Token, ...]) -> dict[int, tuple[int, str]]:
     ``^`` is a power everywhere in R: in the formula (``(a + b)^2``, formulae's ``**``) and
     inside calls (``I(x^2)``, where Python's ``^`` would be a bitwise xor); ``factor(x)`` and
     ``as.factor(x)`` are formulae's ``C(x)``; ``contr.sum`` and the other R contrasts are
-    :mod:`lmmformula.contrasts`' ``contr_sum``, .... Each rewrite maps a token's start to its end and
-    the new text.
+    :mod:`lmmformula.contrasts`' ``contr_sum``, .... Each rewrite maps a token's start to its
+    end and the new text.
     """
     rewrites: dict[int, tuple[int, str]] = {}
     for i, tok in enumerate(tokens):
@@ -1689,8 +1698,18 @@ def translate(formula: str) -> Translation:
     # Each bar -> its Bambi text and terms; duplicates refused.
     per_bar: list[tuple[Bar, str, list[tuple[str, str, str]]]] = []
     seen: dict[str, Bar] = {}
+    interactions: dict[str, tuple[str, ...]] = {}
     for bar in bars:
-        text = f"({_bar_lhs(f, bar)}|{bar.factor})"
+        factor = bar.factor
+        parts = tuple(p.strip() for p in factor.split(":"))
+        if len(parts) > 1 and all(_PLAIN_NAME.fullmatch(p) for p in parts):
+            # lme4 groups by interaction(a, b, drop = TRUE): the observed combinations only,
+            # where formulae would make every combination a level. The model layer adds the
+            # combined column (named like Bambi's interaction factor) to its copy of the data.
+            factor = ":".join(parts)
+            interactions[factor] = parts
+            factor = f"`{factor}`"
+        text = f"({_bar_lhs(f, bar)}|{factor})"
         terms = _group_terms_of(text, f, bar)
         for name, _, _ in terms:
             if name in seen:
@@ -1741,7 +1760,12 @@ def translate(formula: str) -> Translation:
         group_terms=tuple(group_terms),
         correlated=correlated,
         family=family,
-        variables=_variables(f, set(desc.var_names)),
+        variables=_variables(
+            f,
+            {v for v in desc.var_names if v not in interactions}
+            | {p for parts in interactions.values() for p in parts},
+        ),
         notes=tuple(notes),
         bars=tuple(text for _, text, _ in per_bar),
+        interaction_factors=interactions,
     )

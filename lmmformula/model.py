@@ -106,7 +106,19 @@ class Model:
         self.family_spelled = spelled
         self.family = self._bambi_family(spelled)
         self._family_arg = self.family if isinstance(family, str) or family is None else family
-        check_response(self.data, self.translation, self._family_arg, labels=self._prepared.labels)
+        try:
+            check_response(
+                self.data, self.translation, self._family_arg, labels=self._prepared.labels
+            )
+        except LmmFormulaError as exc:
+            if spelled != "binomial" or self.family != "bernoulli":
+                raise
+            raise ModelError(
+                f"family='binomial' with a plain response is R's binary regression, so the "
+                f"response {self.translation.response.text!r} must be 0/1 or have two levels "
+                f"({exc}). For successes out of trials write 'successes | trials(n) ~ ...' "
+                "(brms), 'cbind(successes, failures) ~ ...' (lme4) or 'p(successes, n) ~ ...'."
+            ) from exc
         self.user_priors = priors
         self._noncentered_arg = noncentered
         self.noncentered = self._resolve_noncentered(noncentered)

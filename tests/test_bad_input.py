@@ -365,11 +365,11 @@ CASES = [
         r"pd\.to_numeric",
     ),
     case(
-        "binomial-family-with-a-plain-response",
-        lambda: model("b ~ x + (1|g)", family="binomial"),
+        "binomial-family-with-a-plain-non-binary-response",
+        lambda: model("y ~ x + (1|g)", family="binomial"),
         ModelError,
-        r"family='binomial' needs successes out of trials, but the response is 'b'",
-        r"family='bernoulli'",
+        r"family='binomial' with a plain response is R's binary regression.*'y' must be 0/1",
+        r"cbind\(successes, failures\)",
     ),
     case(
         "cbind-with-gaussian-family",
@@ -478,9 +478,9 @@ CASES = [
     ),
     case(
         "brms-family-name",
-        lambda: model("y ~ x", family="student"),
+        lambda: model("y ~ x", family="student_t"),
         ModelError,
-        r"unknown family 'student'",
+        r"unknown family 'student_t'",
         r"Did you mean 't'",
     ),
     case(

@@ -84,13 +84,13 @@ TABLE: dict[str, Row] = {
     ),
     "y ~ (x||g) + (0 + z|g)": Row(("1|g", "x|g", "z|g"), {"g": ("z|g",)}),
     # nesting, interactions, crossing
-    "y ~ (1|a/b)": Row(("1|a", "1|a:b"), {}, bambi="y ~ 1 + (1|a) + (1|a:b)"),
+    "y ~ (1|a/b)": Row(("1|a", "1|a:b"), {}, bambi="y ~ 1 + (1|a) + (1|`a:b`)"),
     "y ~ (x|a/b)": Row(
         ("1|a", "x|a", "1|a:b", "x|a:b"), {"a": ("1|a", "x|a"), "a:b": ("1|a:b", "x|a:b")}
     ),
     "y ~ (1|a/b/c)": Row(("1|a", "1|a:b", "1|a:b:c"), {}),
     "y ~ (1|a:b/c)": Row(("1|a:b", "1|a:b:c"), {}),
-    "y ~ (1|a:b)": Row(("1|a:b",), {}),
+    "y ~ (1|a:b)": Row(("1|a:b",), {}, bambi="y ~ 1 + (1|`a:b`)"),
     "y ~ (1 | a : b)": Row(("1|a:b",), {}),
     "y ~ (1|a) + (1|b)": Row(("1|a", "1|b"), {}),
     "y ~ x + (x|g) + (1|a) + (1|a:b)": Row(("1|g", "x|g", "1|a", "1|a:b"), {"g": ("1|g", "x|g")}),
@@ -107,6 +107,11 @@ TABLE: dict[str, Row] = {
     "y ~ (1|g)": Row(("1|g",), fixed="1", bambi="y ~ 1 + (1|g)"),
     "y ~ 0 + (1|g)": Row(("1|g",), fixed="0", bambi="y ~ 0 + (1|g)"),
     "y ~ (x + z)^2 + (1|g)": Row(("1|g",), fixed="(x + z)**2"),
+    # R spellings: ^ is a power inside calls too; factor() is C(); R's contrast functions
+    "y ~ x + I(x^2) + (1|g)": Row(("1|g",), fixed="x + I(x**2)"),
+    "y ~ factor(x) + (1|g)": Row(("1|g",), fixed="C(x)"),
+    "y ~ as.factor(x) + (0 + factor(x)|g)": Row(("C(x)|g",), {"g": ("C(x)|g",)}, fixed="C(x)"),
+    "y ~ C(f, contr.sum) + (1|g)": Row(("1|g",), fixed="C(f, contr_sum)"),
     "y ~ poly(x, 2) + (1|g)": Row(("1|g",), fixed="poly(x, 2)"),
     # responses
     "log(y) ~ x + (1|g)": Row(
@@ -418,7 +423,6 @@ ERRORS: list[tuple[str, type[FormulaSyntaxError], str, str, int]] = [
     ("y ~ (1|gr(g, by = h))", USE, r"gr\(\) is not supported", "gr(g, by = h)", 0),
     ("y ~ (1|mm(a, b))", USE, r"mm\(\) is not supported", "mm(a, b)", 0),
     ("y ~ diag(x|g)", USE, r"diag\(\) is not supported", "diag(x|g)", 0),
-    ("y ~ factor(x)", USE, r"factor\(\) is not supported", "factor(x)", 0),
     ("y | cens(c) ~ x", USE, r"cens\(\) is not supported", "cens(c)", 0),
     ("y | trunc(lb = 0) ~ x", USE, r"trunc\(\) is not supported", "trunc(lb = 0)", 0),
     ("y | se(sey) ~ x", USE, r"se\(\) is not supported", "se(sey)", 0),
@@ -475,7 +479,6 @@ HINTS = [
     ("y ~ (1 + x | ID | g)", "(1 + x|g)"),
     ("y ~ (1|a*b)", "(1|a) + (1|b) + (1|a:b)"),
     ("y ~ diag(x|g)", "(x||g)"),
-    ("y ~ factor(x)", "C(x)"),
     ("foo(y) ~ x", "log"),
     ("y ~ x (1|g)", "x + (1|g)"),
     ("y ~ x +", "Remove the trailing '+'"),

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from test_formula import TABLE  # tests/ is on sys.path under pytest's default import mode
 
+from lmmformula._frame import add_interaction_factors
 from lmmformula.formula import Translation, bambi_namespace, translate
 
 N = 48
@@ -53,6 +54,8 @@ def data() -> pd.DataFrame:
 
 
 def _model(t: Translation, data: pd.DataFrame):
+    data = data.copy()
+    add_interaction_factors(data, t)  # the model layer's derived grouping columns
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return bmb.Model(
