@@ -104,7 +104,7 @@ def check_conforms(row: dict[str, str]) -> None:
 
     # blocks per grouping factor
     ours: dict[tuple[str, ...], list[int]] = {}
-    for k, (factor, cols) in enumerate(design.blocks):
+    for k, (factor, _cols) in enumerate(design.blocks):
         ours.setdefault(_factor_vars(factor), []).append(k)
     theirs: dict[tuple[str, ...], list[int]] = {}
     for k, block in enumerate(fix["blocks"]):
