@@ -99,23 +99,70 @@ def test_runs_as_a_module() -> None:
     assert "g: 1|g, x|g  (LKJ-correlated)" in done.stdout
 
 
+def _printed_rows(text: str, section: str) -> dict[str, list[str]]:
+    """The rows of one table of a printed summary: ``{label: [Estimate, Est.Error, l-95% CI,
+    u-95% CI, ...]}`` as printed."""
+    lines = text.splitlines()
+    start = lines.index(section) + 2  # the section title, then the column header
+    rows = {}
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        label, *values = line.split()
+        rows[label] = values
+    return rows
+
+
+def _close_to_print(printed: str, value: float) -> bool:
+    decimals = len(printed.split(".")[1]) if "." in printed else 0
+    return abs(float(printed) - value) <= 0.5 * 10.0**-decimals * (1 + 1e-9)
+
+
 @pytest.mark.sampling
 def test_fit_subcommand_reads_a_csv_and_prints_the_summary(tmp_path, capsys):
+    import warnings
+
+    import numpy as np
+    import xarray as xr
+
     import lmmformula as lf
 
+    data = lf.load_dataset("sleepstudy")
     path = tmp_path / "sleep.csv"
-    lf.load_dataset("sleepstudy").to_csv(path, index=False)
+    data.to_csv(path, index=False)
     out_file = tmp_path / "fit.nc"
-    code = main(
-        [
-            "fit", "Reaction ~ Days + (Days|Subject)", "--data", str(path), "--draws", "100",
-            "--tune", "100", "--chains", "2", "--seed", "1", "--save", str(out_file),
-        ]
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 100 draws trip the sampler-health warning
+        code = main(
+            [
+                "fit", "Reaction ~ Days + (Days|Subject)", "--data", str(path), "--draws", "100",
+                "--tune", "100", "--chains", "2", "--seed", "1", "--save", str(out_file),
+            ]
+        )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    assert "cor(Intercept,Days)" in out and "Subject (18)" in out
-    assert out_file.exists()
+    assert f"Data: {len(data)} observations; groups: Subject (18)" in out
+    assert "Draws: 2 chains, each with 100 tuning and 100 kept draws" in out
+    # the printed numbers are those of the saved draws (read here with xarray alone)
+    post = xr.open_datatree(out_file, engine="h5netcdf")["posterior"].to_dataset()
+    assert (post.sizes["chain"], post.sizes["draw"]) == (2, 100)
+    fixed = _printed_rows(out, "Regression Coefficients:")
+    assert list(fixed) == ["Intercept", "Days"]
+    for name, printed in fixed.items():
+        draws = post[name].values.ravel()
+        lower, upper = np.quantile(draws, [0.025, 0.975])
+        expected = [draws.mean(), draws.std(ddof=1), lower, upper]
+        for text, value in zip(printed[:4], expected, strict=True):
+            assert _close_to_print(text, value), (name, printed, expected)
+    group = _printed_rows(out, "~Subject")
+    assert list(group) == ["sd(Intercept)", "sd(Days)", "cor(Intercept,Days)"]
+    corr = post["Subject_corr"].values[:, :, 0, 1].ravel()
+    assert _close_to_print(group["cor(Intercept,Days)"][0], corr.mean())
+    assert _close_to_print(group["sd(Days)"][0], post["Days|Subject_sigma"].values.mean())
+    # and a short run still lands near lme4's estimate of the slope (10.467, SE 1.546)
+    days = float(fixed["Days"][0])
+    assert abs(days - 10.467) < 3 * float(fixed["Days"][1])
+    assert f"Saved to {out_file}." in out
 
 
 def test_fit_subcommand_names_a_missing_data_set(capsys):

@@ -69,8 +69,8 @@ def test_block_variables_and_shapes(sim, formula, blocks, independent):
     pm_model, free, det = _vars(model)
     assert set(model.blocks) == set(blocks)
     for factor, (size, term_names) in blocks.items():
-        # formulae gives an interaction factor every combination of its factors' levels
-        n_levels = int(np.prod([sim[part].nunique() for part in factor.split(":")]))
+        # an interaction factor has the combinations present in the data as levels (lme4)
+        n_levels = len(sim[factor.split(":")].drop_duplicates())
         assert model.blocks[factor].terms == term_names
         assert f"{factor}_lkj" in free
         assert f"{factor}_offset" in free
@@ -308,3 +308,27 @@ def test_response_draws_centre_on_the_mean(sim, mock_fit):
     sigma = mock_fit.posterior["sigma"].values[..., None]
     z = (resp - mean) / sigma
     assert abs(z.mean()) < 0.05 and z.std() == pytest.approx(1.0, abs=0.05)
+
+
+def test_truncated_sd_prior_is_scipys_truncated_normal(sim):
+    """brms' ``normal(10, 20) T[0, ]`` on a block sd: the sd's prior density is the truncated
+    normal's (normalised over [0, inf)), and the built model draws from it."""
+    from scipy import stats
+
+    from lmmformula._bambi import _sd_dist
+
+    spec = lf.prior("normal(10, 20) T[0, ]", cls="sd", group="g", coef="x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = lf.model("y ~ x + (x|g)", sim, priors=[spec])
+    sd_prior = model.bambi.parameters["mu"].group_specific_terms["x|g"].prior.args["sigma"]
+    truth = stats.truncnorm(a=(0 - 10) / 20, b=np.inf, loc=10, scale=20)
+    values = np.array([0.5, 3.0, 10.0, 42.0])
+    dist = _sd_dist([(sd_prior, 1)])
+    logp = [pm.logp(dist, np.array([v])).eval().sum() for v in values]
+    np.testing.assert_allclose(logp, truth.logpdf(values), rtol=1e-7)
+    draws = pm.draw(model.build().pymc_model["x|g_sigma"], draws=4000, random_seed=3)
+    assert draws.min() >= 0
+    assert stats.kstest(draws, truth.cdf).pvalue > 0.01
+    # a half-normal or an untruncated normal would not pass
+    assert stats.kstest(draws, stats.halfnorm(scale=20).cdf).pvalue < 1e-6

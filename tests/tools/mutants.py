@@ -53,6 +53,7 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 COPIED = ("lmmformula", "tests", "data", "pyproject.toml")
 TIMEOUT = 1200  # seconds per pytest run
 MAX_JOBS = 2  # a shared two-core machine
+ORACLE = "tests/test_oracle_logp.py::"  # log densities against numpy written from the equations
 
 GUARD = '''"""Loaded with -p: the run must test the copied package, not the installed one."""
 from pathlib import Path
@@ -88,7 +89,11 @@ MUTANTS: list[Mutant] = [
         "        z.append(block[:, 0] if g.predictor.ndim == 1 else block)\n",
         "        z.append(block[:, 0] if g.predictor.ndim == 1 "
         "else block * (np.arange(ncol) == 0))\n",
-        ("tests/test_model.py::test_factor_block_logp_on_both_likelihood_paths",),
+        (
+            ORACLE + "test_auto_sufficient_statistics_on_a_multi_column_block[(f|g)]",
+            ORACLE + "test_log_density_equals_the_equations[(f|g)-gaussian-suffstats-nc]",
+            "tests/test_model.py::test_factor_block_logp_on_both_likelihood_paths",
+        ),
     ),
     Mutant(
         "summary-ci-columns-swapped",
@@ -122,7 +127,11 @@ MUTANTS: list[Mutant] = [
         "            for coef, predictor, group_index in zip(\n"
         "                coefs[:-1], predictors[:-1], group_indexes[:-1], strict=True\n"
         "            ):\n",
-        ("tests/test_model.py::test_logp_equals_the_hand_written_lkj_model",),
+        (
+            ORACLE + "test_log_density_equals_the_equations[(x|g)-gaussian-rows-nc]",
+            ORACLE + "test_linear_predictor_equals_the_equations[(x|g)]",
+            "tests/test_model.py::test_logp_equals_the_hand_written_lkj_model",
+        ),
     ),
     Mutant(
         "centered-noncentered-swapped",
@@ -130,6 +139,8 @@ MUTANTS: list[Mutant] = [
         "        if spec.noncentered:\n            z = pm.Normal(",
         "        if not spec.noncentered:\n            z = pm.Normal(",
         (
+            ORACLE + "test_log_density_equals_the_equations[(x|g)-gaussian-rows-centered]",
+            ORACLE + "test_log_density_equals_the_equations[(x|g)-gaussian-rows-nc]",
             "tests/test_model.py::test_centered_switch_changes_the_graph",
             "tests/test_model.py::test_logp_equals_the_hand_written_lkj_model",
         ),
@@ -139,7 +150,10 @@ MUTANTS: list[Mutant] = [
         "lmmformula/_bambi.py",
         "            coefs = pt.dot(z, chol.T)\n",
         "            coefs = pt.dot(z, chol)\n",
-        ("tests/test_model.py::test_logp_equals_the_hand_written_lkj_model",),
+        (
+            ORACLE + "test_log_density_equals_the_equations[(x|g)-gaussian-rows-nc]",
+            "tests/test_model.py::test_logp_equals_the_hand_written_lkj_model",
+        ),
     ),
     Mutant(
         "suffstats-design-not-centred",
@@ -148,7 +162,10 @@ MUTANTS: list[Mutant] = [
         "            data = data - data.mean(0)\n",
         "        if component.intercept_term is not None and bambi_model.center_predictors:\n"
         "            data = data - 0.0\n",
-        ("tests/test_model.py::test_logp_equals_the_hand_written_lkj_model",),
+        (
+            ORACLE + "test_log_density_equals_the_equations[(x|g)-gaussian-suffstats-nc]",
+            "tests/test_model.py::test_logp_equals_the_hand_written_lkj_model",
+        ),
     ),
     Mutant(
         "coef-subtracts-ranef",
