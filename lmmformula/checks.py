@@ -9,9 +9,12 @@ parameter whose prior drives it.
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -333,6 +336,92 @@ def _auxiliary(bm, prior: xr.Dataset) -> dict[str, str]:
     return out
 
 
+FLAT_PRIORS = ("Flat", "HalfFlat")
+
+
+def _flat_parameters(model: Model, bm) -> dict[str, str]:
+    """Variables of the PyMC graph whose prior is flat (improper): name -> what it is."""
+    out: dict[str, str] = {}
+    intercept = _bambi.intercept_term(bm)
+    if intercept is not None and getattr(intercept.prior, "name", None) in FLAT_PRIORS:
+        out[intercept.alias or intercept.name] = "the Intercept"
+    for name, term in _bambi.common_terms(bm).items():
+        if getattr(term.prior, "name", None) in FLAT_PRIORS:
+            out[term.alias or name] = f"b {term.alias or name}"
+    blocks = getattr(model, "blocks", None) or {}
+    in_blocks = {t for spec in blocks.values() for t in spec.terms}
+    for name, term in _bambi.group_specific_terms(bm).items():
+        sd = term.prior.args.get("sigma") if hasattr(term.prior, "args") else None
+        if getattr(sd, "name", None) not in FLAT_PRIORS:
+            continue
+        if name in in_blocks:
+            raise ModelError(
+                f"the sd of {name} has a flat (improper) prior inside a correlated block, "
+                "which prior_check cannot draw from nor hold out; give it a proper prior, e.g. "
+                f"lf.prior('student_t(3, 0, 2.5)', cls='sd', group={name.split('|', 1)[1]!r})."
+            )
+        out[f"{term.alias or name}_sigma"] = f"the sd of {name}"
+    for name in bm.family.auxiliary_parameters:
+        component = bm.parameters.get(name)
+        if getattr(getattr(component, "prior", None), "name", None) in FLAT_PRIORS:
+            out[name] = name
+    return out
+
+
+@contextmanager
+def _pymc_quiet(verbose: bool) -> Iterator[None]:
+    """Silence PyMC's INFO log lines ("Sampling: [...]") unless ``verbose``."""
+    logger = logging.getLogger("pymc")
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _quiet_unless_verbose(func: Callable[..., PriorCheck]) -> Callable[..., PriorCheck]:
+    """Run ``func`` with PyMC's log lines silenced unless it is called with ``verbose=True``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> PriorCheck:
+        with _pymc_quiet(bool(kwargs.get("verbose", False))):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _prior_draws(bm, draws: int, random_seed: int | None, held: list[str]):
+    """Bambi's prior predictive draws, with the ``held`` (flat-prior) variables fixed at 0."""
+    if not held:
+        return bm.prior_predictive(draws=draws, random_seed=random_seed)
+    import pymc as pm
+
+    full = bm.full_data_backend().model if hasattr(bm, "full_data_backend") else bm.backend.model
+    zeros = {name: np.zeros(tuple(full[name].shape.eval())) for name in held}
+    fixed = pm.do(full, zeros)
+    names = [v.name for v in fixed.unobserved_RVs + fixed.observed_RVs]
+    names = pm.util.get_default_varnames(names, include_transformed=False)
+    names = [n for n in names if not n.endswith("_offset")]
+    idata = pm.sample_prior_predictive(
+        draws=draws, var_names=names, model=fixed, random_seed=random_seed
+    )
+    prior = idata["prior"].to_dataset()
+    n_chain, n_draw = prior.sizes["chain"], prior.sizes["draw"]
+    for name, value in zeros.items():
+        dims = list(full.named_vars_to_dims.get(name, ()))
+        dims += [f"{name}_dim_{i}" for i in range(len(dims), value.ndim)]
+        coords = {d: list(full.coords[d]) for d in dims if full.coords.get(d) is not None}
+        prior[name] = xr.DataArray(
+            np.zeros((n_chain, n_draw, *value.shape)),
+            dims=("chain", "draw", *dims),
+            coords=coords,
+        )
+    idata["prior"] = xr.DataTree(prior)
+    return idata
+
+
 def _uncenter(bm, prior: xr.Dataset) -> xr.Dataset:
     """Bambi samples the intercept of the centred predictors; predictions want the raw one."""
     intercept = _bambi.intercept_term(bm)
@@ -498,6 +587,7 @@ def _at_frame(model: Model, at: Any) -> tuple[pd.DataFrame, list[str]]:
 
 
 # -- the check -----------------------------------------------------------------------------
+@_quiet_unless_verbose
 def prior_check(
     model: Model,
     draws: int = 500,
@@ -510,6 +600,7 @@ def prior_check(
     p_tol: float = 0.5,
     at: Mapping[str, Any] | pd.DataFrame | None = None,
     original_scale: Callable[[np.ndarray], np.ndarray] | str | bool | None = None,
+    verbose: bool = False,
 ) -> PriorCheck:
     """Prior predictive check: what the priors imply for the outcome, and whether it is absurd.
 
@@ -638,9 +729,10 @@ def prior_check(
         original_label, original = _original_scale(model, original_scale, response)
     if at is not None:
         frame, labels = _at_frame(model, at)
+    flat = _flat_parameters(model, bm)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        idata = bm.prior_predictive(draws=int(draws), random_seed=random_seed)
+        idata = _prior_draws(bm, int(draws), random_seed, list(flat))
     prior_all = idata["prior"].to_dataset()
     obs_vars = [n for n, da in prior_all.data_vars.items() if "__obs__" in da.dims]
     prior = prior_all.drop_vars(obs_vars)
@@ -719,9 +811,13 @@ def prior_check(
         rows_data = model.data.iloc[pick].reset_index(drop=True)
     else:
         rows_data = None
-    candidates = _candidates(bm)
-    aux = _auxiliary(bm, prior)
+    candidates = {k: v for k, v in _candidates(bm).items() if k not in flat}
+    aux = {k: v for k, v in _auxiliary(bm, prior).items() if k not in flat}
     priors_shown = {**candidates, **aux}
+    for name, what in flat.items():
+        priors_shown[name.removesuffix("_sigma") if what.startswith("the sd") else name] = (
+            "flat (improper): held at 0"
+        )
     flags: list[str] = []
     mean_driver: str | None = None
     attribution_rows: list[dict[str, Any]] = []
@@ -871,6 +967,17 @@ def prior_check(
     table = pd.DataFrame(rows, columns=["scale", "quantity", *QUANTILE_COLUMNS, "outside"])
 
     notes = _notes(model, bm, kind, original_label)
+    if flat:
+        whats = ", ".join(flat.values())
+        notes.insert(
+            0,
+            f"Flat (improper) priors cannot be drawn from: {whats} "
+            f"{'is' if len(flat) == 1 else 'are'} held at 0 in the prior draws (left out of the "
+            "implied means), so the check judges the other priors only. Give "
+            f"{'it' if len(flat) == 1 else 'them'} a proper prior, e.g. "
+            "lf.prior('normal(0, 10)', cls='b'), to check "
+            f"{'it' if len(flat) == 1 else 'them'} too.",
+        )
     centred = (
         _bambi.intercept_term(bm) is not None
         and bool(_bambi.common_terms(bm))

@@ -51,11 +51,16 @@ if TYPE_CHECKING:
 
 __all__ = ["PriorSpec", "apply_priors", "get_prior", "prior", "prior_summary"]
 
-SUMMARY_COLUMNS = ["prior", "class", "coef", "group", "source"]
+SUMMARY_COLUMNS = ["prior", "class", "coef", "group", "source", "basis"]
+BAMBI_BASIS = "Bambi's default"
+"""``basis`` of a prior that lmmformula leaves to Bambi (e.g. a negative binomial's alpha)."""
 AUTO_SCALED = "(auto-scaled)"
 """Text of a class-level row whose coefficients each carry their own auto-scaled Bambi prior."""
 
 BRMS = "brms"
+BAMBI = "bambi"
+LMMFORMULA = "lmmformula"
+_BASES = (BRMS, BAMBI)
 _CLASS_LEVELS = ("b", "Intercept", "sd", "cor")
 
 
@@ -677,9 +682,12 @@ def _slots(model: Model) -> list[_Slot]:
     for name in parent.group_specific_terms:
         expr, factor = name.split("|", 1)
         out.append(_Slot("sd", _sd_coef(expr), factor, name, "positive"))
-    for factor, terms in model.translation.correlated.items():
+    cor_factors: dict[str, None] = {}
+    for key, terms in model.translation.correlated.items():
         if _bambi.block_size(model.bambi, tuple(terms)) > 1:
-            out.append(_Slot("cor", "", factor, factor, "cor"))
+            cor_factors.setdefault(model.translation.block_factor(key))
+    for factor in cor_factors:  # one class per factor: it covers every block on it, as in brms
+        out.append(_Slot("cor", "", factor, factor, "cor"))
     for name in _aux_names(model):
         # an auxiliary parameter named like a class (asymmetric Laplace's "b") keeps Bambi's
         # default: it cannot be told apart from the class
@@ -848,33 +856,41 @@ class _Resolved:
     value: Any  # bmb.Prior, a number, or an LKJ eta
     source: str  # "user" or "default"
     spec: PriorSpec | None = None
+    basis: str = ""  # where a default came from (the rule and its numbers)
 
 
-def _normalize(priors: Any) -> tuple[bool, list[PriorSpec]]:
-    """(use brms defaults?, the user's specs) from the ``priors=`` argument."""
+def _normalize(priors: Any) -> tuple[str, list[PriorSpec]]:
+    """(whose defaults, the user's specs) from the ``priors=`` argument: ``"lmmformula"``
+    unless ``"brms"`` or ``"bambi"`` is in the list."""
     if priors is None:
-        return False, []
+        return LMMFORMULA, []
     if isinstance(priors, (str, PriorSpec)):
         priors = [priors]
     if isinstance(priors, Mapping) or not isinstance(priors, Sequence):
         raise PriorError(
             "priors must be a dict of Bambi priors, an lf.prior(...) specification, a list of "
-            f"them, or 'brms'; got {type(priors).__name__}."
+            f"them, 'brms' or 'bambi'; got {type(priors).__name__}."
         )
-    brms, specs = False, []
+    base, specs = LMMFORMULA, []
     for item in priors:
-        if isinstance(item, str) and item.strip().lower() == BRMS:
-            brms = True
+        if isinstance(item, str) and item.strip().lower() in _BASES:
+            name = item.strip().lower()
+            if base not in (LMMFORMULA, name):
+                raise PriorError(
+                    f"priors names both {base!r} and {name!r} defaults; keep one of them."
+                )
+            base = name
         elif isinstance(item, PriorSpec):
             specs.append(item)
         elif isinstance(item, str):
             raise PriorError(
                 f"{item!r} in priors: write lf.prior({item!r}, cls=...) to say which "
-                "parameters it is for ('brms' is the only bare string accepted)."
+                "parameters it is for ('brms' and 'bambi' are the only bare strings accepted)."
             )
         else:
             raise PriorError(
-                "each entry of priors must be an lf.prior(...) specification or 'brms'; got "
+                "each entry of priors must be an lf.prior(...) specification or 'brms' (or "
+                "'bambi'); got "
                 f"{item!r}."
             )
     seen: dict[tuple[str, str, str], PriorSpec] = {}
@@ -885,12 +901,12 @@ def _normalize(priors: Any) -> tuple[bool, list[PriorSpec]]:
                 f"two priors for the same parameters: {seen[target]} and {spec}; keep one."
             )
         seen[target] = spec
-    return brms, specs
+    return base, specs
 
 
 def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resolved], dict]:
     """The winning prior of every slot, plus the specs keyed by (class, coef, group)."""
-    brms, specs = _normalize(priors)
+    base, specs = _normalize(priors)
     slots = _slots(model)
     canonical = []
     for spec in specs:
@@ -898,9 +914,12 @@ def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resol
         _check_targets(spec, cls, slots)
         canonical.append((spec, cls))
     resolved: dict[_Slot, _Resolved] = {}
-    if brms:
+    if base == BRMS:
         for slot, value in brms_default_priors(model, slots).items():
-            resolved[slot] = _Resolved(value, "default")
+            resolved[slot] = _Resolved(value, "default", basis=_brms_basis(slot))
+    elif base == LMMFORMULA:
+        for slot, default in lmmformula_default_priors(model, slots).items():
+            resolved[slot] = _Resolved(default.value, "default", basis=default.basis)
     for slot in slots:
         best, best_score = None, -1
         for spec, cls in canonical:
@@ -908,7 +927,7 @@ def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resol
             if score is not None and score > best_score:
                 best, best_score = spec, score
         if best is not None:
-            resolved[slot] = _Resolved(_resolve_value(best, slot), "user", best)
+            resolved[slot] = _Resolved(_resolve_value(best, slot), "user", best, str(best))
     by_level = {
         (cls, spec.coef if cls != "sd" else _sd_coef(spec.coef), spec.group): spec
         for spec, cls in canonical
@@ -919,17 +938,20 @@ def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resol
 def apply_priors(model: Model, priors: Any) -> None:
     """Put brms-style priors (or brms' defaults) on a model's Bambi terms.
 
-    Called by :class:`lmmformula.Model` when ``priors`` is not a dict; sets the priors on
-    ``model.bambi`` with ``set_priors`` and per-block LKJ shapes in ``model.block_eta``.
-    Parameters that no prior names keep Bambi's auto-scaled defaults.
+    Called by :class:`lmmformula.Model` for every model; sets the priors on ``model.bambi``
+    with ``set_priors`` and per-block LKJ shapes in ``model.block_eta``. Parameters that no
+    prior names get lmmformula's defaults (:func:`lmmformula_default_priors`), brms'
+    (``"brms"`` in the list) or keep Bambi's auto-scaled ones (``"bambi"``).
 
     Parameters
     ----------
     model : Model
         The model; its Bambi model must not be built yet.
-    priors : PriorSpec, list of PriorSpec, "brms", or dict
-        The specifications; ``"brms"`` (alone or in the list) starts from brms' default priors
-        instead of Bambi's. A dict is handed to Bambi's ``set_priors`` unchanged.
+    priors : None, PriorSpec, list of PriorSpec, "brms", "bambi", or dict
+        The specifications; ``"brms"`` or ``"bambi"`` (alone or in the list) starts from brms'
+        or Bambi's default priors instead of lmmformula's. A dict is handed to Bambi's
+        ``set_priors`` unchanged, with lmmformula's defaults on the parameters it does not
+        name.
 
     Raises
     ------
@@ -947,23 +969,36 @@ def apply_priors(model: Model, priors: Any) -> None:
     {'Subject': 1.0}
     """
     if isinstance(priors, Mapping):
-        model.bambi.set_priors(priors=dict(priors))
+        slots = _slots(model)
+        sources = _mapping_sources(model, slots, priors)
+        unnamed = [slot for slot in slots if sources.get(slot) == "default"]
+        defaults = lmmformula_default_priors(model, unnamed)
+        bambi_priors = _bambi_dict({slot: d.value for slot, d in defaults.items()})
+        model.bambi.set_priors(priors={**bambi_priors, **dict(priors)})
         return
     _, resolved, _ = _resolve(model, priors)
-    bambi_priors: dict[str, Any] = {}
+    bambi_priors = {}
     for slot, res in resolved.items():
         if slot.cls == "cor":
             model.block_eta[slot.group] = float(res.value)
-        elif slot.cls == "sd":
-            bambi_priors[slot.term] = bmb.Prior("Normal", mu=0.0, sigma=res.value)
-        else:
-            bambi_priors[slot.term] = res.value
+    bambi_priors = _bambi_dict({s: r.value for s, r in resolved.items() if s.cls != "cor"})
     if bambi_priors:
         model.bambi.set_priors(priors=bambi_priors)
     if hasattr(model, "blocks"):  # applied after construction: keep the model consistent
         model.user_priors = priors
         model.blocks = model._effective_blocks()
         model.bambi.lkj_blocks = dict(model.blocks)
+
+
+def _bambi_dict(values: Mapping[_Slot, Any]) -> dict[str, Any]:
+    """Bambi's ``priors`` dict for slot -> prior (an ``sd`` prior is the sigma of a Normal)."""
+    out: dict[str, Any] = {}
+    for slot, value in values.items():
+        if slot.cls == "sd":
+            out[slot.term] = bmb.Prior("Normal", mu=0.0, sigma=value)
+        else:
+            out[slot.term] = value
+    return out
 
 
 # -- brms' default priors ----------------------------------------------------------------------
@@ -1018,6 +1053,23 @@ def brms_scale_location(model: Model, link: str | None = None) -> tuple[float, f
                 if math.isfinite(mean_offset):
                     location -= mean_offset
     return location, scale
+
+
+_BRMS_BASIS = {
+    "Intercept": "brms: student_t(3, round(median(link(y)), 1), max(2.5, round(mad(link(y)), 1)))",
+    "b": "brms: flat (improper)",
+    "sd": "brms: student_t(3, 0, max(2.5, round(mad(link(y)), 1))) on sd >= 0",
+    "cor": "brms: lkj(1)",
+    "sigma": "brms: student_t(3, 0, max(2.5, round(mad(y), 1))) on sigma >= 0",
+}
+
+
+def _brms_basis(slot: _Slot) -> str:
+    if slot.cls in _BRMS_BASIS:
+        return _BRMS_BASIS[slot.cls]
+    if slot.cls in _BRMS_AUX:
+        return f"brms: {_BRMS_AUX[slot.cls][1]}"
+    return BAMBI_BASIS
 
 
 _BRMS_AUX = {
@@ -1083,6 +1135,232 @@ def brms_default_priors(model: Model, slots: list[_Slot] | None = None) -> dict[
     return out
 
 
+# -- lmmformula's default priors ---------------------------------------------------------------
+@dataclass(frozen=True)
+class DefaultRule:
+    """Multipliers of lmmformula's default priors, in units of the outcome scale ``s``.
+
+    ``s`` is ``sd(y)`` for an identity link and 1 (one unit of the linear predictor) for
+    the logit, probit, cloglog, cauchit and log links; the location of the intercept is
+    ``mean(y)``, 0 and ``log(mean(y))`` for these. The measurements behind the multipliers
+    are in ``docs/priors.md`` (``benchmarks/priors_vs_lme4.py``).
+
+    Attributes
+    ----------
+    intercept : float
+        Intercept (of the centred design): ``normal(location, intercept * s)``.
+    b : float
+        A population-level column: ``normal(0, b * s / sd(x))``; an indicator column (0/1,
+        e.g. a factor level) ``normal(0, b * s)``.
+    sd : float
+        A group-level sd: ``halfnormal(sd * s)`` for an intercept or indicator column,
+        ``halfnormal(sd * s / rms(x))`` for a numeric column ``x`` (rms, not sd: group-level
+        columns are not centred, so ``rms(x)`` is the size of what the slope multiplies).
+    sigma : float
+        The residual sd of a gaussian or Student-t model: ``exponential(1 / (sigma * sd(y)))``.
+    """
+
+    intercept: float = 2.5
+    b: float = 2.5
+    sd: float = 1.0
+    sigma: float = 1.0
+    sd_dist: str = "halfnormal"
+
+
+DEFAULT_RULE = DefaultRule()
+
+_SCALED_LINKS = {"identity", "log", "logit", "probit", "cloglog", "cauchit"}
+_REAL_FAMILIES = {"gaussian", "t"}
+
+
+@dataclass(frozen=True)
+class _Default:
+    """A default prior and the rule that produced it (the ``basis`` column of the summary)."""
+
+    value: Any
+    basis: str
+
+
+@dataclass(frozen=True)
+class _OutcomeScale:
+    location: float
+    scale: float
+    location_text: str  # e.g. "mean(y) = 298.5"
+    scale_text: str  # e.g. "sd(y) = 56.17"; "" when s = 1
+
+
+def _outcome_scale(model: Model) -> _OutcomeScale | None:
+    """The location and scale the defaults are expressed in; None for unscaled links."""
+    link = model.link_name
+    if link not in _SCALED_LINKS:
+        return None
+    response = model.bambi.response_term
+    if response.categorical:
+        return None
+    y = np.asarray(response.data, dtype=float)
+    if y.ndim == 2 and y.shape[1] == 2:  # binomial: successes, trials
+        y = y[:, 0] / y[:, 1]
+    elif y.ndim != 1:
+        return None
+    if link == "identity":
+        sd = float(np.std(y, ddof=1)) if y.size > 1 else 0.0
+        if not (math.isfinite(sd) and sd > 0):
+            return None
+        mean = float(np.mean(y))
+        return _OutcomeScale(mean, sd, f"mean(y) = {_fmt(mean)}", f"sd(y) = {_fmt(sd)}")
+    if link == "log":
+        mean = float(np.mean(y))
+        location = math.log(mean) if mean > 0 else 0.0
+        return _OutcomeScale(location, 1.0, f"log(mean(y)) = {_fmt(location)}", "")
+    return _OutcomeScale(0.0, 1.0, "0", "")
+
+
+def _columns(data: Any) -> np.ndarray:
+    arr = np.asarray(data, dtype=float)
+    return arr.reshape(arr.shape[0], -1)
+
+
+def _is_indicator(col: np.ndarray) -> bool:
+    return bool(np.all((col == 0) | (col == 1)))
+
+
+def _times(k: float, s: _OutcomeScale) -> str:
+    """``k * s`` as text, e.g. ``2.5 sd(y)`` or ``2.5``."""
+    if not s.scale_text:
+        return _fmt(k)
+    unit = s.scale_text.split(" = ")[0]
+    return unit if k == 1 else f"{_fmt(k)} {unit}"
+
+
+def lmmformula_default_priors(
+    model: Model, slots: list[_Slot] | None = None, rule: DefaultRule = DEFAULT_RULE
+) -> dict[_Slot, _Default]:
+    """lmmformula's default priors for a model's parameters, each with the rule behind it.
+
+    With ``s`` the outcome scale (``sd(y)`` for an identity link, 1 for logit, probit, log and
+    the like) and ``x`` a column of the design (see :class:`DefaultRule`):
+
+    ======================  ===================================================================
+    Intercept               ``normal(mean(y), 2.5 s)``; ``normal(0, 2.5)`` for logit/probit,
+                            ``normal(log(mean(y)), 2.5)`` for a log link
+    b, numeric column       ``normal(0, 2.5 s / sd(x))`` (rstanarm's autoscaling)
+    b, indicator column     ``normal(0, 2.5 s)`` (a factor's level against the reference)
+    b, ``0 + f`` columns    the intercept's prior (each column is a level's mean)
+    sd, intercept/indicator ``halfnormal(s)``
+    sd, numeric column      ``halfnormal(s / rms(x))``
+    cor                     ``lkj(lkj_eta)`` (2 unless the model says otherwise)
+    sigma                   ``exponential(1 / sd(y))`` (rstanarm's)
+    ======================  ===================================================================
+
+    Links outside identity, log, logit, probit, cloglog and cauchit, categorical responses
+    and the other auxiliary parameters keep Bambi's defaults (no entry in the result).
+    """
+    slots = _slots(model) if slots is None else slots
+    scale = _outcome_scale(model)
+    out: dict[_Slot, _Default] = {}
+    if scale is None:
+        return out
+    s = scale.scale
+    parent = _parent(model)
+
+    def normal(mu: Any, sigma: Any) -> bmb.Prior:
+        return bmb.Prior("Normal", mu=mu, sigma=sigma, auto_scale=False)
+
+    def half(sigma: Any) -> bmb.Prior:
+        sigma = _squeeze(np.asarray(sigma, dtype=float))
+        if rule.sd_dist == "exponential":
+            return bmb.Prior("Exponential", lam=1 / sigma, auto_scale=False)
+        if rule.sd_dist == "halfstudent_t":
+            return bmb.Prior("HalfStudentT", nu=3.0, sigma=sigma, auto_scale=False)
+        return bmb.Prior("HalfNormal", sigma=sigma, auto_scale=False)
+
+    intercept_sd = rule.intercept * s
+    intercept_basis = (
+        f"normal({scale.location_text.split(' = ')[0]}, {_times(rule.intercept, scale)})"
+    )
+    has_intercept = parent.intercept_term is not None
+    for slot in slots:
+        if slot.cls == "Intercept":
+            out[slot] = _Default(
+                normal(scale.location, intercept_sd), _basis(intercept_basis, scale)
+            )
+        elif slot.cls == "b":
+            cols = _columns(parent.common_terms[slot.term].data)
+            cell_means = not has_intercept and cols.shape[1] > 1 and _is_indicator(cols)
+            cell_means = cell_means and bool(np.allclose(cols.sum(axis=1), 1))
+            if cell_means:
+                mu = np.full(cols.shape[1], scale.location)
+                sig = np.full(cols.shape[1], intercept_sd)
+                value = normal(_squeeze(mu), _squeeze(sig))
+                out[slot] = _Default(value, _basis(intercept_basis + ", each level", scale))
+                continue
+            sigmas, parts = [], []
+            for j in range(cols.shape[1]):
+                col = cols[:, j]
+                sd_x = float(np.std(col, ddof=1)) if col.size > 1 else 0.0
+                if _is_indicator(col) or not sd_x > 0:
+                    sigmas.append(rule.b * s)
+                    parts.append("indicator")
+                else:
+                    sigmas.append(rule.b * s / sd_x)
+                    parts.append(f"sd({slot.coef}) = {_fmt(sd_x)}")
+            unit = _times(rule.b, scale)
+            if all(p == "indicator" for p in parts):
+                text = f"normal(0, {unit}): indicator column{'s' if len(parts) > 1 else ''}"
+            elif len(parts) == 1:
+                text = f"normal(0, {unit} / sd({slot.coef})), {parts[0]}"
+            else:
+                text = f"normal(0, {unit} / sd(x)) per column, 1 for indicators"
+            value = normal(_squeeze(np.zeros(len(sigmas))), _squeeze(np.asarray(sigmas)))
+            out[slot] = _Default(value, _basis(text, scale))
+        elif slot.cls == "sd":
+            term = parent.group_specific_terms[slot.term]
+            unit = _times(rule.sd, scale)
+            name = f"{rule.sd_dist}"
+            if term.kind == "intercept":
+                out[slot] = _Default(half(rule.sd * s), _basis(f"{name}({unit})", scale))
+                continue
+            cols = _columns(term.predictor)
+            sigmas, texts = [], []
+            for j in range(cols.shape[1]):
+                col = cols[:, j]
+                rms = float(np.sqrt(np.mean(col**2)))
+                if _is_indicator(col) or not rms > 0:
+                    sigmas.append(rule.sd * s)
+                    texts.append("indicator")
+                else:
+                    sigmas.append(rule.sd * s / rms)
+                    texts.append(f"rms({slot.coef}) = {_fmt(rms)}")
+            if all(t == "indicator" for t in texts):
+                text = f"{name}({unit}): indicator column{'s' if len(texts) > 1 else ''}"
+            elif len(texts) == 1:
+                text = f"{name}({unit} / rms({slot.coef})), {texts[0]}"
+            else:
+                text = f"{name}({unit} / rms(x)) per column, 1 for indicators"
+            out[slot] = _Default(half(np.asarray(sigmas)), _basis(text, scale))
+        elif slot.cls == "sigma" and model.bambi.family.name in _REAL_FAMILIES:
+            rate = 1 / (rule.sigma * s)
+            text = f"exponential(1 / {_times(rule.sigma, scale)})"
+            out[slot] = _Default(
+                bmb.Prior("Exponential", lam=rate, auto_scale=False), _basis(text, scale)
+            )
+    return out
+
+
+def _squeeze(arr: np.ndarray) -> Any:
+    arr = np.asarray(arr, dtype=float)
+    return float(arr.ravel()[0]) if arr.size == 1 else arr
+
+
+def _basis(text: str, scale: _OutcomeScale) -> str:
+    """The rule with the numbers it used, e.g. ``normal(mean(y), 2.5 sd(y)); sd(y) = 56.17``."""
+    numbers = [t for t in (scale.location_text if "(" in scale.location_text else "",) if t]
+    if scale.scale_text:
+        numbers.append(scale.scale_text)
+    used = [n for n in numbers if n.split(" = ")[0] in text]
+    return text + (f"; {', '.join(used)}" if used else "")
+
+
 # -- the summary table -------------------------------------------------------------------------
 def _lkj_eta_default() -> float:
     from lmmformula.model import Model
@@ -1090,9 +1368,11 @@ def _lkj_eta_default() -> float:
     return float(inspect.signature(Model.__init__).parameters["lkj_eta"].default)
 
 
-def _mapping_sources(model: Model, slots: list[_Slot]) -> dict[_Slot, str]:
-    """Which slots a Bambi dict of priors set (``priors={...}``)."""
-    priors = dict(model.user_priors)
+def _mapping_sources(
+    model: Model, slots: list[_Slot], mapping: Mapping[str, Any] | None = None
+) -> dict[_Slot, str]:
+    """Which slots a Bambi dict of priors set (``priors={...}``; the model's own by default)."""
+    priors = dict(model.user_priors if mapping is None else mapping)
     parent_name = model.bambi.family.likelihood.parent
     nested = priors.get(parent_name) if isinstance(priors.get(parent_name), Mapping) else {}
     keys = set(priors) | set(nested)
@@ -1121,7 +1401,7 @@ def _in_force(model: Model, slot: _Slot) -> Any:
         return prior
     if slot.cls == "cor":
         blocks = getattr(model, "blocks", None) or {}
-        spec = blocks.get(slot.group)
+        spec = next((b for b in blocks.values() if b.factor == slot.group), None)
         eta = spec.eta if spec is not None and spec.eta is not None else None
         if eta is None:
             eta = model.block_eta.get(slot.group, model.lkj_eta)
@@ -1136,9 +1416,10 @@ def _lkj(eta: float) -> str:
 def prior_summary(model: Model) -> pd.DataFrame:
     """Every parameter class and term with the prior in force, like brms' ``prior_summary``.
 
-    The priors are read from the Bambi model, so the defaults shown are Bambi's auto-scaled
-    ones (or brms' with ``priors="brms"``), in Stan's spelling and rounded to 4 significant
-    digits.
+    The priors are read from the Bambi model, so the ones shown are the ones in force:
+    lmmformula's defaults (:func:`lmmformula_default_priors`; brms' with ``priors="brms"``,
+    Bambi's with ``priors="bambi"``) merged with the user's, in Stan's spelling and rounded
+    to 4 significant digits.
 
     Parameters
     ----------
@@ -1148,42 +1429,54 @@ def prior_summary(model: Model) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns ``prior``, ``class``, ``coef``, ``group``, ``source`` (``"user"`` or
-        ``"default"``). One row per class (``b``, ``sd``, ``cor``), per grouping factor
-        (``sd``, ``cor``), per term (``b`` and ``sd``), and for the intercept and each
-        auxiliary parameter. Class rows whose terms each have their own auto-scaled default
+        ``"default"``) and ``basis``: where the prior came from (for a default, the rule and
+        the numbers it used, e.g. ``halfnormal(sd(y)); sd(y) = 56.33``; for a user's prior,
+        the specification that set it). One row per class (``b``, ``sd``, ``cor``), per
+        grouping factor (``sd``, ``cor``), per term (``b`` and ``sd``), and for the intercept
+        and each auxiliary parameter. Class rows whose terms each have their own auto-scaled default
         read ``(auto-scaled)``.
 
     Examples
     --------
     >>> import lmmformula as lf
-    >>> m = lf.model("Reaction ~ Days + (Days|Subject)", lf.load_dataset("sleepstudy"),
-    ...              priors="brms")
-    >>> m.prior_summary()  # doctest: +NORMALIZE_WHITESPACE
-                          prior      class       coef    group   source
-    0  student_t(3, 288.7, 59.3)  Intercept                      default
-    1                    (flat)          b                       default
-    2                    (flat)          b       Days            default
-    3     halfstudent_t(3, 59.3)        sd                       default
-    4     halfstudent_t(3, 59.3)        sd             Subject  default
-    5     halfstudent_t(3, 59.3)        sd  Intercept  Subject  default
-    6     halfstudent_t(3, 59.3)        sd       Days  Subject  default
-    7                    lkj(1)        cor                       default
-    8                    lkj(1)        cor             Subject  default
-    9     halfstudent_t(3, 59.3)      sigma                      default
+    >>> m = lf.model("Reaction ~ Days + (Days|Subject)", lf.load_dataset("sleepstudy"))
+    >>> table = m.prior_summary()
+    >>> table[["prior", "class", "coef", "group", "source"]]  # doctest: +NORMALIZE_WHITESPACE
+                      prior      class       coef    group   source
+    0  normal(298.5, 140.8)  Intercept                      default
+    1         (auto-scaled)          b                      default
+    2      normal(0, 48.89)          b       Days           default
+    3         (auto-scaled)         sd                      default
+    4         (auto-scaled)         sd             Subject  default
+    5     halfnormal(56.33)         sd  Intercept  Subject  default
+    6     halfnormal(10.55)         sd       Days  Subject  default
+    7                lkj(2)        cor                      default
+    8                lkj(2)        cor             Subject  default
+    9  exponential(0.01775)      sigma                      default
+    >>> print(table.loc[2, "basis"])
+    normal(0, 2.5 sd(y) / sd(Days)), sd(Days) = 2.88; sd(y) = 56.33
     """
     user = model.user_priors
     mapping = isinstance(user, Mapping)
     slots, resolved, by_level = _resolve(model, None if mapping else user)
-    brms, _ = (False, []) if mapping else _normalize(user)
+    base, _ = (LMMFORMULA, []) if mapping else _normalize(user)
+    brms = base == BRMS
     brms_values = brms_default_priors(model, slots) if brms else {}
     sources = _mapping_sources(model, slots) if mapping else {}
-    rows: list[tuple[str, str, str, str, str]] = []
+    rows: list[tuple[str, str, str, str, str, str]] = []
+    per_term = "scaled per term: see the rows below"
 
     def source_of(slot: _Slot) -> str:
         if mapping:
             return sources.get(slot, "default")
         res = resolved.get(slot)
         return res.source if res is not None else "default"
+
+    def basis_of(slot: _Slot) -> str:
+        if mapping and sources.get(slot) == "user":
+            return "priors dict"
+        res = resolved.get(slot)
+        return res.basis if res is not None and res.basis else BAMBI_BASIS
 
     def level_row(
         cls: str, group: str, members: list[_Slot], brms_text: str | None, default_text: str
@@ -1195,17 +1488,21 @@ def prior_summary(model: Model) -> pd.DataFrame:
                 # render through the first member so the half rule shows (normal -> halfnormal)
                 value = _resolve_value(spec, members[0])
                 text = _lkj(value) if cls == "cor" else _stan_text(value)
-                rows.append((text, cls, "", group, "user"))
+                rows.append((text, cls, "", group, "user", str(spec)))
                 return
         if mapping and cls in ("b", "sd"):
             key = "common" if cls == "b" else "group_specific"
             bambi_level = dict(user).get(key)
             if bambi_level is not None:
-                rows.append((_stan_text(bambi_level), cls, "", group, "user"))
+                rows.append(
+                    (_stan_text(bambi_level), cls, "", group, "user", f"priors dict ({key!r})")
+                )
                 return
-        rows.append(
-            (brms_text if brms_text is not None else default_text, cls, "", group, "default")
-        )
+        if brms_text is not None:
+            rows.append((brms_text, cls, "", group, "default", _brms_basis(members[0])))
+        else:
+            basis = per_term if default_text == AUTO_SCALED else ""
+            rows.append((default_text, cls, "", group, "default", basis))
 
     def brms_text(members: list[_Slot]) -> str | None:
         if not brms or not members or members[0] not in brms_values:
@@ -1217,13 +1514,17 @@ def prior_summary(model: Model) -> pd.DataFrame:
     for slot in slots:
         by_cls.setdefault(slot.cls, []).append(slot)
 
+    def slot_row(slot: _Slot, coef: str = "", group: str = "") -> None:
+        text = _stan_text(_in_force(model, slot))
+        rows.append((text, slot.cls, coef, group, source_of(slot), basis_of(slot)))
+
     for slot in by_cls.get("Intercept", []):
-        rows.append((_stan_text(_in_force(model, slot)), "Intercept", "", "", source_of(slot)))
+        slot_row(slot)
     if by_cls.get("b"):
         members = by_cls["b"]
         level_row("b", "", members, brms_text(members), AUTO_SCALED)
         for slot in members:
-            rows.append((_stan_text(_in_force(model, slot)), "b", slot.coef, "", source_of(slot)))
+            slot_row(slot, slot.coef)
     if by_cls.get("sd"):
         members = by_cls["sd"]
         level_row("sd", "", members, brms_text(members), AUTO_SCALED)
@@ -1231,23 +1532,28 @@ def prior_summary(model: Model) -> pd.DataFrame:
             in_group = [s for s in members if s.group == group]
             level_row("sd", group, in_group, brms_text(in_group), AUTO_SCALED)
             for slot in in_group:
-                rows.append(
-                    (_stan_text(_in_force(model, slot)), "sd", slot.coef, group, source_of(slot))
-                )
+                slot_row(slot, slot.coef, group)
     if by_cls.get("cor"):
         members = by_cls["cor"]
         # lkj_eta= is the user's choice when it differs from its default
-        eta_source = "user" if model.lkj_eta != _lkj_eta_default() else "default"
+        eta_user = model.lkj_eta != _lkj_eta_default()
+        eta_source = "user" if eta_user else "default"
+        eta_basis = (
+            f"lkj_eta={_fmt(model.lkj_eta)}"
+            if eta_user
+            else f"lmmformula: lkj({_fmt(model.lkj_eta)}), the lkj_eta default"
+        )
         level_row("cor", "", members, brms_text(members), _lkj(model.lkj_eta))
         if rows[-1][4] == "default" and not brms:
-            rows[-1] = (*rows[-1][:4], eta_source)
+            rows[-1] = (*rows[-1][:4], eta_source, eta_basis)
         for slot in members:
             res = resolved.get(slot)
             source = res.source if res is not None else eta_source
-            rows.append((_lkj(_in_force(model, slot)), "cor", "", slot.group, source))
+            basis = res.basis if res is not None else eta_basis
+            rows.append((_lkj(_in_force(model, slot)), "cor", "", slot.group, source, basis))
     for slot in slots:
         if slot.cls not in _CLASS_LEVELS:
-            rows.append((_stan_text(_in_force(model, slot)), slot.cls, "", "", source_of(slot)))
+            slot_row(slot)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 

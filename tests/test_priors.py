@@ -466,7 +466,7 @@ def test_ozone_4_correlated_block(ozone):
 def test_summary_defaults_are_read_from_the_bambi_terms(ozone):
     model = make("log_ozone ~ TEMP + (TEMP|station)", ozone)
     table = prior_summary(model)
-    assert list(table.columns) == ["prior", "class", "coef", "group", "source"]
+    assert list(table.columns) == ["prior", "class", "coef", "group", "source", "basis"]
     assert set(table["source"]) == {"default"}
     assert [tuple(r) for r in table[["class", "coef", "group"]].values] == [
         ("Intercept", "", ""),
@@ -492,7 +492,7 @@ def test_summary_defaults_are_read_from_the_bambi_terms(ozone):
     assert row(table, "sd", "TEMP", "station")["prior"] == f"halfnormal({g4(temp_sd)})"
     assert row(table, "cor", group="station")["prior"] == "lkj(2)"
     sigma = model.bambi.parameters["sigma"].prior.args
-    assert row(table, "sigma")["prior"] == f"halfstudent_t(4, {g4(sigma['sigma'])})"
+    assert row(table, "sigma")["prior"] == f"exponential({g4(sigma['lam'])})"
     assert row(table, "b")["prior"] == priors_module.AUTO_SCALED
     # it reads the Bambi model: a prior changed there shows up
     model.bambi.set_priors(priors={"TEMP": bmb.Prior("Normal", mu=0, sigma=7)})

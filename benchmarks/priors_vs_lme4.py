@@ -1,0 +1,305 @@
+"""Default priors, measured: prior checks on every shipped data set and posteriors against lme4.
+
+Run from the repository root (after ``Rscript benchmarks/priors_vs_lme4.R``, which writes the
+lme4/glmer reference ``benchmarks/priors_vs_lme4_lme4.csv``)::
+
+    .venv/bin/python benchmarks/priors_vs_lme4.py checks      # prior_check, every scheme
+    .venv/bin/python benchmarks/priors_vs_lme4.py posterior   # fits against lme4
+
+``checks`` runs ``prior_check(draws=500, random_seed=s)`` for seeds 1-3 on the standard formula
+of every shipped data set under each default scheme below, and the lecture's wide and narrow
+priors on the ozone models; it writes ``benchmarks/priors_checks.csv``. ``posterior`` fits
+(nutpie, 2 chains x 1000 draws after 1000 tuning steps, seed 1) and compares posterior means
+with lme4's estimates; it writes ``benchmarks/priors_posterior.csv``. Both print the markdown
+tables that ``docs/priors.md`` shows.
+
+Schemes:
+
+* ``lmmformula``: the defaults (no ``priors=``): ``DefaultRule()``.
+* ``bambi``: Bambi's own auto-scaled defaults (``priors="bambi"``).
+* ``brms``: brms' defaults (``priors="brms"``; the flat ``b`` are held at 0 in the check).
+* ``rstanarm-like``: rstanarm's autoscaled ``normal(0, 2.5 s / sd(x))`` on every column
+  (dummies included), ``normal(location, 2.5 s)`` on the intercept, ``exponential(1 / sd(y))``
+  on sigma, and ``exponential(1 / s)`` on every group-level sd, unscaled by the predictor
+  (an approximation of ``decov()``, whose sds are ``sigma * tau``, ``tau ~ gamma(1, 1)``, in
+  the predictor's own units).
+* ``sd x2.5``: the lmmformula rule with ``halfnormal(2.5 s)`` group-level sds (Bambi's width).
+* ``sd half-t``: the lmmformula rule with ``halfstudent_t(3, s)`` group-level sds (brms' shape).
+* ``b x1``: the lmmformula rule with ``normal(0, s / sd(x))`` on numeric columns and
+  ``normal(0, s)`` on indicators (Bambi's logit choice for a factor's columns) instead of 2.5.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import lmmformula as lf
+from lmmformula import priors as P
+
+HERE = Path(__file__).resolve().parent
+LME4_CSV = HERE / "priors_vs_lme4_lme4.csv"
+CHECKS_CSV = HERE / "priors_checks.csv"
+POSTERIOR_CSV = HERE / "priors_posterior.csv"
+
+CASES = [
+    ("sleepstudy", "Reaction ~ Days + (Days|Subject)"),
+    ("sleepstudy", "log(Reaction) ~ Days + (Days|Subject)"),
+    ("cbpp", "cbind(incidence, size - incidence) ~ period + (1|herd)"),
+    ("beijing_ozone", "log_ozone ~ TEMP + (TEMP|station)"),
+    ("pastes", "strength ~ 1 + (1|batch/cask)"),
+    ("penicillin", "diameter ~ 1 + (1|plate) + (1|sample)"),
+    ("nwo_grants", "awards | trials(applications) ~ 0 + gender + (1|discipline)"),
+]
+SEEDS = (1, 2, 3)
+FIT = {"draws": 1000, "tune": 1000, "chains": 2, "random_seed": 1, "progressbar": False}
+
+LECTURE_WIDE = [
+    lf.prior("normal(0, 3)", cls="Intercept"),
+    lf.prior("normal(0, 1)", cls="b", coef="TEMP"),
+    lf.prior("halfcauchy(1)", cls="sigma"),
+]
+LECTURE_NARROW = [
+    lf.prior("normal(0, 2)", cls="Intercept"),
+    lf.prior("normal(0, 0.1)", cls="b", coef="TEMP"),
+    lf.prior("halfcauchy(1)", cls="sigma"),
+]
+LECTURE_SD = [lf.prior("halfcauchy(1)", cls="sd"), lf.prior("lkj(2)", cls="cor")]
+
+
+def _quiet_model(formula, data, priors=None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return lf.model(formula, data, priors=priors)
+
+
+def _rule_priors(rule: P.DefaultRule):
+    """A scheme: lmmformula's rule with other multipliers, as a Bambi dict per model."""
+
+    def make(formula, data):
+        base = _quiet_model(formula, data)
+        defaults = P.lmmformula_default_priors(base, rule=rule)
+        return P._bambi_dict({slot: d.value for slot, d in defaults.items()})
+
+    return make
+
+
+def _rstanarm_like(formula, data):
+    import bambi as bmb
+
+    base = _quiet_model(formula, data)
+    scale = P._outcome_scale(base)
+    parent = P._parent(base)
+    out = {}
+    for slot in P._slots(base):
+        if slot.cls == "Intercept":
+            out[slot] = bmb.Prior("Normal", mu=scale.location, sigma=2.5 * scale.scale)
+        elif slot.cls == "b":
+            cols = P._columns(parent.common_terms[slot.term].data)
+            sds = np.array([np.std(c, ddof=1) for c in cols.T])
+            sig = 2.5 * scale.scale / sds
+            out[slot] = bmb.Prior("Normal", mu=P._squeeze(0 * sig), sigma=P._squeeze(sig))
+        elif slot.cls == "sd":
+            out[slot] = bmb.Prior("Exponential", lam=1 / scale.scale)
+        elif slot.cls == "sigma":
+            out[slot] = bmb.Prior("Exponential", lam=1 / scale.scale)
+    return P._bambi_dict(out)
+
+
+SCHEMES = {
+    "lmmformula": None,
+    "bambi": "bambi",
+    "brms": "brms",
+    "rstanarm-like": _rstanarm_like,
+    "sd x2.5": _rule_priors(P.DefaultRule(sd=2.5)),
+    "sd half-t": _rule_priors(P.DefaultRule(sd_dist="halfstudent_t")),
+    "b x1": _rule_priors(P.DefaultRule(b=1.0)),
+}
+
+
+def _priors_for(scheme, formula, data):
+    value = SCHEMES[scheme]
+    return value(formula, data) if callable(value) else value
+
+
+def _check_row(dataset, formula, scheme, priors, seed):
+    data = lf.load_dataset(dataset)
+    model = _quiet_model(formula, data, priors)
+    start = time.perf_counter()
+    check = model.prior_check(random_seed=seed)
+    mean_row = check.table.iloc[1]
+    pred_row = check.table.iloc[2]
+    drivers = [f.split("Driven by ")[1].split(" (")[0] for f in check.flags if "Driven by" in f]
+    drivers += ["jointly" for f in check.flags if "act jointly" in f]
+    return {
+        "dataset": dataset,
+        "formula": formula,
+        "scheme": scheme,
+        "seed": seed,
+        "kind": check.kind,
+        "share_mean": float(mean_row["outside"]),
+        "share_predictive": float(pred_row["outside"]),
+        "flagged": check.flagged,
+        "driver": "; ".join(drivers),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def run_checks() -> pd.DataFrame:
+    rows = []
+    for dataset, formula in CASES:
+        data = lf.load_dataset(dataset)
+        for scheme in SCHEMES:
+            priors = _priors_for(scheme, formula, data)
+            for seed in SEEDS:
+                rows.append(_check_row(dataset, formula, scheme, priors, seed))
+                print(rows[-1], flush=True)
+    lecture = [
+        ("log_ozone ~ TEMP", "lecture wide", LECTURE_WIDE),
+        ("log_ozone ~ TEMP", "lecture narrow", LECTURE_NARROW),
+        ("log_ozone ~ TEMP + (TEMP|station)", "lecture wide + default sd", LECTURE_WIDE),
+        ("log_ozone ~ TEMP + (TEMP|station)", "lecture narrow + default sd", LECTURE_NARROW),
+        (
+            "log_ozone ~ TEMP + (TEMP|station)",
+            "lecture narrow + halfcauchy(1) sd",
+            LECTURE_NARROW + LECTURE_SD,
+        ),
+    ]
+    for formula, scheme, priors in lecture:
+        for seed in SEEDS:
+            rows.append(_check_row("beijing_ozone", formula, scheme, priors, seed))
+            print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(CHECKS_CSV, index=False)
+    return table
+
+
+# -- posteriors against lme4 --------------------------------------------------------------------
+def _lme4_key(term: str) -> tuple[str, str, str, str]:
+    """lme4's row name -> (kind, group, var1, var2) in lmmformula's vocabulary."""
+    if term == "sigma":
+        return ("sigma", "Residual", "", "")
+    if term.startswith("sd(") or term.startswith("cor("):
+        kind = term.split("(", 1)[0]
+        inner = term[len(kind) + 1 : -1]
+        variables, group = inner.rsplit("|", 1)
+        group = ":".join(sorted(group.split(":")))
+        names = [v.replace("(Intercept)", "Intercept") for v in variables.split(",")]
+        return (kind, group, names[0], names[1] if len(names) > 1 else "")
+    return ("b", "", term.replace("(Intercept)", "Intercept"), "")
+
+
+def _fit_estimates(fit) -> dict[tuple[str, str, str, str], float]:
+    out = {}
+    for name, row in fit.fixef().iterrows():
+        out[("b", "", name.replace("[", "").replace("]", ""), "")] = float(row["estimate"])
+    for _, row in fit.varcorr().iterrows():
+        group = ":".join(sorted(str(row["grp"]).split(":")))
+        if row["grp"] == "Residual":
+            out[("sigma", "Residual", "", "")] = float(row["estimate"])
+        elif row["var2"] is None or pd.isna(row["var2"]):
+            out[("sd", group, row["var1"], "")] = float(row["estimate"])
+        else:
+            out[("cor", group, row["var1"], row["var2"])] = float(row["estimate"])
+    return out
+
+
+POSTERIOR_RUNS = [
+    (case, scheme)
+    for case in CASES
+    for scheme in (
+        ("lmmformula", "bambi", "brms")
+        if case[0] in ("cbpp", "sleepstudy", "beijing_ozone")
+        else ("lmmformula",)
+    )
+]
+
+
+def run_posterior() -> pd.DataFrame:
+    lme4 = pd.read_csv(LME4_CSV)
+    rows = []
+    for (dataset, formula), scheme in POSTERIOR_RUNS:
+        data = lf.load_dataset(dataset)
+        model = _quiet_model(formula, data, _priors_for(scheme, formula, data))
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = model.fit(**FIT)
+        seconds = time.perf_counter() - start
+        estimates = _fit_estimates(fit)
+        for _, ref in lme4[lme4["formula"] == formula].iterrows():
+            key = _lme4_key(ref["term"])
+            post = estimates.get(key, np.nan)
+            diff = post - ref["estimate"]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "formula": formula,
+                    "scheme": scheme,
+                    "term": ref["term"],
+                    "lme4": ref["estimate"],
+                    "posterior_mean": post,
+                    "difference": diff,
+                    "relative": diff / abs(ref["estimate"]) if key[0] != "cor" else np.nan,
+                    "seconds": round(seconds, 1),
+                }
+            )
+            print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(POSTERIOR_CSV, index=False)
+    return table
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    """A pipe table (pandas' to_markdown needs tabulate, which is not a dependency)."""
+
+    def cell(v):
+        if isinstance(v, float):
+            return "" if np.isnan(v) else f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
+    return "\n".join(lines)
+
+
+def _markdown_checks(table: pd.DataFrame) -> str:
+    summary = (
+        table.groupby(["formula", "scheme"], sort=False)
+        .agg(
+            share=("share_mean", lambda v: f"{v.min():.1%}-{v.max():.1%}"),
+            flagged=("flagged", lambda v: f"{int(v.sum())}/{len(v)}"),
+            driver=(
+                "driver",
+                lambda v: next((str(d).split(" (")[0] for d in v if d == d and d), ""),
+            ),
+        )
+        .reset_index()
+    )
+    return _markdown(summary)
+
+
+def _markdown_posterior(table: pd.DataFrame) -> str:
+    shown = table.copy()
+    shown["relative"] = shown["relative"].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}")
+    cols = ["formula", "scheme", "term", "lme4", "posterior_mean", "difference", "relative"]
+    return _markdown(shown[cols])
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "checks"
+    if what == "checks":
+        print(_markdown_checks(run_checks()))
+    elif what == "posterior":
+        print(_markdown_posterior(run_posterior()))
+    elif what == "tables":
+        print(_markdown_checks(pd.read_csv(CHECKS_CSV)))
+        print()
+        print(_markdown_posterior(pd.read_csv(POSTERIOR_CSV)))
+    else:
+        raise SystemExit("usage: priors_vs_lme4.py checks|posterior|tables")
