@@ -39,7 +39,8 @@ def _named_fits(fits: Any) -> dict[str, Fit]:
     elif isinstance(fits, Sequence) and not isinstance(fits, str):
         named = {}
         for i, fit in enumerate(fits):
-            name = getattr(getattr(fit, "model", None), "formula", None) or f"model{i + 1}"
+            model = getattr(getattr(fit, "fit", fit), "model", None)
+            name = getattr(model, "formula", None) or f"model{i + 1}"
             if name in named:
                 name = f"{name} [{i + 1}]"
             named[name] = fit
@@ -49,18 +50,31 @@ def _named_fits(fits: Any) -> dict[str, Fit]:
             f"'multilevel': fit2}}); got {type(fits).__name__}."
         )
     for name, fit in named.items():
-        if not isinstance(fit, Fit):
+        if not isinstance(fit, (Fit, *_cross_validations())):
             raise FitError(
                 f"{name!r} is a {type(fit).__name__}, not a fit: compare needs the results of "
-                "lf.fit() or Model.fit()."
+                "lf.fit() or Model.fit() (or of Fit.kfold() / Fit.reloo())."
             )
     if len(named) < 2:
         raise FitError(f"compare needs at least two fits; got {len(named)}.")
     return named
 
 
+def _cross_validations() -> tuple[type, ...]:
+    """Results of exact refits that compare takes next to fits (K-fold, reloo)."""
+    from lmmformula.kfold import KFold, Reloo
+
+    return (KFold, Reloo)
+
+
+def _elpd(entry: Any):
+    """ArviZ ELPD data of a fit (its PSIS-LOO) or of a K-fold / reloo result."""
+    return entry.elpd_data() if isinstance(entry, _cross_validations()) else entry.loo()
+
+
 def _response(fit: Fit) -> np.ndarray:
     """The values the likelihood is evaluated on, row by row."""
+    fit = getattr(fit, "fit", fit)  # a K-fold or reloo result: the fit it cross-validated
     try:
         values = fit.model.bambi.response_term.data
     except AttributeError:  # pragma: no cover - a loaded fit without a Bambi model
@@ -74,11 +88,11 @@ def _check_same_data(named: dict[str, Fit]) -> None:
     names = list(named)
     ref_name = names[0]
     ref = _response(named[ref_name])
-    ref_col = named[ref_name].model.translation.response.text
+    ref_col = getattr(named[ref_name], "fit", named[ref_name]).model.translation.response.text
     for name in names[1:]:
         fit = named[name]
         values = _response(fit)
-        col = fit.model.translation.response.text
+        col = getattr(fit, "fit", fit).model.translation.response.text
         if values.shape != ref.shape:
             raise FitError(
                 f"cannot compare fits made on different data: {ref_name!r} has "
@@ -113,7 +127,9 @@ def compare(
     ----------
     fits : dict of str to Fit
         The fits, keyed by the names to show (a list is named by the formulas). They must be
-        made on the same observations in the same order.
+        made on the same observations in the same order. A result of :meth:`Fit.kfold` or
+        :meth:`Fit.reloo` may stand next to them: its elpd is used in place of PSIS-LOO (the
+        ``elpd_loo`` and ``p_loo`` columns then hold ``elpd_kfold`` and ``p_kfold``).
     ic : {"loo"}
         The information criterion; only PSIS-LOO is supported.
     method : {"stacking", "BB-pseudo-BMA", "pseudo-BMA"}
@@ -154,12 +170,15 @@ def compare(
     named = _named_fits(fits)
     _check_same_data(named)
 
-    loos = {name: fit.loo() for name, fit in named.items()}
+    loos = {name: _elpd(fit) for name, fit in named.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = az.compare(loos, method=method, round_to="none")
     n_bad = {
-        name: int(np.sum(np.asarray(loo.pareto_k) > BAD_PARETO_K)) for name, loo in loos.items()
+        name: int(np.sum(np.asarray(loo.pareto_k) > BAD_PARETO_K))
+        if loo.pareto_k is not None
+        else 0
+        for name, loo in loos.items()
     }
     out = pd.DataFrame(
         {

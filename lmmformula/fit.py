@@ -602,6 +602,100 @@ class Fit:
 
         return pp_check(self, **kwargs)
 
+    # -- exact cross-validation by refitting --------------------------------------------
+    def kfold(
+        self,
+        K: int = 10,
+        folds: str | Any = None,
+        group: str | None = None,
+        executor: Any = None,
+        random_seed: int | None = None,
+        *,
+        timeout: float | None = None,
+        progressbar: bool = True,
+    ):
+        """K-fold cross-validation by refitting (brms' ``kfold``).
+
+        Each fold's rows are held out, the model is refitted on the others with this fit's
+        formula, family, priors, LKJ shape, centering and sampler settings, and the held-out
+        rows' log-likelihood is averaged over the refit's draws (log mean exp).
+
+        Parameters
+        ----------
+        K : int
+            Number of folds.
+        folds : {None, "random", "stratified", "grouped", "loo"} or array of fold ids
+            ``None``: random folds, or leave-one-group-out when ``group`` is given (brms).
+            ``"stratified"``: every level of ``group`` spread evenly over the folds.
+            ``"grouped"``: whole levels of ``group`` held out together; their effects are
+            then drawn from the fitted levels (brms' ``allow_new_levels = TRUE``).
+            ``"loo"``: one row per fold. An array gives each row's fold.
+        group : str, optional
+            Column of the data to stratify or group by.
+        executor : concurrent.futures.Executor, optional
+            Where the refits run: serially in this process by default, or e.g. a
+            ``ProcessPoolExecutor`` or Dask's ``Client(...).get_executor()``.
+        random_seed : int, optional
+            Seed of the folds and of every refit: the same seed gives the same result on any
+            executor.
+        timeout : float, optional
+            Seconds allowed for all refits; a ``FitError`` after that.
+        progressbar : bool
+            A progress bar over the refits.
+
+        Returns
+        -------
+        lmmformula.kfold.KFold
+            ``elpd_kfold``, ``se``, ``p_kfold``, ``pointwise``, ``folds``, ``K``; accepted
+            by :func:`lmmformula.compare`.
+
+        Examples
+        --------
+        >>> cv = fit.kfold(K=5, random_seed=1)  # doctest: +SKIP
+        >>> cv = fit.kfold(K=5, folds="grouped", group="Subject", random_seed=1)  # doctest: +SKIP
+        """
+        from lmmformula.kfold import kfold
+
+        return kfold(
+            self,
+            K=K,
+            folds=folds,
+            group=group,
+            executor=executor,
+            random_seed=random_seed,
+            timeout=timeout,
+            progressbar=progressbar,
+        )
+
+    def reloo(
+        self,
+        k_threshold: float = 0.7,
+        executor: Any = None,
+        random_seed: int | None = None,
+        *,
+        timeout: float | None = None,
+        progressbar: bool = True,
+    ):
+        """PSIS-LOO with exact leave-one-out refits for the observations whose Pareto k is
+        above ``k_threshold`` (loo's ``reloo``); ``executor`` as in :meth:`kfold`.
+
+        Returns
+        -------
+        lmmformula.kfold.Reloo
+            The corrected ``loo`` (ArviZ ELPD data), ``elpd_loo``, ``se``, ``p_loo`` and the
+            rows that were refitted; accepted by :func:`lmmformula.compare`.
+        """
+        from lmmformula.kfold import reloo
+
+        return reloo(
+            self,
+            k_threshold=k_threshold,
+            executor=executor,
+            random_seed=random_seed,
+            timeout=timeout,
+            progressbar=progressbar,
+        )
+
     # -- persistence -------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the fit (posterior, sampler stats, data and model spec) to one netCDF file."""
@@ -652,6 +746,9 @@ def sample(
 
         if importlib.util.find_spec(sampler) is None:
             raise ModelError(f"sampler={sampler!r} needs the {sampler} package; install it first.")
+        from lmmformula._jax import jax_sampler_kwargs
+
+        kwargs = jax_sampler_kwargs(sampler, int(chains), kwargs)
 
     start = time.perf_counter()
     model.build(fresh=True)  # a compiled graph differs in its last bits: same seed, same draws
