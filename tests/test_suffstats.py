@@ -10,6 +10,8 @@ import bambi as bmb
 import numpy as np
 import pandas as pd
 import pytest
+from oracle import Block, Fixed, OracleModel, Uncorrelated, level_codes
+from scipy import stats
 
 import lmmformula as lf
 from lmmformula import _bambi, _nutpie, _suffstats
@@ -160,6 +162,44 @@ EXACT = {
 }
 
 
+def _oracle_likelihood(case: str, df: pd.DataFrame) -> OracleModel:
+    """The gaussian likelihood of an EXACT case from the equations (tests/oracle.py); only its
+    log-likelihood is compared, so the priors are placeholders."""
+    flat = stats.norm(0, 1)
+
+    def block(factor, columns):
+        codes, _ = level_codes(df[factor])
+        return Block(factor, np.column_stack(columns), codes, [flat] * len(columns))
+
+    def single(name, values):
+        codes, _ = level_codes(values)
+        return Uncorrelated(name, np.ones(len(df)), codes, flat)
+
+    ones = np.ones(len(df))
+    if case == "ozone":
+        y, fixed = df["log_ozone"], ["TEMP"]
+        groups = [block("station", [ones, df["TEMP"].to_numpy(float)])]
+    elif case in ("sleepstudy", "sleepstudy centered", "offset"):
+        y, fixed = df["Reaction"], ["Days"]
+        if case == "offset":  # y ~ N(eta + Days, sigma) is (y - Days) ~ N(eta, sigma)
+            y = df["Reaction"] - df["Days"]
+        groups = [block("Subject", [ones, df["Days"].to_numpy(float)])]
+    elif case == "nested":
+        y, fixed = df["strength"], []
+        groups = [single("1|batch", df["batch"]), single("1|batch:cask", df.batch + ":" + df.cask)]
+    else:  # crossed
+        y, fixed = df["diameter"], []
+        groups = [single("1|plate", df["plate"]), single("1|sample", df["sample"])]
+    x = np.column_stack([df[c].to_numpy(float) for c in fixed]) if fixed else np.zeros((len(df), 0))
+    return OracleModel(
+        y=y.to_numpy(float),
+        family="gaussian",
+        fixed=Fixed(x, fixed, [flat] * len(fixed), flat),
+        groups=groups,
+        sigma_prior=flat,
+    )
+
+
 @pytest.mark.parametrize("case", list(EXACT), ids=list(EXACT))
 def test_logp_and_gradient_equal_the_full_data_model(case):
     formula, dataset = EXACT[case]
@@ -177,10 +217,15 @@ def test_logp_and_gradient_equal_the_full_data_model(case):
     dlogp_r, dlogp_f = pr.compile_dlogp(), pf.compile_dlogp()
     rng = np.random.default_rng(2)
     start = pf.initial_point()
+    # and both likelihoods equal the one written from the equations, independent of either
+    oracle = _oracle_likelihood(case, reduced.data)
+    loglik_r = pr.compile_logp(vars=pr.potentials, mode="FAST_COMPILE")
     for scale in (0.1, 1.0, 3.0):
         point = {k: v + scale * rng.normal(size=np.shape(v)) for k, v in start.items()}
         np.testing.assert_allclose(logp_r(point), logp_f(point), rtol=1e-10, atol=1e-6)
         np.testing.assert_allclose(dlogp_r(point), dlogp_f(point), rtol=1e-8, atol=1e-6)
+        expected, _, _ = oracle.parts(point, noncentered="centered" not in case)
+        np.testing.assert_allclose(loglik_r(point), expected, rtol=1e-8)
 
 
 # -- Bambi's tools on a sufficient-statistics model, without sampling ---------------------------
@@ -202,12 +247,24 @@ def test_prior_predictive_predict_and_log_likelihood_still_work(sleepstudy):
         out = bm.predict(fake, kind="response", inplace=False, random_seed=1)
         ll = bm.compute_log_likelihood(fake, inplace=False)
     assert out["posterior_predictive"]["Reaction"].shape == (1, 50, m.n_obs)
+    # the expectation from the draws and the data, with numpy: the reported Intercept is the
+    # un-centred one, so eta = Intercept + Days b + u0[subject] + u1[subject] Days
     post = fake["posterior"].to_dataset()
-    mu = out["posterior"]["mu"].values
+    levels = [str(v) for v in post["Subject__factor_dim"].values]
+    assert levels == sorted(sleepstudy["Subject"].astype(str).unique())
+    codes = pd.Categorical(sleepstudy["Subject"].astype(str), categories=levels).codes
+    days = sleepstudy["Days"].to_numpy(float)
+    mu = (
+        post["Intercept"].values[..., None]
+        + post["Days"].values[..., None] * days
+        + post["1|Subject"].values[..., codes]
+        + post["Days|Subject"].values[..., codes] * days
+    )
     sigma = post["sigma"].values[..., None]
     y = sleepstudy["Reaction"].to_numpy()
-    expected = -0.5 * np.log(2 * np.pi) - np.log(sigma) - 0.5 * ((y - mu) / sigma) ** 2
+    expected = stats.norm.logpdf(y, loc=mu, scale=sigma)
     np.testing.assert_allclose(ll["log_likelihood"]["Reaction"].values, expected, rtol=1e-8)
+    np.testing.assert_allclose(out["posterior"]["mu"].values, mu, rtol=1e-10)
 
 
 def test_nutpie_internals_used_by_the_compile_path_exist():
