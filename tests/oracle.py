@@ -1,8 +1,8 @@
 """Log densities of the models lmmformula builds, written from the model's equations.
 
-numpy and scipy.stats only: nothing here calls Bambi, PyMC or lmmformula. A test describes a
-model in the terms of its equations (the fixed design, the group-level columns and their
-grouping, the priors) built from the data frame by the test itself, and :func:`log_density`
+numpy and scipy (stats, special) only: nothing here calls Bambi, PyMC or lmmformula. A test
+describes a model in the terms of its equations (the fixed design, the group-level columns and
+their grouping, the priors) built from the data frame by the test itself, and :func:`log_density`
 evaluates the joint log density at a point of the PyMC model's free variables in PyMC's
 transformed (unconstrained) space, Jacobians included, so it can be compared with
 ``pymc_model.compile_logp()(point)``.

@@ -314,7 +314,7 @@ def test_linear_predictor_equals_the_equations(shape):
 def test_auto_sufficient_statistics_on_a_multi_column_block(shape):
     """1,200 rows in 20 groups: ``suffstats="auto"`` reduces them, and the reduced likelihood
     is the full data's, all of a multi-column group term included (a reduction that kept only
-    a term's first column moves the log density by about a hundred)."""
+    a term's first column moves it by more than a hundred here)."""
     df = _frame(1200, seed=23, n_groups=20)
     m = _model(SHAPES[shape], "gaussian", df)
     assert m.likelihood == "sufficient statistics", m.likelihood_reason
