@@ -296,7 +296,14 @@ def test_log_likelihood_uses_the_block_draws(sim, mock_fit):
     from scipy import stats
 
     post = mock_fit.posterior
-    mu = mock_fit.predict(kind="mean", summary=False).transpose("chain", "draw", "__obs__").values
+    codes = pd.Categorical(sim["g"], categories=list(post["g__factor_dim"].values)).codes
+    x = sim["x"].to_numpy()
+    mu = (
+        post["Intercept"].values[..., None]
+        + post["x"].values[..., None] * x
+        + post["1|g"].values[..., codes]
+        + post["x|g"].values[..., codes] * x
+    )
     expected = stats.norm.logpdf(sim["y"].to_numpy(), mu, post["sigma"].values[..., None])
     got = mock_fit.log_likelihood().transpose("chain", "draw", "__obs__").values
     np.testing.assert_allclose(got, expected, rtol=1e-10)

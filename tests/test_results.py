@@ -285,7 +285,6 @@ def test_varcorr_is_the_draws(any_fit):
     assert seen == expected
 
 
-@pytest.mark.sampling
 def test_factor_term_sds_are_each_levels_draws(factor_fit):
     """``(0 + f|g)``: one sd per level of f, each the draws of that level's sd."""
     post = factor_fit.posterior
