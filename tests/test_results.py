@@ -340,3 +340,52 @@ def test_ranef_and_coef_are_the_draws(any_fit):
         for name in fixed_names(fit):
             if name not in table.columns:
                 np.testing.assert_allclose(coef[factor][name], post[name].values.mean())
+
+
+def test_two_blocks_on_one_factor_report_each_blocks_correlation():
+    """``(x|g) + (0 + z + w|g)``: two correlated blocks on g (lme4: separate bars are separate
+    blocks); varcorr reports cor(Intercept, x) and cor(z, w), each from its own block's draws,
+    and no correlation across the blocks."""
+    rng = np.random.default_rng(3)
+    data = pd.DataFrame(
+        {
+            "y": rng.normal(size=120),
+            "x": rng.normal(size=120),
+            "z": rng.normal(size=120),
+            "w": rng.normal(size=120),
+            "g": np.repeat([f"g{i:02d}" for i in range(15)], 8),
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = lf.model("y ~ x + (x|g) + (0 + z + w|g)", data)
+        pm_model = model.build().pymc_model
+        names = [d.name for d in pm_model.deterministics if d.name != "mu"]
+        prior = pm.sample_prior_predictive(
+            draws=200, model=pm_model, var_names=[*names, "Intercept", "x", "sigma"], random_seed=7
+        )
+    fit = Fit(model, xr.DataTree.from_dict({"posterior": prior["prior"].to_dataset()}), sampler="")
+    post = fit.posterior
+    corr_names = sorted(n for n in post.data_vars if n.endswith("_corr"))
+    assert len(corr_names) == 2
+    vc = fit.varcorr()
+    cors = vc[vc.var2.notna()]
+    assert sorted(zip(cors.var1, cors.var2, strict=True)) == [("Intercept", "x"), ("z", "w")]
+    for _, row in cors.iterrows():
+        # the block whose axes hold both terms
+        wanted = {_group_name(row.var1, "g")[0], _group_name(row.var2, "g")[0]}
+        (name,) = [
+            n for n in corr_names if wanted <= {str(v) for v in post[n][post[n].dims[2]].values}
+        ]
+        corr = post[name]
+        cell = corr.sel(
+            {
+                corr.dims[2]: _group_name(row.var1, "g")[0],
+                corr.dims[3]: _group_name(row.var2, "g")[0],
+            }
+        )
+        np.testing.assert_allclose(row.estimate, float(cell.mean()), rtol=1e-12)
+    sds = vc[(vc.grp == "g") & vc.var2.isna()]
+    assert list(sds.var1) == ["Intercept", "x", "z", "w"]
+    for _, row in sds.iterrows():
+        np.testing.assert_allclose(row.estimate, sd_draws(post, "g", row.var1).mean(), rtol=1e-12)
