@@ -643,6 +643,12 @@ def prior_check(
     heavy-tailed scale priors such as HalfCauchy(1) put a few percent of draws far out (6%
     for the narrow priors, against 33-36% for the wide ones) without being absurd.
 
+    **Flat priors.** A parameter with a flat (improper) prior, such as brms' default on
+    ``b`` (``priors="brms"``), cannot be drawn from: it is held at 0 in the prior draws
+    (its term drops out of the implied means), left out of the attribution, and a note says
+    so; the check then judges the other priors only. A flat sd inside a correlated block
+    cannot be held out and raises :class:`~lmmformula.errors.ModelError`.
+
     **Centring.** Bambi centres the predictors (``center_predictors=True``): the prior on
     ``Intercept`` is the prior of the mean outcome at the predictors' means (TEMP = 18.7),
     not at zero, and the report says so. ``at=`` shows what the priors imply at chosen
@@ -677,6 +683,8 @@ def prior_check(
         Default (``None``): detected for responses written ``log(y)``, ``np.log(y)``
         (also ``log10``, ``log2``, ``log1p``) and for columns named ``log_<x>`` (taken as
         ``log(<x>)``); ``False`` turns it off.
+    verbose : bool
+        Let PyMC's log lines ("Sampling: [...]") through; by default the check is quiet.
 
     Returns
     -------

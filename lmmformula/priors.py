@@ -8,7 +8,10 @@ A prior is a distribution in Stan's spelling plus the parameters it applies to, 
     lf.prior("lkj(2)", cls="cor")
 
 A list of them is the ``priors=`` argument of :func:`lmmformula.model` and
-:func:`lmmformula.fit`; ``priors="brms"`` reproduces brms' own default priors. A more specific
+:func:`lmmformula.fit`. Parameters no prior names get lmmformula's defaults
+(:func:`lmmformula_default_priors`: weakly informative on the outcome's scale, measured against
+the prior check and lme4 in ``docs/priors.md``); ``priors="brms"`` reproduces brms' own default
+priors and ``priors="bambi"`` keeps Bambi's. A more specific
 prior overrides a more general one (brms' rule), every prior must name something the model has,
 and :func:`prior_summary` / :func:`get_prior` show every prior in force, read back from the Bambi
 model, in Stan's spelling.
@@ -49,7 +52,15 @@ from lmmformula.errors import PriorError
 if TYPE_CHECKING:
     from lmmformula.model import Model
 
-__all__ = ["PriorSpec", "apply_priors", "get_prior", "prior", "prior_summary"]
+__all__ = [
+    "DefaultRule",
+    "PriorSpec",
+    "apply_priors",
+    "get_prior",
+    "lmmformula_default_priors",
+    "prior",
+    "prior_summary",
+]
 
 SUMMARY_COLUMNS = ["prior", "class", "coef", "group", "source", "basis"]
 BAMBI_BASIS = "Bambi's default"
@@ -1254,6 +1265,33 @@ def lmmformula_default_priors(
 
     Links outside identity, log, logit, probit, cloglog and cauchit, categorical responses
     and the other auxiliary parameters keep Bambi's defaults (no entry in the result).
+
+    Parameters
+    ----------
+    model : Model
+        The model whose data scale the priors.
+    slots : list, optional
+        The parameters to give defaults (all of them by default).
+    rule : DefaultRule
+        The multipliers.
+
+    Returns
+    -------
+    dict
+        Parameter -> ``_Default(value, basis)``: the Bambi prior and the rule with its numbers.
+
+    Examples
+    --------
+    >>> import lmmformula as lf
+    >>> from lmmformula.priors import lmmformula_default_priors
+    >>> m = lf.model("Reaction ~ Days + (Days|Subject)", lf.load_dataset("sleepstudy"))
+    >>> for slot, default in lmmformula_default_priors(m).items():
+    ...     print(slot.cls, slot.coef, "|", default.basis.split(";")[0])
+    Intercept  | normal(mean(y), 2.5 sd(y))
+    b Days | normal(0, 2.5 sd(y) / sd(Days)), sd(Days) = 2.88
+    sd Intercept | halfnormal(sd(y))
+    sd Days | halfnormal(sd(y) / rms(Days)), rms(Days) = 5.339
+    sigma  | exponential(1 / sd(y))
     """
     slots = _slots(model) if slots is None else slots
     scale = _outcome_scale(model)
