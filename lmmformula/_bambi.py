@@ -609,6 +609,11 @@ class LkjBambiModel(bmb.Model):
         self.lkj_suffstats_shared = False
         with r_bar_coding(bars):
             super().__init__(formula, data, **kwargs)
+        name = self.response_component.term.name
+        if "/" in name and self.response_component.term.alias is None:
+            # PyMC refuses '/' in variable names (I(awards / applications) ~ ...); the
+            # division slash U+2215 reads the same
+            self.set_alias({name: name.replace("/", "\u2215")})
 
     def build(self):
         self.backend = _LkjPyMCModel(
