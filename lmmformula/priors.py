@@ -362,6 +362,9 @@ def _stan_text(value: Any) -> str:
     elif name == "StudentT" and "sigma" not in args and "lam" in args:
         args["sigma"] = 1 / np.sqrt(np.asarray(args.pop("lam"), dtype=float))
         return _stan_text(bmb.Prior(name, dist=value.dist, **args))
+    elif name == "Exponential" and set(args) == {"scale"}:
+        args["lam"] = 1 / np.asarray(args.pop("scale"), dtype=float)
+        return _stan_text(bmb.Prior(name, dist=value.dist, **args))
     else:
         dist = _BY_PYMC.get(name)
         if name == "StudentT":
@@ -1307,7 +1310,7 @@ def lmmformula_default_priors(
     def half(sigma: Any) -> bmb.Prior:
         sigma = _squeeze(np.asarray(sigma, dtype=float))
         if rule.sd_dist == "exponential":
-            return bmb.Prior("Exponential", lam=1 / sigma, auto_scale=False)
+            return bmb.Prior("Exponential", scale=sigma, auto_scale=False)
         if rule.sd_dist == "halfstudent_t":
             return bmb.Prior("HalfStudentT", nu=3.0, sigma=sigma, auto_scale=False)
         return bmb.Prior("HalfNormal", sigma=sigma, auto_scale=False)
@@ -1377,11 +1380,11 @@ def lmmformula_default_priors(
                 text = f"{name}({unit} / rms(x)) per column, 1 for indicators"
             out[slot] = _Default(half(np.asarray(sigmas)), _basis(text, scale))
         elif slot.cls == "sigma" and model.bambi.family.name in _REAL_FAMILIES:
-            rate = 1 / (rule.sigma * s)
+            # scale, not rate: PyMC folds 1 / lam into a constant of the compiled code, while
+            # a scale stays a lifted input (the compiled code does not depend on the data)
             text = f"exponential(1 / {_times(rule.sigma, scale)})"
-            out[slot] = _Default(
-                bmb.Prior("Exponential", lam=rate, auto_scale=False), _basis(text, scale)
-            )
+            value = bmb.Prior("Exponential", scale=rule.sigma * s, auto_scale=False)
+            out[slot] = _Default(value, _basis(text, scale))
     return out
 
 

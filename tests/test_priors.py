@@ -501,7 +501,7 @@ def test_summary_defaults_are_read_from_the_bambi_terms(ozone):
     assert row(table, "sd", "TEMP", "station")["prior"] == f"halfnormal({g4(temp_sd)})"
     assert row(table, "cor", group="station")["prior"] == "lkj(2)"
     sigma = model.bambi.parameters["sigma"].prior.args
-    assert row(table, "sigma")["prior"] == f"exponential({g4(sigma['lam'])})"
+    assert row(table, "sigma")["prior"] == f"exponential({g4(1 / sigma['scale'])})"
     assert row(table, "b")["prior"] == priors_module.AUTO_SCALED
     # it reads the Bambi model: a prior changed there shows up
     model.bambi.set_priors(priors={"TEMP": bmb.Prior("Normal", mu=0, sigma=7)})
@@ -557,6 +557,7 @@ RENDER = [
     (bmb.Prior("Gamma", alpha=2, beta=0.1), "gamma(2, 0.1)"),
     (bmb.Prior("Gamma", mu=2, sigma=1), "gamma(4, 2)"),
     (bmb.Prior("Exponential", lam=1), "exponential(1)"),
+    (bmb.Prior("Exponential", scale=4), "exponential(0.25)"),
     (bmb.Prior("Flat"), "(flat)"),
     (bmb.Prior("HalfFlat"), "(flat)"),
     (bmb.Prior("Beta", alpha=2, beta=2), "beta(2, 2)"),
