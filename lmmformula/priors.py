@@ -1216,16 +1216,21 @@ def _outcome_scale(model: Model) -> _OutcomeScale | None:
         y = y[:, 0] / y[:, 1]
     elif y.ndim != 1:
         return None
+    offsets = [np.asarray(t.data, dtype=float) for t in _parent(model).offset_terms.values()]
+    shift = float(np.mean(np.sum(offsets, axis=0))) if offsets else 0.0
+    minus = f" - mean(offset) = {_fmt(shift)}" if shift else ""
     if link == "identity":
         sd = float(np.std(y, ddof=1)) if y.size > 1 else 0.0
         if not (math.isfinite(sd) and sd > 0):
             return None
-        mean = float(np.mean(y))
-        return _OutcomeScale(mean, sd, f"mean(y) = {_fmt(mean)}", f"sd(y) = {_fmt(sd)}")
+        mean = float(np.mean(y)) - shift
+        text = f"mean(y){minus.split(' = ')[0]} = {_fmt(mean)}"
+        return _OutcomeScale(mean, sd, text, f"sd(y) = {_fmt(sd)}")
     if link == "log":
         mean = float(np.mean(y))
-        location = math.log(mean) if mean > 0 else 0.0
-        return _OutcomeScale(location, 1.0, f"log(mean(y)) = {_fmt(location)}", "")
+        location = (math.log(mean) if mean > 0 else 0.0) - shift
+        text = f"log(mean(y)){minus.split(' = ')[0]} = {_fmt(location)}"
+        return _OutcomeScale(location, 1.0, text, "")
     return _OutcomeScale(0.0, 1.0, "0", "")
 
 
@@ -1351,7 +1356,7 @@ def lmmformula_default_priors(
             elif len(parts) == 1:
                 text = f"normal(0, {unit} / sd({slot.coef})), {parts[0]}"
             else:
-                text = f"normal(0, {unit} / sd(x)) per column, 1 for indicators"
+                text = f"normal(0, {unit} / sd(x)) per column, {unit} for indicator columns"
             value = normal(_squeeze(np.zeros(len(sigmas))), _squeeze(np.asarray(sigmas)))
             out[slot] = _Default(value, _basis(text, scale))
         elif slot.cls == "sd":
@@ -1377,7 +1382,7 @@ def lmmformula_default_priors(
             elif len(texts) == 1:
                 text = f"{name}({unit} / rms({slot.coef})), {texts[0]}"
             else:
-                text = f"{name}({unit} / rms(x)) per column, 1 for indicators"
+                text = f"{name}({unit} / rms(x)) per column, {name}({unit}) for indicators"
             out[slot] = _Default(half(np.asarray(sigmas)), _basis(text, scale))
         elif slot.cls == "sigma" and model.bambi.family.name in _REAL_FAMILIES:
             # scale, not rate: PyMC folds 1 / lam into a constant of the compiled code, while
