@@ -255,40 +255,73 @@ def run_posterior() -> pd.DataFrame:
     return table
 
 
-def _markdown(table: pd.DataFrame) -> str:
-    """A pipe table (pandas' to_markdown needs tabulate, which is not a dependency)."""
+STANDARD_SCHEMES = ["lmmformula", "bambi", "brms", "rstanarm-like", "sd x2.5", "sd half-t", "b x1"]
 
-    def cell(v):
-        if isinstance(v, float):
-            return "" if np.isnan(v) else f"{v:.4g}"
-        return str(v).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
-    return "\n".join(lines)
+def _share_cell(group: pd.DataFrame) -> str:
+    lo, hi = group["share_mean"].min(), group["share_mean"].max()
+    flagged = int(group["flagged"].sum())
+    text = f"{lo:.1%}-{hi:.1%}"
+    return text + (f" **flagged {flagged}/{len(group)}**" if flagged else "")
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
 def _markdown_checks(table: pd.DataFrame) -> str:
-    summary = (
-        table.groupby(["formula", "scheme"], sort=False)
-        .agg(
-            share=("share_mean", lambda v: f"{v.min():.1%}-{v.max():.1%}"),
-            flagged=("flagged", lambda v: f"{int(v.sum())}/{len(v)}"),
-            driver=(
-                "driver",
-                lambda v: next((str(d).split(" (")[0] for d in v if d == d and d), ""),
-            ),
-        )
-        .reset_index()
-    )
-    return _markdown(summary)
+    """The two check tables of docs/priors.md: schemes by data set, then the lecture's priors."""
+    standard = table[table["scheme"].isin(STANDARD_SCHEMES)]
+    cells = standard.groupby(["formula", "scheme"], sort=False).apply(_share_cell).unstack()
+    kinds = standard.groupby("formula", sort=False)["kind"].first()
+    names = dict((f, d) for d, f in CASES)
+    lines = [
+        "| data set, formula | " + " | ".join(STANDARD_SCHEMES) + " |",
+        "|" + " --- |" * (len(STANDARD_SCHEMES) + 1),
+    ]
+    for formula, row in cells[STANDARD_SCHEMES].iterrows():
+        mark = " (p)" if kinds[formula] == "probability" else ""
+        label = f"{names[formula]} `{_escape(formula)}`{mark}"
+        lines.append(f"| {label} | " + " | ".join(row.values) + " |")
+    lines += [
+        "",
+        "| formula | priors | share outside (seeds) | driven by |",
+        "| --- | --- | --- | --- |",
+    ]
+    lecture = table[~table["scheme"].isin(STANDARD_SCHEMES)]
+    for (formula, scheme), group in lecture.groupby(["formula", "scheme"], sort=False):
+        drivers = [d for d in group["driver"] if isinstance(d, str) and d]
+        driver = _escape(drivers[0].split(" (")[0]) if drivers else ""
+        lines.append(f"| `{_escape(formula)}` | {scheme} | {_share_cell(group)} | {driver} |")
+    return "\n".join(lines)
 
 
 def _markdown_posterior(table: pd.DataFrame) -> str:
-    shown = table.copy()
-    shown["relative"] = shown["relative"].map(lambda v: "" if pd.isna(v) else f"{v:+.1%}")
-    cols = ["formula", "scheme", "term", "lme4", "posterior_mean", "difference", "relative"]
-    return _markdown(shown[cols])
+    """docs/priors.md's posterior table: lme4 against each scheme's posterior mean."""
+    means = table.pivot_table(
+        index=["formula", "term"], columns="scheme", values="posterior_mean", sort=False
+    )
+    lme4 = table.groupby(["formula", "term"], sort=False)["lme4"].first()
+
+    def cell(value, ref, term):
+        if np.isnan(value):
+            return ""
+        if term.startswith("cor"):
+            return f"{value:.3g} ({value - ref:+.2f})"
+        return f"{value:.4g} ({(value - ref) / abs(ref):+.1%})"
+
+    lines = [
+        "| formula | term | lme4 | lmmformula | bambi | brms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    previous = None
+    for (formula, term), row in means.iterrows():
+        ref = lme4[(formula, term)]
+        cells = [cell(row.get(s, np.nan), ref, term) for s in ("lmmformula", "bambi", "brms")]
+        shown = f"`{_escape(formula)}`" if formula != previous else ""
+        previous = formula
+        lines.append(f"| {shown} | {_escape(term)} | {ref:.4g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
