@@ -51,6 +51,7 @@ from bambi.backend.model_components import (
 )
 from bambi.backend.pymc import PyMCModel
 from bambi.backend.terms import GroupSpecificTerm as _BambiGroupSpecificTerm
+from bambi.backend.terms import ResponseTerm as _BambiResponseTerm
 from bambi.backend.utils import get_distribution_from_prior, noncentered_default_for
 from bambi.config import config as bambi_config
 from bambi.families.multivariate import MultivariateFamily
@@ -480,6 +481,33 @@ class _LkjDistributionalComponent(DistributionalComponent):
         self.output += contribution
 
 
+class _PrecisionWeightedResponse(_BambiResponseTerm):
+    """Bambi's gaussian response with lme4's precision weights: sd ``sigma / sqrt(w_i)``."""
+
+    def __init__(self, term, family, weights: np.ndarray):
+        super().__init__(term, family)
+        self.weights = np.asarray(weights, dtype=float)
+
+    def build_distribution(self, kwargs, pymc_backend):
+        if "sigma" not in kwargs:  # pragma: no cover - only gaussian models get here
+            raise ModelError("precision weights need a family with a sigma")
+        kwargs = dict(kwargs)
+        kwargs["sigma"] = kwargs["sigma"] / np.sqrt(self.weights)
+        return super().build_distribution(kwargs, pymc_backend)
+
+
+def precision_weighted_loglik(loglik, weights, sigma):
+    """Turn Bambi's unweighted gaussian pointwise log-likelihood into the precision-weighted
+    one: ``log N(y | mu, sigma / sqrt(w)) = w * log N(y | mu, sigma)
+    + (w - 1) * (log(2 pi) / 2 + log sigma) + log(w) / 2``. Arrays broadcast (``sigma`` per
+    draw, ``weights`` per row)."""
+    return (
+        weights * loglik
+        + (weights - 1.0) * (0.5 * np.log(2 * np.pi) + np.log(sigma))
+        + 0.5 * np.log(weights)
+    )
+
+
 class _LkjPyMCModel(PyMCModel):
     """Bambi's PyMC backend whose parent component builds correlated blocks."""
 
@@ -516,8 +544,13 @@ class _LkjPyMCModel(PyMCModel):
                     built = DistributionalComponent(component)
                 self.components[name] = built
                 built.build(self, spec)
+            weights = getattr(spec, "lkj_precision_weights", None)
             if self.suffstats:
                 self._build_suffstats_response(spec)
+            elif weights is not None:
+                _PrecisionWeightedResponse(spec.response_term, spec.family, weights).build(
+                    self, spec
+                )
             else:
                 self.response_component = ResponseComponent(spec.response_term)
                 self.response_component.build(self, spec)
@@ -558,10 +591,11 @@ class _LkjPyMCModel(PyMCModel):
             rss = pytensor.shared(np.array(reduction.rss, dtype=float), name=SUFFSTATS_RSS)
         resid = pseudo_y - eta
         response = spec.response_term.alias or spec.response_term.name
-        pm.Potential(
-            f"{response}_suffstats",
-            _suffstats.gaussian_logp(pt.sum(pt.square(resid)), rss, reduction.n, sigma),
-        )
+        logp = _suffstats.gaussian_logp(pt.sum(pt.square(resid)), rss, reduction.n, sigma)
+        weights = getattr(spec, "lkj_precision_weights", None)
+        if weights is not None:  # the Jacobian of the rows scaled by sqrt(w): a constant
+            logp = logp + 0.5 * float(np.sum(np.log(weights)))
+        pm.Potential(f"{response}_suffstats", logp)
 
     def _clean_results(self, idata, omit_offsets, include_response_params):
         drop = internal_var_names(self.blocks)
@@ -586,6 +620,9 @@ class LkjBambiModel(bmb.Model):
         The correlated blocks, keyed by grouping factor.
     lkj_eta : float
         Shape of the LKJ prior on every block's correlation matrix.
+    precision_weights : numpy.ndarray, optional
+        Per row, lme4's precision weights of a gaussian model: the response's sd is
+        ``sigma / sqrt(w)``.
     bars : sequence of (bool, tuple of str)
         Per bar of the formula, whether it has an intercept and its terms' Bambi names
         (:meth:`lmmformula.formula.Translation.bar_terms`): each bar's factors are coded as
@@ -601,16 +638,20 @@ class LkjBambiModel(bmb.Model):
         lkj_eta: float = 2.0,
         suffstats: bool = False,
         bars=(),
+        precision_weights: np.ndarray | None = None,
         **kwargs,
     ):
+        self.lkj_precision_weights = (
+            None if precision_weights is None else np.asarray(precision_weights, dtype=float)
+        )
         self.lkj_blocks = dict(blocks)
         self.lkj_eta = float(lkj_eta)
         self.lkj_suffstats = bool(suffstats)
         self.lkj_suffstats_shared = False
         with r_bar_coding(bars):
             super().__init__(formula, data, **kwargs)
-        name = self.response_component.term.name
-        if "/" in name and self.response_component.term.alias is None:
+        name = self.response_term.name
+        if "/" in name and self.response_term.alias is None:
             # PyMC refuses '/' in variable names (I(awards / applications) ~ ...); the
             # division slash U+2215 reads the same
             self.set_alias({name: name.replace("/", "\u2215")})
@@ -742,6 +783,7 @@ def _suffstats_inputs(bambi_model: bmb.Model):
     for offset in component.offset_terms.values():
         y = y - np.asarray(offset.data, dtype=float).squeeze()
     n = y.size
+    weights = getattr(bambi_model, "lkj_precision_weights", None)
     columns = []
     if component.common_terms:
         data = np.column_stack([term.data for term in component.common_terms.values()])
@@ -752,15 +794,22 @@ def _suffstats_inputs(bambi_model: bmb.Model):
     if component.intercept_term is not None:
         columns.insert(0, np.ones((n, 1)))
     x = np.concatenate(columns, axis=1) if columns else np.zeros((n, 0))
+    scale = np.ones(n) if weights is None else np.sqrt(weights)
+    # precision weights: row i's sd is sigma / sqrt(w_i), so sqrt(w_i) times the row (response
+    # and every design column) has sd sigma, and the reduction applies as it is
     groups = [
         _suffstats.GroupColumns(
             _aliased(term),
-            np.asarray(term_predictor(term), dtype=float),
+            _scale_rows(np.asarray(term_predictor(term), dtype=float), scale),
             np.asarray(term.group_index),
         )
         for term in component.group_specific_terms.values()
     ]
-    return y, x, groups
+    return y * scale, _scale_rows(x, scale), groups
+
+
+def _scale_rows(a: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return a * (scale if a.ndim == 1 else scale[:, None])
 
 
 def suffstats_data(bambi_model: bmb.Model, y) -> dict[str, np.ndarray]:
@@ -772,6 +821,9 @@ def suffstats_data(bambi_model: bmb.Model, y) -> dict[str, np.ndarray]:
     y = np.asarray(y, dtype=float).reshape(-1)
     for offset in component.offset_terms.values():
         y = y - np.asarray(offset.data, dtype=float).squeeze()
+    weights = getattr(bambi_model, "lkj_precision_weights", None)
+    if weights is not None:
+        y = y * np.sqrt(weights)
     reduction = _suffstats.reduce_cells(y, x, groups)
     return {SUFFSTATS_Y: reduction.y, SUFFSTATS_RSS: np.array(reduction.rss, dtype=float)}
 

@@ -1085,6 +1085,13 @@ def prepare_new_data(data: Any, model: Any) -> pd.DataFrame:
         out[name] = column = _plain_new_dtype(name, out[name])
         want = fitted[name]
         numeric_now = _is_numeric(column) or pd.api.types.is_bool_dtype(column.dtype)
+        if (_is_textual(want) or isinstance(want.dtype, pd.CategoricalDtype)) and numeric_now:
+            examples = _names(column.dropna().drop_duplicates().head(3))
+            raise DataError(
+                f"the column {name!r} held text in the fit but holds numbers in the new data "
+                f"({examples}); its levels would not match. Convert it with "
+                f"new_data[{name!r}].astype(str)."
+            )
         if _is_numeric(want) and not numeric_now and column.notna().any():
             kind = "text" if _is_textual(column) else str(column.dtype)
             examples = _names(column.dropna().drop_duplicates().head(3))

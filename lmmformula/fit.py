@@ -543,6 +543,8 @@ class Fit:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
+                # formulae codes unseen levels through a pandas idiom pandas 3 deprecates
+                warnings.filterwarnings("ignore", message="Constructing a Categorical with a dtype")
                 out = bm.predict(
                     idata,
                     kind="response" if kind == "response" else "response_params",
@@ -559,8 +561,26 @@ class Fit:
         if kind == "response":
             pp = out["posterior_predictive"].to_dataset()
             name = next(iter(pp.data_vars))
-            return pp[name]
+            draws = pp[name]
+            weights = self._precision_weights_of(data)
+            if weights is not None:  # draws around mu with sd sigma / sqrt(w)
+                mean = self._predict_draws(
+                    data, "mean", include_group_effects, allow_new_levels, random_seed
+                )
+                scale = xr.DataArray(1 / np.sqrt(weights), dims=("__obs__",))
+                draws = mean + (draws - mean.values) * scale.values
+            return draws
         return out["posterior"].to_dataset()[parent]
+
+    def _precision_weights_of(self, data: pd.DataFrame | None) -> np.ndarray | None:
+        """The precision weights of the rows predicted (1 where new data lack the column)."""
+        weights = self.model.precision_weights()
+        if weights is None or data is None:
+            return weights
+        column = self.model.weights
+        if column in data.columns:
+            return data[column].to_numpy(dtype=float)
+        return np.ones(len(data))
 
     # -- log-likelihood and LOO --------------------------------------------------------
     def log_likelihood(self) -> xr.DataArray:
@@ -582,7 +602,22 @@ class Fit:
                     )
                     out = bm.compute_log_likelihood(sub, inplace=False)
                     parts.append(out["log_likelihood"].to_dataset())
-            self.idata["log_likelihood"] = xr.concat(parts, dim="draw")
+            ll = xr.concat(parts, dim="draw")
+            weights = self.model.precision_weights()
+            if weights is not None:
+                sigma = post["sigma"]
+                ll = ll.map(
+                    lambda da: xr.DataArray(
+                        _bambi.precision_weighted_loglik(
+                            da.transpose("chain", "draw", ...).values,
+                            weights,
+                            sigma.transpose("chain", "draw").values[:, :, None],
+                        ),
+                        dims=da.transpose("chain", "draw", ...).dims,
+                        coords=da.transpose("chain", "draw", ...).coords,
+                    )
+                )
+            self.idata["log_likelihood"] = ll
         ll = self.idata["log_likelihood"].to_dataset()
         return ll[next(iter(ll.data_vars))]
 
@@ -846,20 +881,20 @@ def fit(formula, data, family=None, priors=None, **kwargs: Any) -> Fit:
     ...              draws=200, tune=200, chains=2, random_seed=1, progressbar=False)
     ... # doctest: +SKIP
     """
+    import inspect
+
+    import bambi as bmb
+
     from lmmformula.model import model as make_model
 
-    model_keys = {"lkj_eta", "noncentered", "link", "weights", "na_action", "suffstats"}
-    fit_keys = {
-        "draws",
-        "tune",
-        "chains",
-        "cores",
-        "sampler",
-        "random_seed",
-        "target_accept",
-        "progressbar",
-    }
+    # the model takes lmmformula.model's keywords and bambi.Model's; everything else
+    # (draws, nuts, ...) is the sampler's
+    model_keys = {
+        name
+        for fn in (make_model, bmb.Model.__init__)
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    } - {"self", "formula", "data", "family", "priors"}
     model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in model_keys}
-    fit_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fit_keys}
-    m = make_model(formula, data, family, priors, **model_kwargs, **kwargs)
-    return m.fit(**fit_kwargs)
+    m = make_model(formula, data, family, priors, **model_kwargs)
+    return m.fit(**kwargs)

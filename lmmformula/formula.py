@@ -207,6 +207,9 @@ class Translation:
         they combine. As in lme4 their levels are the combinations present in the data: the
         model layer adds a column of that name to its copy of the data, and the Bambi formula
         names it in backticks.
+    intercept_as_b : bool
+        brms' ``0 + Intercept + ...``: the intercept is sampled as an ordinary
+        population-level effect, the predictors uncentred.
     """
 
     formula: str
@@ -220,6 +223,7 @@ class Translation:
     notes: tuple[str, ...] = field(default=())
     bars: tuple[str, ...] = field(default=())
     interaction_factors: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    intercept_as_b: bool = False
 
     def block_factor(self, key: str) -> str:
         """The grouping factor of the correlated block ``key``."""
@@ -1626,6 +1630,44 @@ def _assign_blocks(
     return block_of
 
 
+def _brms_intercept(
+    f: _Formula, fixed_nodes: list[tuple[str, _Node]], fixed: str, notes: list[str]
+) -> tuple[str, bool]:
+    """brms' ``0 + Intercept + ...``: the intercept as an ordinary population-level effect.
+
+    The model is the one with an intercept; only its parameterisation differs (predictors not
+    centred, the intercept's prior of class ``b``). Returns the fixed part for formulae and
+    whether the intercept is brms' explicit one.
+    """
+    explicit = [n for sign, n in fixed_nodes if isinstance(n, _Atom) and n.text == "Intercept"]
+    if not explicit:
+        return fixed, False
+    node = explicit[0]
+    removed = any(
+        (sign == "+" and isinstance(n, _Atom) and n.text == "0")
+        or (sign == "-" and isinstance(n, _Atom) and n.text == "1")
+        for sign, n in fixed_nodes
+    )
+    if not removed or any(s == "-" for s, n in fixed_nodes if n is node):
+        raise UnsupportedSyntaxError(
+            "'Intercept' is brms' explicit intercept, which goes with '0 +'",
+            f.text,
+            node.start,
+            node.end,
+            hint="Write y ~ 0 + Intercept + x (brms), or y ~ 1 + x.",
+        )
+    rest = [
+        f" {sign} {f.node_text(n)}"
+        for sign, n in fixed_nodes
+        if not (isinstance(n, _Atom) and n.text in ("0", "1", "Intercept"))
+    ]
+    notes.append(
+        "0 + Intercept is brms' explicit intercept: the model has an intercept, sampled as an "
+        "ordinary population-level effect (predictors not centred; priors of class b apply)."
+    )
+    return "1" + "".join(rest), True
+
+
 def translate(formula: str) -> Translation:
     """Read an lme4/brms mixed-model formula and rewrite it for Bambi.
 
@@ -1670,6 +1712,7 @@ def translate(formula: str) -> Translation:
     response, notes = _read_response(f)
     fixed = _fixed_text(f)
     fixed_nodes = _rhs_parts(f)[0]
+    fixed, intercept_as_b = _brms_intercept(f, fixed_nodes, fixed, notes)
     lo, hi = (
         (fixed_nodes[0][1].start, fixed_nodes[-1][1].end)
         if fixed_nodes
@@ -1768,4 +1811,5 @@ def translate(formula: str) -> Translation:
         notes=tuple(notes),
         bars=tuple(text for _, text, _ in per_bar),
         interaction_factors=interactions,
+        intercept_as_b=intercept_as_b,
     )

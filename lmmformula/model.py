@@ -176,12 +176,28 @@ class Model:
             f"got {noncentered!r}."
         )
 
+    @property
+    def weights_kind(self) -> str | None:
+        """How ``weights=`` enter the model: ``"precision"`` (gaussian: lme4's meaning, the
+        residual variance of row i is sigma^2 / w_i) or ``"likelihood"`` (other families:
+        each row's log-likelihood times w_i, lme4's prior weights of a GLM); ``None``
+        without weights. brms' ``y | weights(w)`` in the formula is always ``"likelihood"``."""
+        if not self.weights:
+            return None
+        return "precision" if self.family == "gaussian" else "likelihood"
+
     def _bambi_formula(self) -> str:
         formula = self.translation.bambi_formula
-        if self.weights:
+        if self.weights_kind == "likelihood":
             lhs, rhs = formula.split("~", 1)
             formula = f"weighted({lhs.strip()}, {self.weights}) ~{rhs}"
         return formula
+
+    def precision_weights(self) -> np.ndarray | None:
+        """The precision weights per model row (``weights=`` of a gaussian model), else None."""
+        if self.weights_kind != "precision":
+            return None
+        return self.data[self.weights].to_numpy(dtype=float)
 
     def _make_bambi(self, priors: dict | None) -> _bambi.LkjBambiModel:
         blocks = {}
@@ -197,6 +213,8 @@ class Model:
         kwargs.setdefault(
             "noncentered", all(self.noncentered.values()) if self.noncentered else True
         )
+        if self.translation.intercept_as_b:  # brms' 0 + Intercept: no centring
+            kwargs["center_predictors"] = False
         # Bambi's own switch only reaches uncorrelated terms; per-factor choices go on priors.
         try:
             with warnings.catch_warnings():
@@ -208,6 +226,7 @@ class Model:
                     self.data,
                     blocks=blocks,
                     bars=self.translation.bar_terms(),
+                    precision_weights=self.precision_weights(),
                     lkj_eta=self.lkj_eta,
                     family=self._family_arg,
                     priors=priors,
@@ -449,7 +468,12 @@ def model(
     link : str, optional
         Link function (default: the family's).
     weights : str, optional
-        Column of observation weights (lme4's ``weights=``; Bambi's ``weighted()``).
+        Column of weights, with lme4's meaning (``lmer(weights = w)``): for a gaussian model
+        precision weights, the residual variance of row i being ``sigma^2 / w_i`` (weights
+        4 times as large halve sigma's scale: lme4's sigma doubles, the fixed effects stay);
+        for other families lme4's prior weights, each row's log-likelihood multiplied by
+        ``w_i``. brms' ``y | weights(w) ~ ...`` in the formula always multiplies the
+        log-likelihood (brms' meaning), whatever the family.
     na_action : {"drop", "fail"}
         What to do with incomplete rows.
     suffstats : {"auto", True, False}

@@ -78,7 +78,10 @@ def test_likelihood_is_chosen_where_valid_and_paying(case):
 
 
 def test_weighted_and_censored_models_keep_the_full_likelihood(sleep_weighted):
-    weighted = _quiet_model(SLEEP, sleep_weighted, weights="w")
+    # brms' weights(w): each row's log-likelihood times w, kept row by row
+    weighted = _quiet_model(
+        "Reaction | weights(w) ~ Days + (Days|Subject)", sleep_weighted, suffstats="auto"
+    )
     assert weighted.likelihood == "full data"
     assert "weighted" in weighted.likelihood_reason
     censored = _quiet_model("censored(Reaction, status) ~ Days + (1|Subject)", sleep_weighted)
