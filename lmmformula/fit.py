@@ -306,7 +306,10 @@ class Fit:
         long : bool
             ``False`` (default): a dict keyed by grouping factor of DataFrames with one row per
             level and one column per term, holding posterior means (``ranef(m)$g`` in lme4).
-            ``True``: one tidy DataFrame with ``grp, level, term, estimate, sd, lower, upper``.
+            ``True``: one tidy DataFrame shaped like lme4's
+            ``as.data.frame(ranef(m, condVar = TRUE))``: ``grpvar`` (the grouping factor),
+            ``term``, ``grp`` (the level), ``condval`` (posterior mean), ``condsd`` (posterior
+            sd), plus the 95% interval ``lower``, ``upper``.
         """
         levels = self._levels()
         if not long:
@@ -325,11 +328,11 @@ class Fit:
                 for i, level in enumerate(levels[factor]):
                     rows.append(
                         {
-                            "grp": factor,
-                            "level": level,
+                            "grpvar": factor,
                             "term": _pretty_term(col),
-                            "estimate": flat[:, i].mean(),
-                            "sd": flat[:, i].std(ddof=1),
+                            "grp": level,
+                            "condval": flat[:, i].mean(),
+                            "condsd": flat[:, i].std(ddof=1),
                             "lower": lower[i],
                             "upper": upper[i],
                         }
@@ -434,8 +437,14 @@ class Fit:
                 "  Prior: "
                 + ", ".join(
                     f"LKJ(eta = {m.lkj_eta if b.eta is None else b.eta:g}) on the correlations "
-                    f"of {k} ({'non-centered' if b.noncentered else 'centered'})"
-                    for k, b in m.blocks.items()
+                    f"of {b.factor}"
+                    + (
+                        f" [{', '.join(_pretty_term(t) for t in b.terms)}]"
+                        if sum(o.factor == b.factor for o in m.blocks.values()) > 1
+                        else ""
+                    )
+                    + f" ({'non-centered' if b.noncentered else 'centered'})"
+                    for b in m.blocks.values()
                 )
             )
         full = self._varcorr_table()

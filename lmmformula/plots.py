@@ -269,20 +269,20 @@ def plot_ranef(fit: Fit, factor: str | None = None) -> Figure:
 
     factors = _check_factor(fit, factor, _factors(fit), "plot_ranef", "group-level effects")
     table = fit.ranef(long=True)
-    table = table[table["grp"].isin(factors)]
-    panels = list(dict.fromkeys(zip(table["grp"], table["term"], strict=True)))
-    n_levels = max(int(((table["grp"] == g) & (table["term"] == t)).sum()) for g, t in panels)
+    table = table[table["grpvar"].isin(factors)]
+    panels = list(dict.fromkeys(zip(table["grpvar"], table["term"], strict=True)))
+    n_levels = max(int(((table["grpvar"] == g) & (table["term"] == t)).sum()) for g, t in panels)
     fig, axes = plt.subplots(
         1, len(panels), figsize=(3.6 * len(panels), 0.22 * n_levels + 1.6), squeeze=False
     )
     for ax, (grp, term) in zip(axes[0], panels, strict=True):
-        sub = table[(table["grp"] == grp) & (table["term"] == term)].sort_values("estimate")
+        sub = table[(table["grpvar"] == grp) & (table["term"] == term)].sort_values("condval")
         y = np.arange(len(sub))
         ax.hlines(y, sub["lower"], sub["upper"], color="C0", lw=1.2)
-        ax.plot(sub["estimate"], y, "o", color="C0", ms=4)
+        ax.plot(sub["condval"], y, "o", color="C0", ms=4)
         ax.axvline(0.0, color="0.5", ls="--", lw=1)
         ax.set_yticks(y)
-        ax.set_yticklabels(sub["level"].astype(str), fontsize="x-small")
+        ax.set_yticklabels(sub["grp"].astype(str), fontsize="x-small")
         ax.set_title(f"{term} | {grp}")
         ax.set_xlabel("deviation from population (95% interval)")
     fig.tight_layout()

@@ -97,7 +97,8 @@ def test_ranef_coef_fixef_agree(sleep_fit):
     assert abs(re["Days"].mean()) < 1.0
     long = sleep_fit.ranef(long=True)
     assert len(long) == 36 and set(long["term"]) == {"Intercept", "Days"}
-    assert (long["lower"] < long["estimate"]).all() and (long["estimate"] < long["upper"]).all()
+    assert list(long.columns[:5]) == ["grpvar", "term", "grp", "condval", "condsd"]  # lme4's
+    assert (long["lower"] < long["condval"]).all() and (long["condval"] < long["upper"]).all()
 
 
 def test_summary_prints_the_brms_sections(sleep_fit):

@@ -324,11 +324,11 @@ def test_ranef_and_coef_are_the_draws(any_fit):
             draws = effect_draws(post, factor, term)  # (chain, draw, level)
             flat = draws.reshape(-1, draws.shape[-1])
             np.testing.assert_allclose(table[term], flat.mean(axis=0), rtol=1e-10)
-            rows = long[(long.grp == factor) & (long.term == term)]
-            assert [str(v) for v in rows.level] == levels
+            rows = long[(long.grpvar == factor) & (long.term == term)]
+            assert [str(v) for v in rows.grp] == levels
             lower, upper = np.quantile(flat, Q, axis=0)
-            np.testing.assert_allclose(rows.estimate, flat.mean(axis=0), rtol=1e-10)
-            np.testing.assert_allclose(rows.sd, flat.std(axis=0, ddof=1), rtol=1e-10)
+            np.testing.assert_allclose(rows.condval, flat.mean(axis=0), rtol=1e-10)
+            np.testing.assert_allclose(rows.condsd, flat.std(axis=0, ddof=1), rtol=1e-10)
             np.testing.assert_allclose(rows.lower, lower, rtol=1e-10)
             np.testing.assert_allclose(rows.upper, upper, rtol=1e-10)
             # coef: the population value plus the level's deviation, draw by draw

@@ -372,7 +372,7 @@ print(" > ".join(comparison.index))
 # %%
 fit_cor = fits["correlated slopes"]
 re = fit_cor.ranef(long=True)
-intercepts = re[re["term"] == "Intercept"].set_index("level")[["estimate", "lower", "upper"]]
+intercepts = re[re["term"] == "Intercept"].set_index("grp")[["condval", "lower", "upper"]]
 intercepts["baseline at 0 °C"] = np.select(
     [intercepts["lower"] > 0, intercepts["upper"] < 0], ["elevated", "depressed"], "as average"
 )
@@ -385,7 +385,7 @@ diff = (with_station - population).stack(sample=("chain", "draw")).values
 intercepts.loc[stations, "deviation at 30 °C"] = diff.mean(axis=1)
 intercepts.loc[stations, "lower 30 °C"] = np.quantile(diff, 0.025, axis=1)
 intercepts.loc[stations, "upper 30 °C"] = np.quantile(diff, 0.975, axis=1)
-intercepts.sort_values("estimate", ascending=False).style.format(precision=3)
+intercepts.sort_values("condval", ascending=False).style.format(precision=3)
 
 # %%
 for label, lower, upper in [("0 °C", "lower", "upper"), ("30 °C", "lower 30 °C", "upper 30 °C")]:
