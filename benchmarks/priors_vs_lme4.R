@@ -43,6 +43,9 @@ cbpp$period <- factor(cbpp$period)
 add("cbpp", "cbind(incidence, size - incidence) ~ period + (1|herd)",
     glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, family = binomial))
 
+add("cbpp", "incidence ~ period + (1|herd)",
+    glmer(incidence ~ period + (1 | herd), cbpp, family = poisson))
+
 ozone <- read("beijing_ozone")
 # lmer on TEMP in degrees stops short (max|grad| = 2.1, "nearly unidentifiable", sd(Intercept)
 # 0.156 instead of 0.179); on TEMP / 10 it converges (max|grad| 0.009), and the TEMP rows are

@@ -5,6 +5,8 @@ lme4/glmer reference ``benchmarks/priors_vs_lme4_lme4.csv``)::
 
     .venv/bin/python benchmarks/priors_vs_lme4.py checks      # prior_check, every scheme
     .venv/bin/python benchmarks/priors_vs_lme4.py posterior   # fits against lme4
+    .venv/bin/python benchmarks/priors_vs_lme4.py counts      # log-link multiplier
+    .venv/bin/python benchmarks/priors_vs_lme4.py tables      # the tables, from the CSVs
 
 ``checks`` runs ``prior_check(draws=500, random_seed=s)`` for seeds 1-3 on the standard formula
 of every shipped data set under each default scheme below, and the lecture's wide and narrow
@@ -209,9 +211,10 @@ def _fit_estimates(fit) -> dict[tuple[str, str, str, str], float]:
     return out
 
 
+POSTERIOR_CASES = [*CASES, ("cbpp", "incidence ~ period + (1|herd)")]
 POSTERIOR_RUNS = [
     (case, scheme)
-    for case in CASES
+    for case in POSTERIOR_CASES
     for scheme in (
         ("lmmformula", "bambi", "brms")
         if case[0] in ("cbpp", "sleepstudy", "beijing_ozone")
@@ -225,7 +228,10 @@ def run_posterior() -> pd.DataFrame:
     rows = []
     for (dataset, formula), scheme in POSTERIOR_RUNS:
         data = lf.load_dataset(dataset)
-        model = _quiet_model(formula, data, _priors_for(scheme, formula, data))
+        family = "poisson" if formula.startswith("incidence") else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = lf.model(formula, data, family=family, priors=SCHEMES[scheme])
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -296,6 +302,81 @@ def _markdown_checks(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# -- count models: the log-link multiplier ------------------------------------------------------
+COUNTS_CSV = HERE / "priors_counts.csv"
+LOG_LINK_RULES = {"2.5 (as logit)": 2.5, "1.5 (default)": 1.5, "1": 1.0}
+
+
+def _count_data() -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(1)
+    n = 200
+    sim = pd.DataFrame({"x": rng.normal(10, 3, n), "g": rng.choice(list("ABCDEFGH"), n)})
+    sim["c"] = rng.poisson(3, n)
+    sim["c2"] = rng.poisson(np.exp(1 + 0.2 * (sim["x"] - 10)), n)
+    return {
+        "simulated": sim,
+        "cbpp": lf.load_dataset("cbpp"),
+        "nwo_grants": lf.load_dataset("nwo_grants"),
+    }
+
+
+COUNT_CASES = [
+    ("simulated", "c ~ x + (1|g)", "poisson"),
+    ("simulated", "c2 ~ x + (1|g)", "poisson"),
+    ("simulated", "c ~ x", "negativebinomial"),
+    ("cbpp", "incidence ~ period + (1|herd)", "poisson"),
+    ("nwo_grants", "awards ~ gender + offset(np.log(applications)) + (1|discipline)", "poisson"),
+]
+
+
+def run_counts() -> pd.DataFrame:
+    """prior_check (seeds 1-3) of log-link count models under three log-link multipliers."""
+    datasets = _count_data()
+    rows = []
+    for name, formula, family in COUNT_CASES:
+        data = datasets[name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            base = lf.model(formula, data, family=family)
+            for label, k in LOG_LINK_RULES.items():
+                rule = P.DefaultRule(log_link=k)
+                defaults = P.lmmformula_default_priors(base, rule=rule)
+                priors = P._bambi_dict({slot: d.value for slot, d in defaults.items()})
+                model = lf.model(formula, data, family=family, priors=priors)
+                for seed in SEEDS:
+                    check = model.prior_check(random_seed=seed)
+                    rows.append(
+                        {
+                            "data": name,
+                            "formula": formula,
+                            "family": family,
+                            "log_link": label,
+                            "seed": seed,
+                            "share_mean": float(check.table.iloc[1]["outside"]),
+                            "flagged": check.flagged,
+                        }
+                    )
+                    print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(COUNTS_CSV, index=False)
+    return table
+
+
+def _markdown_counts(table: pd.DataFrame) -> str:
+    cells = table.groupby(["formula", "log_link"], sort=False).apply(_share_cell).unstack()
+    labels = list(LOG_LINK_RULES)
+    families = table.groupby("formula", sort=False)["family"].first()
+    names = table.groupby("formula", sort=False)["data"].first()
+    lines = [
+        "| data, formula (family) | " + " | ".join(labels) + " |",
+        "|" + " --- |" * (len(labels) + 1),
+    ]
+    for formula, row in cells[labels].iterrows():
+        label = f"{names[formula]} `{_escape(formula)}` ({families[formula]})"
+        lines.append(f"| {label} | " + " | ".join(row.values) + " |")
+    return "\n".join(lines)
+
+
 def _markdown_posterior(table: pd.DataFrame) -> str:
     """docs/priors.md's posterior table: lme4 against each scheme's posterior mean."""
     means = table.pivot_table(
@@ -330,9 +411,13 @@ if __name__ == "__main__":
         print(_markdown_checks(run_checks()))
     elif what == "posterior":
         print(_markdown_posterior(run_posterior()))
+    elif what == "counts":
+        print(_markdown_counts(run_counts()))
     elif what == "tables":
         print(_markdown_checks(pd.read_csv(CHECKS_CSV)))
         print()
         print(_markdown_posterior(pd.read_csv(POSTERIOR_CSV)))
+        print()
+        print(_markdown_counts(pd.read_csv(COUNTS_CSV)))
     else:
-        raise SystemExit("usage: priors_vs_lme4.py checks|posterior|tables")
+        raise SystemExit("usage: priors_vs_lme4.py checks|posterior|counts|tables")
