@@ -5,17 +5,59 @@ group-level blocks mean what they mean in R: ``(x|g)`` gives correlated intercep
 with an LKJ prior, non-centered by default.
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from lmmformula import errors
-from lmmformula._frame import MissingDataWarning
-from lmmformula.checks import PriorCheck, prior_check
-from lmmformula.compare import compare, plot_compare
 from lmmformula.datasets import describe_dataset, list_datasets, load_dataset
-from lmmformula.fit import Fit, SamplingWarning, fit
 from lmmformula.formula import Translation, translate
-from lmmformula.io import load_fit
-from lmmformula.model import Model, model
-from lmmformula.plots import plot_correlation, plot_ranef, plot_shrinkage, pp_check
-from lmmformula.priors import PriorSpec, get_prior, prior
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lmmformula._frame import MissingDataWarning
+    from lmmformula.checks import PriorCheck, prior_check
+    from lmmformula.compare import compare, plot_compare
+    from lmmformula.fit import Fit, SamplingWarning, fit
+    from lmmformula.io import load_fit
+    from lmmformula.model import Model, model
+    from lmmformula.plots import plot_correlation, plot_ranef, plot_shrinkage, pp_check
+    from lmmformula.priors import PriorSpec, get_prior, prior
+
+# The formula layer (translate) needs neither Bambi nor PyMC; everything that builds or reads a
+# model is imported on first use, so `lf.translate` works wherever formulae does.
+_LAZY = {
+    "MissingDataWarning": "lmmformula._frame",
+    "PriorCheck": "lmmformula.checks",
+    "prior_check": "lmmformula.checks",
+    "compare": "lmmformula.compare",
+    "plot_compare": "lmmformula.compare",
+    "Fit": "lmmformula.fit",
+    "SamplingWarning": "lmmformula.fit",
+    "fit": "lmmformula.fit",
+    "load_fit": "lmmformula.io",
+    "Model": "lmmformula.model",
+    "model": "lmmformula.model",
+    "plot_correlation": "lmmformula.plots",
+    "plot_ranef": "lmmformula.plots",
+    "plot_shrinkage": "lmmformula.plots",
+    "pp_check": "lmmformula.plots",
+    "PriorSpec": "lmmformula.priors",
+    "get_prior": "lmmformula.priors",
+    "prior": "lmmformula.priors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lmmformula' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0.dev0"
 

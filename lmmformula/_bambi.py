@@ -76,6 +76,7 @@ __all__ = [
     "DesignParts",
     "LkjBambiModel",
     "block_column_labels",
+    "check_bambi_version",
     "design_parts",
     "internal_var_names",
     "suffstats_data",
@@ -84,17 +85,19 @@ __all__ = [
 ]
 
 
-def _check_bambi_version() -> None:
-    installed = version("bambi")
+def check_bambi_version(installed: str | None = None) -> None:
+    """Refuse to build a model on a Bambi release this module was not written against.
+
+    Called when a model is built, not at import: the formula layer (``lf.translate``) works
+    with any Bambi, or none.
+    """
+    installed = version("bambi") if installed is None else installed
     if not installed.startswith(BAMBI_SERIES + ".") and installed != BAMBI_SERIES:
-        raise ImportError(
+        raise ModelError(
             f"lmmformula needs bambi {BAMBI_SERIES}.x (it builds correlated blocks on Bambi "
             f"internals), but bambi {installed} is installed. "
             f"Install 'bambi>={BAMBI_SERIES},<0.{int(BAMBI_SERIES.split('.')[1]) + 1}'."
         )
-
-
-_check_bambi_version()
 
 
 @dataclass(frozen=True)
@@ -641,6 +644,7 @@ class LkjBambiModel(bmb.Model):
         precision_weights: np.ndarray | None = None,
         **kwargs,
     ):
+        check_bambi_version()
         self.lkj_precision_weights = (
             None if precision_weights is None else np.asarray(precision_weights, dtype=float)
         )

@@ -1,0 +1,49 @@
+"""The layers: the formula layer works without Bambi; the Bambi seam checks its version when a
+model is built, not at import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import lmmformula as lf
+from lmmformula import _bambi
+from lmmformula.errors import ModelError
+
+
+def test_translate_works_with_bambi_and_pymc_absent() -> None:
+    code = (
+        "import sys; sys.modules['bambi'] = None; sys.modules['pymc'] = None\n"
+        "import lmmformula as lf\n"
+        "t = lf.translate('y ~ x + (x|g) + (1|a/b)')\n"
+        "assert t.correlated == {'g': ('1|g', 'x|g')}, t.correlated\n"
+        "assert 'bambi' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "try:\n"
+        "    lf.model\n"
+        "except ImportError:\n"
+        "    print('model needs bambi')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "model needs bambi"
+
+
+def test_bambi_version_is_checked_when_a_model_is_built(monkeypatch, sleepstudy) -> None:
+    with pytest.raises(ModelError, match=r"needs bambi 0\.21\.x.*bambi 0\.22\.0 is installed"):
+        _bambi.check_bambi_version("0.22.0")
+    _bambi.check_bambi_version("0.21.3")
+    monkeypatch.setattr(_bambi, "version", lambda name: "0.22.0")
+    assert lf.translate("Reaction ~ Days + (Days|Subject)").correlated
+    with pytest.raises(ModelError, match="needs bambi"):
+        lf.model("Reaction ~ Days + (Days|Subject)", sleepstudy)
+
+
+def test_public_names_resolve() -> None:
+    for name in lf.__all__:
+        assert getattr(lf, name) is not None, name
+    with pytest.raises(AttributeError):
+        lf.not_a_name  # noqa: B018
