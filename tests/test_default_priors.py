@@ -282,12 +282,14 @@ def test_a_flat_sd_inside_a_correlated_block_is_refused_clearly(data):
 
 def test_prior_check_is_quiet_unless_verbose(data, caplog):
     model = make("strength ~ 1 + (1|batch/cask)", data("pastes"))
+    before = logging.getLogger("pymc").level
     with caplog.at_level(logging.INFO, logger="pymc"):
         model.prior_check(draws=50, random_seed=1)
         assert not [r for r in caplog.records if "Sampling" in r.getMessage()]
         model.prior_check(draws=50, random_seed=1, verbose=True)
         assert [r for r in caplog.records if "Sampling" in r.getMessage()]
-    assert logging.getLogger("pymc").level == logging.INFO  # restored
+        assert logging.getLogger("pymc").level == logging.INFO  # restored after each check
+    assert logging.getLogger("pymc").level == before
 
 
 # -- one posterior against glmer -----------------------------------------------------------------
