@@ -229,24 +229,21 @@ class Fit:
         if stats is not None and "diverging" in stats:
             divergences = int(stats["diverging"].sum())
         names = self._parameter_names()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sub = post[names]
-            rhat = az.rhat(sub)
-            ess_bulk = az.ess(sub, method="bulk")
-            ess_tail = az.ess(sub, method="tail")
+        # issue 14: az.rhat/az.ess vectorised over one stacked (chain, draw, parameter) array
+        from lmmformula._diagnostics import diagnostics_arrays
 
-        def extreme(ds: xr.Dataset, fn) -> float:
-            values = [np.asarray(ds[v].values, dtype=float).ravel() for v in ds.data_vars]
-            values = np.concatenate(values) if values else np.array([np.nan])
+        arrays = {n: post[n].transpose("chain", "draw", ...).values for n in names}
+        stats_ = diagnostics_arrays(arrays)
+
+        def extreme(values: np.ndarray, fn) -> float:
             values = values[np.isfinite(values)]
             return float(fn(values)) if values.size else float("nan")
 
         return Diagnostics(
             divergences=divergences,
-            max_rhat=extreme(rhat, np.max),
-            min_ess_bulk=extreme(ess_bulk, np.min),
-            min_ess_tail=extreme(ess_tail, np.min),
+            max_rhat=extreme(stats_["rhat"], np.max),
+            min_ess_bulk=extreme(stats_["ess_bulk"], np.min),
+            min_ess_tail=extreme(stats_["ess_tail"], np.min),
             draws=int(post.sizes["draw"]),
             chains=int(post.sizes["chain"]),
         )
