@@ -5,7 +5,9 @@ group-level blocks mean what they mean in R: ``(x|g)`` gives correlated intercep
 with an LKJ prior, non-centered by default.
 """
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from lmmformula import errors
@@ -44,6 +46,20 @@ _LAZY = {
     "get_prior": "lmmformula.priors",
     "prior": "lmmformula.priors",
 }
+
+
+class _Package(ModuleType):
+    """The package module: importing the submodules ``model``, ``fit`` and ``compare`` must not
+    replace the functions of the same names (Python's import sets the submodule as an
+    attribute of the package)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -777,13 +777,20 @@ def _check_targets(spec: PriorSpec, cls: str, slots: list[_Slot]) -> None:
                 )
 
 
-def _specificity(spec: PriorSpec, cls: str, slot: _Slot) -> int | None:
-    """How specifically ``spec`` names ``slot`` (higher wins), or None if it does not."""
+def _specificity(
+    spec: PriorSpec, cls: str, slot: _Slot, intercept_as_b: bool = False
+) -> int | None:
+    """How specifically ``spec`` names ``slot`` (higher wins), or None if it does not.
+
+    With brms' ``0 + Intercept`` (``intercept_as_b``) the intercept is one of the ``b``
+    coefficients, so a prior on the whole class ``b`` covers it too."""
     if slot.cls == "Intercept":
         if cls == "Intercept":
             return 0
         if cls == "b" and spec.coef == "Intercept":
             return 1
+        if cls == "b" and not spec.coef and intercept_as_b:
+            return 0
         return None
     if cls != slot.cls:
         return None
@@ -937,7 +944,7 @@ def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resol
     for slot in slots:
         best, best_score = None, -1
         for spec, cls in canonical:
-            score = _specificity(spec, cls, slot)
+            score = _specificity(spec, cls, slot, model.translation.intercept_as_b)
             if score is not None and score > best_score:
                 best, best_score = spec, score
         if best is not None:

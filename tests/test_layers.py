@@ -47,3 +47,16 @@ def test_public_names_resolve() -> None:
         assert getattr(lf, name) is not None, name
     with pytest.raises(AttributeError):
         lf.not_a_name  # noqa: B018
+
+
+def test_submodules_do_not_shadow_the_functions_of_the_same_name() -> None:
+    code = (
+        "import lmmformula.model, lmmformula.fit, lmmformula.compare\n"
+        "import lmmformula as lf\n"
+        "assert callable(lf.model) and callable(lf.fit) and callable(lf.compare)\n"
+        "assert lf.model.__module__ == 'lmmformula.model'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr

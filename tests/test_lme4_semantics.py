@@ -176,3 +176,32 @@ def test_multi_column_terms_survive_the_workflow(formula: str, tmp_path) -> None
     fit.save(path)
     back = _quiet(lf.load_fit, path)
     pd.testing.assert_frame_equal(back.fixef(), fixef)
+
+
+# -- brms' 0 + Intercept ------------------------------------------------------------------------
+def test_brms_explicit_intercept_is_an_uncentred_b_coefficient(sleepstudy) -> None:
+    m = _quiet(
+        lf.model,
+        "Reaction ~ 0 + Intercept + Days + (Days|Subject)",
+        sleepstudy,
+        priors=[lf.prior("normal(0, 100)", cls="b")],
+        suffstats=False,
+    )
+    summary = m.prior_summary()
+    assert summary.loc[summary["class"] == "Intercept", "prior"].tolist() == ["normal(0, 100)"]
+    design = m.design()
+    assert list(design.X.columns) == ["Intercept", "Days"]
+    pm_model = m.pymc_model
+    names = ["mu", "Intercept", "Days", "1|Subject", "Days|Subject"]
+    fn = pm_model.compile_fn(
+        pm_model.replace_rvs_by_values([pm_model[n] for n in names]),
+        inputs=pm_model.value_vars,
+        on_unused_input="ignore",
+    )
+    rng = np.random.default_rng(4)
+    point = {k: v + rng.normal(0, 0.3, np.shape(v)) for k, v in pm_model.initial_point().items()}
+    v = dict(zip(names, fn(point), strict=True))
+    b = np.concatenate([np.asarray(v["1|Subject"]), np.asarray(v["Days|Subject"])])
+    # no centring: the sampled Intercept is the intercept at Days = 0
+    expected = design.linear_predictor([v["Intercept"], v["Days"]], b)
+    np.testing.assert_allclose(v["mu"], expected, rtol=1e-10)
