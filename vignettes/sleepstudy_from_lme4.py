@@ -107,8 +107,10 @@ m
 m.prior_summary()
 
 # %% [markdown]
-# The defaults are Bambi's weakly-informative priors, scaled to the data (brms scales its
-# defaults differently; `priors="brms"` uses those, see below). Fit:
+# The defaults are lmmformula's weakly informative priors on the outcome's scale
+# (`normal(mean(y), 2.5 sd(y))` on the intercept, rstanarm-scaled coefficients, `halfnormal(sd(y))`
+# on the sds; `docs/priors.md`); the `basis` column says how each was scaled. `priors="brms"`
+# uses brms' defaults (see below), `priors="bambi"` Bambi's. Fit:
 
 # %%
 fit = m.fit(**SAMPLER)
@@ -306,5 +308,5 @@ with tempfile.TemporaryDirectory() as tmp:
 #   pandas DataFrames; the numbers are posterior means with intervals, not REML estimates.
 # * `re.form = NA` is `include_group_effects=False`; `allow.new.levels = TRUE` is
 #   `allow_new_levels=True`, and new levels carry the between-group uncertainty.
-# * The priors are Bambi's unless you give your own (`lf.prior(...)`) or ask for brms'
-#   (`priors="brms"`).
+# * The priors are lmmformula's weakly informative defaults unless you give your own
+#   (`lf.prior(...)`) or ask for brms' (`priors="brms"`) or Bambi's (`priors="bambi"`).
