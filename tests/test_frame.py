@@ -214,7 +214,15 @@ def test_numbers_as_text_can_be_declared_a_category():
 )
 def test_responses_that_fit_their_family_build(response, family):
     m = quiet_model("r ~ x + (1|g)", frame(r=response), family=family)
-    assert m.build().pymc_model is not None
+    (observed,) = m.build().pymc_model.observed_RVs
+    expected = {
+        "bernoulli": "bernoulli",
+        "poisson": "poisson",
+        "gamma": "gamma",
+        "beta": "beta",
+        "cumulative": "categorical",  # PyMC draws an ordered logistic as a categorical
+    }[family]
+    assert expected in observed.owner.op.__class__.__name__.lower().replace("_", "")
 
 
 def test_an_observation_level_effect_is_allowed_for_counts():
