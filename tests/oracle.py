@@ -292,3 +292,17 @@ def log_density(model: OracleModel, point: dict[str, np.ndarray], noncentered: b
     """The joint log density (transformed space, Jacobians included) at ``point``."""
     loglik, log_prior, _ = model.parts(point, noncentered)
     return loglik + log_prior
+
+
+def printed_table(text: str, section: str) -> dict[str, list[str]]:
+    """The rows of one table of a printed summary, ``{label: [Estimate, Est.Error, l-95% CI,
+    u-95% CI, ...]}`` as printed (the section title, then a column header, then rows)."""
+    lines = text.splitlines()
+    start = lines.index(section) + 2
+    rows = {}
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        label, *values = line.split()
+        rows[label] = values
+    return rows

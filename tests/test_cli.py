@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from oracle import printed_table  # tests/ is on sys.path under pytest
 
 from lmmformula import cli
 from lmmformula.cli import COMMANDS, Command, build_parser, main
@@ -99,20 +100,6 @@ def test_runs_as_a_module() -> None:
     assert "g: 1|g, x|g  (LKJ-correlated)" in done.stdout
 
 
-def _printed_rows(text: str, section: str) -> dict[str, list[str]]:
-    """The rows of one table of a printed summary: ``{label: [Estimate, Est.Error, l-95% CI,
-    u-95% CI, ...]}`` as printed."""
-    lines = text.splitlines()
-    start = lines.index(section) + 2  # the section title, then the column header
-    rows = {}
-    for line in lines[start:]:
-        if not line.strip():
-            break
-        label, *values = line.split()
-        rows[label] = values
-    return rows
-
-
 def _close_to_print(printed: str, value: float) -> bool:
     decimals = len(printed.split(".")[1]) if "." in printed else 0
     return abs(float(printed) - value) <= 0.5 * 10.0**-decimals * (1 + 1e-9)
@@ -146,7 +133,7 @@ def test_fit_subcommand_reads_a_csv_and_prints_the_summary(tmp_path, capsys):
     # the printed numbers are those of the saved draws (read here with xarray alone)
     post = xr.open_datatree(out_file, engine="h5netcdf")["posterior"].to_dataset()
     assert (post.sizes["chain"], post.sizes["draw"]) == (2, 100)
-    fixed = _printed_rows(out, "Regression Coefficients:")
+    fixed = printed_table(out, "Regression Coefficients:")
     assert list(fixed) == ["Intercept", "Days"]
     for name, printed in fixed.items():
         draws = post[name].values.ravel()
@@ -154,7 +141,7 @@ def test_fit_subcommand_reads_a_csv_and_prints_the_summary(tmp_path, capsys):
         expected = [draws.mean(), draws.std(ddof=1), lower, upper]
         for text, value in zip(printed[:4], expected, strict=True):
             assert _close_to_print(text, value), (name, printed, expected)
-    group = _printed_rows(out, "~Subject")
+    group = printed_table(out, "~Subject")
     assert list(group) == ["sd(Intercept)", "sd(Days)", "cor(Intercept,Days)"]
     corr = post["Subject_corr"].values[:, :, 0, 1].ravel()
     assert _close_to_print(group["cor(Intercept,Days)"][0], corr.mean())

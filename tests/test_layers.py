@@ -13,6 +13,15 @@ from lmmformula import _bambi
 from lmmformula.errors import ModelError
 
 
+def _python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter; its standard output (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_translate_works_with_bambi_and_pymc_absent() -> None:
     code = (
         "import sys; sys.modules['bambi'] = None; sys.modules['pymc'] = None\n"
@@ -25,11 +34,7 @@ def test_translate_works_with_bambi_and_pymc_absent() -> None:
         "except ImportError:\n"
         "    print('model needs bambi')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "model needs bambi"
+    assert _python(code) == "model needs bambi"
 
 
 def test_bambi_version_is_checked_when_a_model_is_built(monkeypatch, sleepstudy) -> None:
@@ -56,7 +61,4 @@ def test_submodules_do_not_shadow_the_functions_of_the_same_name() -> None:
         "assert callable(lf.model) and callable(lf.fit) and callable(lf.compare)\n"
         "assert lf.model.__module__ == 'lmmformula.model'\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
+    _python(code)

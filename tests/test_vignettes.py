@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracle import printed_table  # tests/ is on sys.path under pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 VIGNETTES = ROOT / "vignettes"
@@ -136,15 +137,7 @@ def _printed_by(out: Path, name: str, code: str) -> str:
 
 def _summary_rows(text: str, section: str) -> dict[str, tuple[float, float]]:
     """``{label: (Estimate, Est.Error)}`` of one table of a printed summary."""
-    lines = text.splitlines()
-    start = lines.index(section) + 2  # the section title, then the column header
-    rows = {}
-    for line in lines[start:]:
-        if not line.strip():
-            break
-        label, estimate, error, *_ = line.split()
-        rows[label] = (float(estimate), float(error))
-    return rows
+    return {k: (float(v[0]), float(v[1])) for k, v in printed_table(text, section).items()}
 
 
 def _near(rows: dict[str, tuple[float, float]], reference: dict[str, float], k: float = 3.0):
