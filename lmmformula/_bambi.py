@@ -61,7 +61,7 @@ from bambi.utils import as_dataset
 from formulae.terms import terms as _formulae_terms
 from pytensor import sparse as ps
 
-from lmmformula import _suffstats
+from lmmformula import _marginal, _suffstats
 from lmmformula.errors import ModelError, PriorError, UnsupportedSyntaxError
 
 SUFFSTATS_Y = "suffstats_y"
@@ -336,10 +336,14 @@ def _sd_dist(sd_priors: list[tuple[Prior, int]]):
 class _LkjDistributionalComponent(DistributionalComponent):
     """Bambi's distributional component with correlated blocks built jointly."""
 
-    def __init__(self, component, blocks: dict[str, BlockSpec], eta: float):
+    def __init__(
+        self, component, blocks: dict[str, BlockSpec], eta: float, marginal: str | None = None
+    ):
         super().__init__(component)
         self.blocks = blocks
         self.eta = eta
+        self.marginal = marginal  # issue 14: a (1|g) integrated out (lmmformula._marginal)
+        self.marginal_sigma = None
 
     def _build_block(self, pymc_backend, spec: BlockSpec) -> dict[str, pt.TensorVariable]:
         terms = self.component.group_specific_terms
@@ -444,8 +448,11 @@ class _LkjDistributionalComponent(DistributionalComponent):
             block_coefs.update(self._build_block(pymc_backend, spec))
 
         coefs, columns, predictors, group_indexes = [], [], [], []
-        for term in self.component.group_specific_terms.values():
+        for key, term in self.component.group_specific_terms.items():
             name = term.alias or term.name
+            if key == self.marginal:  # issue 14: only its sd; the effects are integrated out
+                self.marginal_sigma = _marginal.build_sigma(term, noncentered_default)
+                continue
             if name in block_coefs:
                 coefs.append(block_coefs[name])
             else:
@@ -520,11 +527,13 @@ class _LkjPyMCModel(PyMCModel):
         eta: float,
         suffstats: bool = False,
         suffstats_shared: bool = False,
+        marginal: str | None = None,
     ):
         super().__init__()
         self.blocks = blocks
         self.eta = eta
         self.suffstats = suffstats
+        self.marginal = marginal
         self.suffstats_shared = suffstats_shared
         self.reduction: _suffstats.Reduction | None = None
 
@@ -542,7 +551,9 @@ class _LkjPyMCModel(PyMCModel):
                 self.components[name].build(self, spec)
             for name, component in spec.conditional_parameters.items():
                 if name == parent:
-                    built = _LkjDistributionalComponent(component, self.blocks, self.eta)
+                    built = _LkjDistributionalComponent(
+                        component, self.blocks, self.eta, self.marginal
+                    )
                 else:
                     built = DistributionalComponent(component)
                 self.components[name] = built
@@ -550,6 +561,13 @@ class _LkjPyMCModel(PyMCModel):
             weights = getattr(spec, "lkj_precision_weights", None)
             if self.suffstats:
                 self._build_suffstats_response(spec)
+            elif self.marginal:  # issue 14: the (1|g) effects integrated out exactly
+                term = spec.parameters[parent].group_specific_terms[self.marginal]
+                parent_built = self.components[parent]
+                sigma = self.components["sigma"].output
+                _marginal.build_response(
+                    spec, parent_built.output, sigma, parent_built.marginal_sigma, term
+                )
             elif weights is not None:
                 _PrecisionWeightedResponse(spec.response_term, spec.family, weights).build(
                     self, spec
@@ -606,7 +624,11 @@ class _LkjPyMCModel(PyMCModel):
         present = [name for name in drop if name in posterior.data_vars]
         if present:
             idata["posterior"] = posterior.drop_vars(present)
-        return super()._clean_results(idata, omit_offsets, include_response_params)
+        idata = super()._clean_results(idata, omit_offsets, include_response_params)
+        if self.marginal:  # issue 14: the integrated effects drawn from their conditional
+            posterior = as_dataset(idata["posterior"])
+            idata["posterior"] = _marginal.add_effect_draws(posterior, self.spec, self.marginal)
+        return idata
 
 
 class LkjBambiModel(bmb.Model):
@@ -652,6 +674,7 @@ class LkjBambiModel(bmb.Model):
         self.lkj_eta = float(lkj_eta)
         self.lkj_suffstats = bool(suffstats)
         self.lkj_suffstats_shared = False
+        self.lkj_marginal: str | None = None  # issue 14: set by lmmformula.model.Model
         with r_bar_coding(bars):
             super().__init__(formula, data, **kwargs)
         name = self.response_term.name
@@ -666,6 +689,7 @@ class LkjBambiModel(bmb.Model):
             self.lkj_eta,
             self.lkj_suffstats,
             getattr(self, "lkj_suffstats_shared", False),
+            getattr(self, "lkj_marginal", None),
         )
         self.backend.build(self)
         self.built = True
@@ -674,7 +698,8 @@ class LkjBambiModel(bmb.Model):
         """A backend whose graph has Bambi's n-sized response (built afresh when the model
         samples on sufficient statistics, otherwise the model's own backend)."""
         self._check_built()
-        if not getattr(self.backend, "suffstats", False):
+        backend = self.backend  # issue 14: a marginal model's graph has no row-wise response
+        if not (getattr(backend, "suffstats", False) or getattr(backend, "marginal", None)):
             return self.backend
         backend = _LkjPyMCModel(self.lkj_blocks, self.lkj_eta, suffstats=False)
         backend.build(self)
@@ -683,7 +708,8 @@ class LkjBambiModel(bmb.Model):
     def prior_predictive(self, draws=500, var_names=None, omit_offsets=True, random_seed=None):
         """Bambi's ``prior_predictive``; on a sufficient-statistics model the draws come from a
         full-data graph, so the response is drawn row by row as usual."""
-        if not getattr(self.backend, "suffstats", False):
+        backend = self.backend  # issue 14: a marginal model's graph has no row-wise response
+        if not (getattr(backend, "suffstats", False) or getattr(backend, "marginal", None)):
             return super().prior_predictive(draws, var_names, omit_offsets, random_seed)
         backend = self.backend
         try:

@@ -10,7 +10,7 @@ from typing import Any
 import bambi as bmb
 import numpy as np
 
-from lmmformula import _bambi
+from lmmformula import _bambi, _marginal
 from lmmformula._frame import (
     R_FAMILY_NAMES,
     PreparedData,
@@ -75,6 +75,7 @@ class Model:
         weights: str | None = None,
         na_action: str = "drop",
         suffstats: bool | str = "auto",
+        marginalize: bool | str = "auto",
         **bambi_kwargs: Any,
     ) -> None:
         if isinstance(suffstats, (bool, np.bool_)):
@@ -136,6 +137,14 @@ class Model:
         self.bambi.lkj_blocks = dict(self.blocks)
         self.likelihood, self.likelihood_reason = self._choose_likelihood(suffstats)
         self.bambi.lkj_suffstats = self.likelihood == "sufficient statistics"
+        # issue 14: integrate the largest gaussian (1|g) out exactly (lmmformula._marginal)
+        self.marginalize = _marginal_option(marginalize)
+        self.marginal, self.marginal_reason = _marginal.choose(
+            self.bambi, self.marginalize, self.likelihood
+        )
+        if self.marginal is not None:
+            self.likelihood = "full data, " + self.marginal + " integrated out"
+            self.bambi.lkj_suffstats, self.bambi.lkj_marginal = False, self.marginal
         self.build_seconds: float | None = None
 
     # -- construction helpers -------------------------------------------------------------
@@ -421,6 +430,7 @@ class Model:
             "weights": self.weights,
             "na_action": self.na_action,
             "suffstats": self.suffstats,
+            "marginalize": self.marginalize,
         }
 
     def __repr__(self) -> str:
@@ -444,6 +454,7 @@ def model(
     weights: str | None = None,
     na_action: str = "drop",
     suffstats: bool | str = "auto",
+    marginalize: bool | str = "auto",
     **bambi_kwargs: Any,
 ) -> Model:
     """Read an lme4/brms formula and build the Bayesian multilevel model it means.
@@ -481,6 +492,13 @@ def model(
         instead of row by row (same posterior, much less work per gradient). ``"auto"`` does
         so where valid and where it pays, ``True`` wherever valid (an error otherwise),
         ``False`` never. :attr:`Model.likelihood` says which was used.
+    marginalize : {"auto", True, False}
+        Gaussian identity-link models: integrate the varying intercept ``(1|g)`` with the most
+        levels (outside any correlated block) out of the likelihood exactly and draw its effects
+        afterwards from their exact conditional (same posterior, far fewer dimensions to
+        sample; :mod:`lmmformula._marginal`). ``"auto"`` does so on the full-data likelihood
+        when that factor has at least 100 levels, ``True`` whenever possible (an error
+        otherwise), ``False`` never.
     **bambi_kwargs
         Passed to ``bambi.Model``.
 
@@ -506,5 +524,15 @@ def model(
         weights=weights,
         na_action=na_action,
         suffstats=suffstats,
+        marginalize=marginalize,
         **bambi_kwargs,
     )
+
+
+def _marginal_option(value: Any) -> bool | str:
+    """Validate ``marginalize`` (issue 14)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value == "auto":
+        return value
+    raise ModelError(f"marginalize must be True, False or 'auto', got {value!r}.")
