@@ -148,9 +148,11 @@ def _run_translate(args: argparse.Namespace) -> int:
         "correlated blocks:",
     ]
     if t.correlated:
-        for factor, names in t.correlated.items():
+        for key, names in t.correlated.items():
             kind = "LKJ-correlated" if len(names) > 1 else "one term: KxK if it is a factor"
-            lines.append(f"  {factor}: {', '.join(names)}  ({kind})")
+            factor = t.block_factor(key)
+            label = factor if key == factor else f"{factor} (another block, {key})"
+            lines.append(f"  {label}: {', '.join(names)}  ({kind})")
     else:
         lines.append("  (none)")
     lines.append("independent group-level terms:")
