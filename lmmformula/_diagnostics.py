@@ -170,6 +170,19 @@ def _tail_prob() -> float:
         return 0.89
 
 
+def _sorted_quantile(sorted_values: np.ndarray, q: float) -> np.ndarray:
+    """``np.quantile(rows, q, axis=1)`` (method "linear") of rows already sorted, with
+    numpy's own interpolation formula."""
+    n = sorted_values.shape[1]
+    virtual = q * (n - 1)
+    lo = int(np.floor(virtual))
+    hi = min(lo + 1, n - 1)
+    t = virtual - lo
+    a, b = sorted_values[:, lo], sorted_values[:, hi]
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
 def _block(ary: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """R-hat, bulk ESS and tail ESS of the rows of a (p, chain, draw) block."""
     p = ary.shape[0]
@@ -197,11 +210,13 @@ def _block(ary: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray, np.nda
     rhat_tail = _rhat_basic(_normal_scores(ranks).reshape(shape))
     rhat = np.where(rhat_tail > rhat_bulk, rhat_tail, rhat_bulk)  # Python's max(bulk, tail)
     # quantiles of all draws; the split draws are all of them when the draws are even, and
-    # selecting from their sorted copy is cheaper
-    whole = sorted_values if ary.shape[2] % 2 == 0 else ary.reshape(p, -1)
+    # are sorted already
     ess_q = []
     for q in sorted((prob, 1.0 - prob)):
-        quantile = np.quantile(whole, q, axis=1)
+        if ary.shape[2] % 2 == 0:
+            quantile = _sorted_quantile(sorted_values, q)
+        else:
+            quantile = np.quantile(ary.reshape(p, -1), q, axis=1)
         ess_q.append(_ess(_split((ary <= quantile[:, None, None]).astype(float))))
     ess_tail = np.where(ess_q[1] < ess_q[0], ess_q[1], ess_q[0])  # Python's min(low, high)
     return rhat, ess_bulk, ess_tail

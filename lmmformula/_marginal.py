@@ -253,8 +253,8 @@ def level_sums(bambi_model, posterior, key: str) -> np.ndarray:
     y = np.asarray(np.squeeze(bambi_model.response_term.data), dtype=float)
     if parts.offset is not None:
         y = y - parts.offset
-    sums = np.broadcast_to(a @ y, (posterior.sizes["chain"] * posterior.sizes["draw"], n_levels))
-    sums = np.array(sums)
+    sums = np.empty((posterior.sizes["chain"] * posterior.sizes["draw"], n_levels))
+    sums[:] = a @ y
     aliases = {
         k: (t.alias or k)
         for k, t in _bambi.common_terms(bambi_model).items()
@@ -296,12 +296,20 @@ def add_effect_draws(posterior, bambi_model, key: str):
     term = _bambi.group_specific_terms(bambi_model)[key]
     found = candidates(bambi_model)[key]
     counts = np.bincount(np.asarray(term.group_index), minlength=len(term.groups))
-    s1 = level_sums(bambi_model, posterior, key)
-    sigma = _draws(posterior, "sigma")
-    tau = _draws(posterior, found.sigma_name)
-    mean, sd = conditional(s1, counts, sigma, tau)
+    effects = level_sums(bambi_model, posterior, key)  # (draws, J), turned in place into
+    sigma2 = np.square(_draws(posterior, "sigma"))  # the effects (arrays of 12M values for
+    tau2 = np.square(_draws(posterior, found.sigma_name))  # InstEval: no temporaries)
+    inv_v = np.multiply(tau2, counts.astype(float))
+    inv_v += sigma2
+    np.reciprocal(inv_v, out=inv_v)
+    effects *= inv_v
+    effects *= tau2  # conditional mean tau^2 S1 / v
+    inv_v *= sigma2 * tau2
+    np.sqrt(inv_v, out=inv_v)  # conditional sd sqrt(sigma^2 tau^2 / v)
     rng = np.random.default_rng(_seed(posterior, ["sigma", found.sigma_name]))
-    effects = mean + sd * rng.standard_normal(mean.shape)
+    noise = rng.standard_normal(effects.shape)
+    noise *= inv_v
+    effects += noise
     chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
     dim = f"{found.name}__factor_dim"
     da = xr.DataArray(
