@@ -34,6 +34,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from lmmformula._families import (
+    BINOMIAL_RESPONSE,
+    COUNT_RESPONSE,
+    FAMILY_ALIASES,
+    LEVEL_RESPONSE,
+    NONNEGATIVE_RESPONSE,
+    POSITIVE_RESPONSE,
+    R_FAMILY_NAMES,
+    RESIDUAL_SCALE,
+    UNIT_RESPONSE,
+    VECTOR_RESPONSE,
+)
+from lmmformula._text import format_number
 from lmmformula.errors import DataError, ModelError
 from lmmformula.formula import Translation
 
@@ -54,63 +67,6 @@ __all__ = [
 
 NA_ACTIONS = ("drop", "fail")
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-# Response families grouped by what their response must be (Bambi 0.21 names).
-BINOMIAL_FAMILIES = frozenset({"binomial", "beta_binomial", "zero_inflated_binomial"})
-COUNT_FAMILIES = frozenset(
-    {
-        "poisson",
-        "negativebinomial",
-        "zero_inflated_poisson",
-        "zero_inflated_negativebinomial",
-        "hurdle_poisson",
-        "hurdle_negativebinomial",
-    }
-)
-POSITIVE_FAMILIES = frozenset({"gamma", "lognormal", "wald", "weibull", "exponential"})
-NONNEGATIVE_FAMILIES = frozenset({"hurdle_gamma", "hurdle_lognormal"})
-UNIT_FAMILIES = frozenset({"beta"})
-LEVEL_FAMILIES = frozenset({"bernoulli", "categorical", "cumulative", "sratio"})
-VECTOR_FAMILIES = frozenset({"multinomial", "dirichlet_multinomial"})
-# Families with a residual scale: an observation-level effect cannot be told apart from it,
-# and a response without variance leaves it undefined (lme4's lmer rules).
-SCALE_FAMILIES = frozenset(
-    {"gaussian", "t", "laplace", "asymmetriclaplace", "exgaussian", "lognormal"}
-)
-
-# brms / R family names people type, and Bambi's name for each.
-FAMILY_ALIASES = {
-    "normal": "gaussian",
-    "student": "t",
-    "student_t": "t",
-    "studentt": "t",
-    "negbinomial": "negativebinomial",
-    "negative_binomial": "negativebinomial",
-    "negative.binomial": "negativebinomial",
-    "nbinom": "negativebinomial",
-    "zero_inflated_negbinomial": "zero_inflated_negativebinomial",
-    "hurdle_negbinomial": "hurdle_negativebinomial",
-    "inverse.gaussian": "wald",
-    "inverse_gaussian": "wald",
-    "von_mises": "vonmises",
-    "logistic": "bernoulli",
-    "binary": "bernoulli",
-    "quasipoisson": "negativebinomial",
-    "quasibinomial": "beta_binomial",
-    "ordinal": "cumulative",
-}
-
-# R's and brms' names of families that are exactly one of Bambi's (same distribution, same
-# parameters); the R spelling is kept for display (Model.family_spelled).
-R_FAMILY_NAMES = {
-    "negbinomial": "negativebinomial",  # brms
-    "student": "t",  # brms
-    "Gamma": "gamma",  # R's glm family (inverse link by default, as Bambi's)
-    "inverse.gaussian": "wald",  # R's glm family
-    "von_mises": "vonmises",  # brms
-    "zero_inflated_negbinomial": "zero_inflated_negativebinomial",  # brms
-    "hurdle_negbinomial": "hurdle_negativebinomial",  # brms
-}
 
 # Functions of the formula that need numbers (formulae's stateful transforms, Bambi's and
 # numpy's math); a text or categorical column inside one fails deep in formulae otherwise.
@@ -226,7 +182,7 @@ def _show(value: Any) -> str:
     """A value as a message shows it: strings quoted, floats to 6 significant digits."""
     value = _scalar(value)
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return format_number(value, 6)
     return repr(value)
 
 
@@ -735,14 +691,14 @@ def check_response(
     name = check_family(family)
     response = translation.response
     if response.kind == "binomial":
-        if isinstance(family, str) and name not in BINOMIAL_FAMILIES:
+        if isinstance(family, str) and name not in BINOMIAL_RESPONSE:
             raise ModelError(
                 f"the response {response.text!r} gives successes out of trials, which "
                 f"family={name!r} cannot take. Leave family out (binomial is implied) or use "
-                f"one of {', '.join(sorted(BINOMIAL_FAMILIES))}."
+                f"one of {', '.join(sorted(BINOMIAL_RESPONSE))}."
             )
         _check_binomial(frame, translation, labels)
-    elif isinstance(family, str) and name in BINOMIAL_FAMILIES:
+    elif isinstance(family, str) and name in BINOMIAL_RESPONSE:
         column = _response_column(translation, frame)
         hint = ""
         if column is not None and _is_binary(frame[column]):
@@ -762,7 +718,7 @@ def check_response(
             if values is not None and values.shape == (len(frame),):
                 _check_finite_response(values, response.text, labels)
                 _check_response_values(pd.Series(values), response.text, name, labels)
-    if isinstance(family, str) and name in SCALE_FAMILIES:
+    if isinstance(family, str) and name in RESIDUAL_SCALE:
         _check_levels_below_rows(frame, translation)
 
 
@@ -816,7 +772,7 @@ def _check_response_values(
                 "family='categorical' (or 'cumulative' for ordered ones)."
             )
         return
-    if family in LEVEL_FAMILIES:
+    if family in LEVEL_RESPONSE:
         if _is_numeric(series):
             ordered = family != "categorical"
             raise DataError(
@@ -831,7 +787,7 @@ def _check_response_values(
                 f"({_scalar(series.iloc[0])!r})."
             )
         return
-    if family in VECTOR_FAMILIES:
+    if family in VECTOR_RESPONSE:
         return
     if not _is_numeric(series) and not pd.api.types.is_bool_dtype(series.dtype):
         share, _, comma, _ = _numbers_as_text(series) if _is_textual(series) else (0, 0, 0, 0)
@@ -853,7 +809,7 @@ def _check_response_values(
             "family='bernoulli'; for more levels family='categorical'."
         )
     values = series.to_numpy(dtype=float)
-    if family in COUNT_FAMILIES:
+    if family in COUNT_RESPONSE:
         negative = values < 0
         if negative.any():
             raise DataError(
@@ -869,7 +825,7 @@ def _check_response_values(
                 f"{_where(labels, fractional)}. Use family='gaussian', 'gamma' or "
                 "'lognormal' for measurements."
             )
-    elif family in POSITIVE_FAMILIES:
+    elif family in POSITIVE_RESPONSE:
         bad = values <= 0
         if bad.any():
             raise DataError(
@@ -877,14 +833,14 @@ def _check_response_values(
                 f"values in {_where(labels, bad)}; the smallest is {_show(values.min())}. Use "
                 f"family='gaussian', or a hurdle family when zeros are real outcomes."
             )
-    elif family in NONNEGATIVE_FAMILIES:
+    elif family in NONNEGATIVE_RESPONSE:
         bad = values < 0
         if bad.any():
             raise DataError(
                 f"{what} needs a response of 0 or more, but {name!r} has negative values in "
                 f"{_where(labels, bad)}."
             )
-    elif family in UNIT_FAMILIES:
+    elif family in UNIT_RESPONSE:
         bad = (values <= 0) | (values >= 1)
         if bad.any():
             raise DataError(
@@ -893,7 +849,7 @@ def _check_response_values(
                 f"to {_show(values.max())}. Squeeze 0s and 1s inward, e.g. "
                 "(y * (n - 1) + 0.5) / n (Smithson & Verkuilen), or use a binomial model."
             )
-    if family in SCALE_FAMILIES and len(values) > 1 and np.ptp(values) == 0:
+    if family in RESIDUAL_SCALE and len(values) > 1 and np.ptp(values) == 0:
         raise DataError(
             f"the response {name!r} has the same value ({_show(values[0])}) in every row "
             f"used; family={family!r} needs a response that varies (its residual scale would "
@@ -1032,7 +988,7 @@ def check_design(
     if not isinstance(family, str):
         return
     name = check_family(family)
-    if observed.ndim == 1 and observed.dtype.kind in "iuf" and name not in LEVEL_FAMILIES:
+    if observed.ndim == 1 and observed.dtype.kind in "iuf" and name not in LEVEL_RESPONSE:
         _check_response_values(pd.Series(observed), translation.response.text, name, labels)
 
 

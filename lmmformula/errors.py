@@ -20,6 +20,8 @@ class                             raised when
 
 from __future__ import annotations
 
+from lmmformula._text import clamp_span, point_at
+
 __all__ = [
     "DataError",
     "FitError",
@@ -55,24 +57,14 @@ class FormulaSyntaxError(LmmFormulaError, ValueError):
     ) -> None:
         self.message = message
         self.formula = formula
-        self.start = max(0, min(start, len(formula)))
-        self.end = max(self.start + 1, min(end, len(formula) + 1))
+        self.start, self.end = clamp_span(formula, start, end)
         self.hint = hint
-        super().__init__(self._render())
+        super().__init__(point_at(message, formula, self.start, self.end, hint))
 
     @property
     def snippet(self) -> str:
         """The part of the formula at fault."""
         return self.formula[self.start : self.end]
-
-    def _render(self) -> str:
-        width = self.end - self.start
-        # one display line: tabs and line breaks shown as spaces keep the caret aligned
-        shown = self.formula.translate({ord("\t"): " ", ord("\n"): " ", ord("\r"): " "})
-        lines = [self.message, "", "    " + shown, "    " + " " * self.start + "^" * width]
-        if self.hint:
-            lines += ["", self.hint]
-        return "\n".join(lines)
 
 
 class UnsupportedSyntaxError(FormulaSyntaxError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ import pandas as pd
 import xarray as xr
 
 from lmmformula import _bambi
+from lmmformula._text import column_format, format_number
+from lmmformula._text import term_label as _pretty_term
 from lmmformula.errors import DataError, LmmFormulaError, ModelError
 
 if TYPE_CHECKING:
@@ -122,14 +125,11 @@ class Summary:
                     "ess_tail": "Tail_ESS",
                 }
             )
-            return shown.rename_axis(None).to_string(
-                float_format=_fmt_number,
-                formatters={
-                    "Bulk_ESS": lambda v: f"{v:.0f}",
-                    "Tail_ESS": lambda v: f"{v:.0f}",
-                    "Rhat": lambda v: f"{v:.2f}",
-                },
-            )
+            # one format a column (its decimals line up, as in brms); ESS whole, Rhat 2 decimals
+            formats = {c: column_format(shown[c]) for c in shown if shown[c].dtype.kind == "f"}
+            formats["Bulk_ESS"] = formats["Tail_ESS"] = lambda v: f"{v:.0f}"
+            formats["Rhat"] = lambda v: f"{v:.2f}"
+            return shown.rename_axis(None).to_string(formatters=formats)
 
         lines = list(self.header)
         if self.group_level:
@@ -155,17 +155,8 @@ class Summary:
     __repr__ = __str__
 
 
-def _fmt_number(value: float) -> str:
-    """Two decimals from 1 up, three significant digits below (0.0533, not 0.05)."""
-    if not np.isfinite(value) or value == 0 or abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
-
-
-def _pretty_term(term_column: str) -> str:
-    """``1|g`` -> ``Intercept``; ``x|g`` -> ``x``; ``f[b]|g`` -> ``f[b]``."""
-    expr = term_column.split("|", 1)[0]
-    return "Intercept" if expr == "1" else expr
+_fmt_number = partial(format_number, notation="fixed")
+"""One number as the summary prints it alone (a column shares :func:`column_format`)."""
 
 
 class Fit:

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import stats
 
 from lmmformula import _bambi
+from lmmformula._text import term_label
 from lmmformula.errors import FitError
 
 if TYPE_CHECKING:
@@ -29,11 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["plot_correlation", "plot_ranef", "plot_shrinkage", "pp_check"]
 
 ELLIPSE_LEVELS = (0.5, 0.9)
-
-
-def _pretty(column: str) -> str:
-    expr = column.split("|", 1)[0]
-    return "Intercept" if expr == "1" else expr
 
 
 def _factors(fit: Fit) -> list[str]:
@@ -126,7 +122,7 @@ def plot_shrinkage(fit: Fit, factor: str | None = None, term: str | None = None)
     qualifying: dict[str, list[str]] = {}
     for f in _factors(fit):
         cols = [c for info in infos.values() if info.factor == f for c in info.columns]
-        pretty = [_pretty(c) for c in cols]
+        pretty = [term_label(c) for c in cols]
         slopes = [p for p in pretty if p != "Intercept" and p in m.data.columns]
         if "Intercept" in pretty and slopes:
             qualifying[f] = slopes
@@ -331,7 +327,7 @@ def plot_correlation(fit: Fit, factor: str | None = None) -> Figure:
     for f in factors:
         block = blocks[f]
         corr = post[block.corr_name].transpose("chain", "draw", *block.dims)
-        labels = [_pretty(str(v)) for v in corr[block.dims[0]].values]
+        labels = [term_label(str(v)) for v in corr[block.dims[0]].values]
         arr = corr.values.reshape(-1, len(labels), len(labels))
         eta = fit.model.lkj_eta if block.eta is None else block.eta
         for i in range(len(labels)):

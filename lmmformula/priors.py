@@ -47,6 +47,7 @@ import pandas as pd
 import pymc as pm
 
 from lmmformula import _bambi
+from lmmformula._text import coef_label, format_number, point_at
 from lmmformula.errors import PriorError
 
 if TYPE_CHECKING:
@@ -175,17 +176,8 @@ class _Parsed:
 
 
 def _parse_error(text: str, message: str, start: int, end: int, hint: str | None = None):
-    start = max(0, min(start, len(text)))
-    width = max(1, end - start)
-    lines = [
-        f"cannot read the prior {text!r}: {message}",
-        "",
-        "    " + text,
-        "    " + " " * start + "^" * width,
-    ]
-    if hint:
-        lines += ["", hint]
-    return PriorError("\n".join(lines))
+    message = f"cannot read the prior {text!r}: {message}"
+    return PriorError(point_at(message, text, start, end, hint))
 
 
 def _known_names() -> str:
@@ -332,19 +324,7 @@ def _signature(dist: _StanDist) -> str:
 # -- number and prior formatting ---------------------------------------------------------------
 def _fmt(value: Any, digits: int = 4) -> str:
     """A number rounded to ``digits`` significant digits, without scientific notation."""
-    arr = np.asarray(value, dtype=float)
-    if arr.ndim and arr.size:
-        flat = arr.ravel()
-        if np.all(flat == flat[0]):
-            return _fmt(flat[0], digits)
-        return "[" + ", ".join(_fmt(v, digits) for v in flat) + "]"
-    x = float(arr)
-    if not math.isfinite(x):
-        return str(x)
-    if x == 0:
-        return "0"
-    rounded = float(f"{x:.{digits}g}")
-    return np.format_float_positional(rounded, trim="-")
+    return format_number(value, digits, notation="positional")
 
 
 def _stan_text(value: Any) -> str:
@@ -661,10 +641,6 @@ def _parent(model: Model):
     return bambi_model.parameters[bambi_model.family.likelihood.parent]
 
 
-def _sd_coef(expr: str) -> str:
-    return "Intercept" if expr.strip() == "1" else expr
-
-
 def _aux_support(model: Model, name: str) -> str:
     default = model.bambi.family.default_priors.get(name)
     dist = getattr(default, "name", None)
@@ -695,7 +671,7 @@ def _slots(model: Model) -> list[_Slot]:
         out.append(_Slot("b", name, "", name, "real"))
     for name in parent.group_specific_terms:
         expr, factor = name.split("|", 1)
-        out.append(_Slot("sd", _sd_coef(expr), factor, name, "positive"))
+        out.append(_Slot("sd", coef_label(expr), factor, name, "positive"))
     cor_factors: dict[str, None] = {}
     for key, terms in model.translation.correlated.items():
         if _bambi.block_size(model.bambi, tuple(terms)) > 1:
@@ -770,7 +746,7 @@ def _check_targets(spec: PriorSpec, cls: str, slots: list[_Slot]) -> None:
             )
         if cls == "sd" and spec.coef:
             coefs = [s.coef for s in mine if s.group == spec.group]
-            if _sd_coef(spec.coef) not in coefs:
+            if coef_label(spec.coef) not in coefs:
                 raise PriorError(
                     f"{spec}: the grouping factor {spec.group!r} has no group-level term "
                     f"{spec.coef!r}; valid: {_join(coefs)}."
@@ -801,7 +777,7 @@ def _specificity(
     if slot.cls in ("sd", "cor"):
         if spec.group and spec.group != slot.group:
             return None
-        if spec.coef and _sd_coef(spec.coef) != slot.coef:
+        if spec.coef and coef_label(spec.coef) != slot.coef:
             return None
         return int(bool(spec.group)) + int(bool(spec.coef))
     return 0
@@ -950,7 +926,7 @@ def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resol
         if best is not None:
             resolved[slot] = _Resolved(_resolve_value(best, slot), "user", best, str(best))
     by_level = {
-        (cls, spec.coef if cls != "sd" else _sd_coef(spec.coef), spec.group): spec
+        (cls, spec.coef if cls != "sd" else coef_label(spec.coef), spec.group): spec
         for spec, cls in canonical
     }
     return slots, resolved, by_level
@@ -984,8 +960,9 @@ def apply_priors(model: Model, priors: Any) -> None:
     Examples
     --------
     >>> import lmmformula as lf
+    >>> from lmmformula.priors import apply_priors
     >>> m = lf.model("Reaction ~ Days + (Days|Subject)", lf.load_dataset("sleepstudy"))
-    >>> lf.apply_priors(m, [lf.prior("lkj(1)", cls="cor", group="Subject")])
+    >>> apply_priors(m, [lf.prior("lkj(1)", cls="cor", group="Subject")])
     >>> m.block_eta
     {'Subject': 1.0}
     """
