@@ -23,6 +23,8 @@ import pandas as pd
 import xarray as xr
 
 from lmmformula import _bambi
+from lmmformula._families import LOG_LOCATION, NOT_ONE_NUMBER, POSITIVE_MEAN
+from lmmformula._text import format_number
 from lmmformula.errors import DataError, ModelError
 
 if TYPE_CHECKING:
@@ -39,27 +41,6 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 QUANTILE_COLUMNS = [f"q{round(q * 100):02d}" for q in QUANTILES]
 
 PROBABILITY_LINKS = {"logit", "probit", "cloglog", "cauchit"}
-POSITIVE_FAMILIES = {
-    "poisson",
-    "negativebinomial",
-    "gamma",
-    "exponential",
-    "wald",
-    "weibull",
-    "zero_inflated_poisson",
-    "zero_inflated_negativebinomial",
-    "hurdle_poisson",
-    "hurdle_negativebinomial",
-    "hurdle_gamma",
-}
-LOG_LOCATION_FAMILIES = {"lognormal", "hurdle_lognormal"}
-UNSUPPORTED_FAMILIES = {
-    "categorical",
-    "multinomial",
-    "dirichlet_multinomial",
-    "cumulative",
-    "sratio",
-}
 
 # Inverses of the response transforms that are recognised in a formula's left-hand side.
 _INVERSES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -140,9 +121,10 @@ class PriorCheck:
         else:
             what = "on the log scale " if self.kind == "positive" else ""
             lines.append(
-                f"  observed {self.response}: [{_num(lo)}, {_num(hi)}]; plausible band for the "
-                f"mean (observed range widened {what}by k = {s['k']:g} times its width): "
-                f"[{_num(self.band[0])}, {_num(self.band[1])}]"
+                f"  observed {self.response}: [{format_number(lo)}, {format_number(hi)}]; "
+                f"plausible band for the mean (observed range widened {what}by k = {s['k']:g} "
+                "times its width): "
+                f"[{format_number(self.band[0])}, {format_number(self.band[1])}]"
             )
             lines.append(
                 f"  rule: flag when more than {s['tol']:.0%} of the implied means (or "
@@ -287,18 +269,12 @@ def _limits(values: np.ndarray, q: float = 0.005) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _num(value: float) -> str:
-    if not np.isfinite(value):
-        return str(value)
-    return f"{value:.3g}" if abs(value) < 1e5 else f"{value:.2e}"
-
-
 def _format_table(table: pd.DataFrame) -> str:
     shown = table.copy()
     shown["outside"] = shown["outside"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}")
     return shown.to_string(
         index=False,
-        float_format=lambda v: _num(v),
+        float_format=format_number,
     )
 
 
@@ -480,15 +456,20 @@ def _predict(
 
 
 # -- scales and rules ----------------------------------------------------------------------
-def _kind(bm, family: str) -> str:
-    link = bm.family.link[_parent(bm)].name
+def mean_kind(link: str, family: str) -> str:
+    """How the rule judges a family's mean: ``probability``, ``log-location``, ``positive``
+    or ``real`` (the first that applies, in this order)."""
     if link in PROBABILITY_LINKS:
         return "probability"
-    if family in LOG_LOCATION_FAMILIES:
+    if family in LOG_LOCATION:
         return "log-location"
-    if family in POSITIVE_FAMILIES or link == "log":
+    if family in POSITIVE_MEAN or link == "log":
         return "positive"
     return "real"
+
+
+def _kind(bm, family: str) -> str:
+    return mean_kind(bm.family.link[_parent(bm)].name, family)
 
 
 def _original_scale(model: Model, option: Any, response: str):
@@ -569,7 +550,7 @@ def _at_frame(model: Model, at: Any) -> tuple[pd.DataFrame, list[str]]:
         )
     labels = [
         ", ".join(
-            f"{c}={_num(v) if isinstance(v, (int, float, np.number)) else v}"
+            f"{c}={format_number(v) if isinstance(v, (int, float, np.number)) else v}"
             for c, v in row.items()
         )
         for _, row in given.iterrows()
@@ -584,6 +565,291 @@ def _at_frame(model: Model, at: Any) -> tuple[pd.DataFrame, list[str]]:
         else:
             frame[name] = col.mode().iloc[0]
     return frame, labels
+
+
+# -- the pieces of the check ----------------------------------------------------------------
+def plausible_band(
+    observed: np.ndarray, kind: str, k: float, response: str = "the outcome"
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``(band, predictive band)``: where the implied means, and the predictive draws, may lie.
+
+    ``real``: the observed range ``[lo, hi]`` widened by ``k`` times its width ``w`` on each
+    side (``w`` is ``max(|hi|, 1)`` when all values are equal). ``positive``: the same on the
+    log scale, with ``w`` at least ``log 10``, no lower edge (0) when the data hold zeros, and
+    only the upper edge for the predictive draws (zeros are ordinary draws of a count).
+    ``probability``: ``[0, 1]`` (the rule looks at the edges instead, see :func:`share_judged`).
+    """
+    if kind == "real":
+        lo, hi = float(np.min(observed)), float(np.max(observed))
+        width = hi - lo if hi > lo else max(abs(hi), 1.0)
+        band = (lo - k * width, hi + k * width)
+        return band, band
+    if kind == "positive":
+        positive = observed[observed > 0]
+        if positive.size == 0:
+            raise DataError(f"the outcome {response!r} has no positive values.")
+        llo, lhi = float(np.log(positive.min())), float(np.log(positive.max()))
+        width = max(lhi - llo, float(np.log(10.0)))
+        lower = 0.0 if np.any(observed <= 0) else float(np.exp(llo - k * width))
+        band = (lower, float(np.exp(lhi + k * width)))
+        return band, (-np.inf, band[1])
+    return (0.0, 1.0), (0.0, 1.0)
+
+
+def share_judged(
+    values: np.ndarray, kind: str, band: tuple[float, float], p_edge: float = 0.01
+) -> float:
+    """The share of implied means the rule judges: outside ``band``, or for probabilities
+    within ``p_edge`` of 0 or 1."""
+    if kind == "probability":
+        return _piled(values, p_edge)
+    return _outside(values, band)
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Which parameter drives a flag: the share with all priors free (``share``), and the
+    lowest share with one parameter fixed at its prior median (``share_fixed``, by ``driver``;
+    ``driver`` is None when no parameter lowers it). ``rows`` feed ``PriorCheck.attribution``.
+    """
+
+    driver: str | None
+    share: float
+    share_fixed: float
+    rows: list[dict[str, Any]]
+
+
+def attribute(
+    check: str,
+    prior: xr.Dataset,
+    names: list[str],
+    compute: Callable[[xr.Dataset], float],
+    prior_texts: Mapping[str, str],
+) -> Attribution:
+    """Recompute a share with each named parameter in turn fixed at its prior median."""
+    base = compute(prior)
+    rows: list[dict[str, Any]] = []
+    best, best_fixed = None, base
+    for name in names:
+        fixed = compute(_freeze(prior, name))
+        rows.append(
+            {
+                "check": check,
+                "parameter": name,
+                "prior": prior_texts.get(name, "?"),
+                "share": base,
+                "share_fixed": fixed,
+            }
+        )
+        if fixed < best_fixed:
+            best, best_fixed = name, fixed
+    return Attribution(best, base, best_fixed, rows)
+
+
+def driver_text(found: Attribution, prior_texts: Mapping[str, str]) -> str:
+    """The sentence that names what drives a flag.
+
+    A driver must at least halve the share; otherwise no single prior explains it."""
+    name, base, fixed = found.driver, found.share, found.share_fixed
+    if name is None or fixed > 0.5 * base:
+        top = f" (fixing {name} lowers it most, to {fixed:.1%})" if name else ""
+        return (
+            "No single parameter's prior explains it: fixing any one of them at its prior "
+            f"median leaves more than half of the share{top}; the priors act jointly."
+        )
+    what = (
+        f"the sd prior of the group-level term {name} ({prior_texts[name]})"
+        if "|" in name
+        else f"the prior on {name} ({prior_texts[name]})"
+    )
+    return (
+        f"Driven by {what}: with {name} fixed at its prior median the share would be {fixed:.1%}."
+    )
+
+
+def interval_text(
+    values: np.ndarray,
+    original: Callable[[np.ndarray], np.ndarray] | None = None,
+    original_label: str | None = None,
+) -> str:
+    """``[q05, q95]`` of the values, and the same on the original scale when there is one."""
+    q05, q95 = np.nanquantile(values, [0.05, 0.95])
+    text = f"[{format_number(q05)}, {format_number(q95)}]"
+    if original is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            o05, o95 = original(np.array([q05, q95]))
+        text += f" ({original_label}: [{format_number(o05)}, {format_number(o95)}])"
+    return text
+
+
+def band_text(band: tuple[float, float], observed: np.ndarray, k: float, kind: str) -> str:
+    """The band as a flag names it, with the observed range it is made from."""
+    lo, hi = float(np.min(observed)), float(np.max(observed))
+    return (
+        f"the plausible band [{format_number(band[0])}, {format_number(band[1])}] (observed "
+        f"range [{format_number(lo)}, {format_number(hi)}] widened by k = {k:g} times its width"
+        + (" on the log scale)" if kind == "positive" else ")")
+    )
+
+
+def mean_flag_text(
+    response: str,
+    share: float,
+    kind: str,
+    *,
+    band: str,
+    interval: str,
+    tol: float = 0.10,
+    p_edge: float = 0.01,
+    p_tol: float = 0.5,
+) -> str:
+    """The finding on the implied means at the observed rows (without its driver)."""
+    if kind == "probability":
+        return (
+            f"Implied probability of {response}: {share:.0%} of the prior draws are "
+            f"below {p_edge:g} or above {1 - p_edge:g} (more than {p_tol:.0%}); the prior "
+            "piles the outcome at 0 or 1."
+        )
+    return (
+        f"Implied mean of {response}: {share:.0%} of the prior draws over the "
+        f"observed rows fall outside {band}, more than {tol:.0%}; "
+        f"90% of them lie in {interval}."
+    )
+
+
+def predictive_flag_text(
+    response: str, share: float, *, band: str, interval: str, tol_predictive: float = 0.25
+) -> str:
+    """The finding on the prior predictive draws (without its driver)."""
+    return (
+        f"Prior predictive draws of {response}: {share:.0%} fall outside "
+        f"{band}, more than {tol_predictive:.0%}; 90% of them lie in "
+        f"{interval}."
+    )
+
+
+def at_flag_text(label: str, response: str, share: float, *, band: str, interval: str) -> str:
+    """The finding on the implied means at one ``at=`` row (without its driver)."""
+    return (
+        f"At {label}: {share:.0%} of the implied means of {response} fall outside "
+        f"{band}; 90% of them lie in {interval}."
+    )
+
+
+def _check_settings(draws: Any, **settings: Any) -> None:
+    """Refuse a draw count below 10 and thresholds outside their ranges."""
+    if not isinstance(draws, (int, np.integer)) or isinstance(draws, bool) or draws < 10:
+        raise ModelError(f"draws must be an integer of at least 10, got {draws!r}.")
+    upper = {"k": None, "tol": 1, "tol_predictive": 1, "p_edge": 0.5, "p_tol": 1}
+    for name, value in settings.items():
+        ok = isinstance(value, (int, float, np.number)) and np.isfinite(value) and value >= 0
+        if not ok or (upper[name] is not None and value >= upper[name]):
+            bound = f" and below {upper[name]}" if upper[name] is not None else ""
+            raise ModelError(f"{name} must be a number >= 0{bound}, got {value!r}.")
+
+
+def _outcome(bm, idata, draws: int, response: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(observed, predictive draws (draws, rows), label)`` on the scale of the mean:
+    proportions for a binomial response."""
+    y_data = np.asarray(bm.response_term.data, dtype=float)
+    pp = idata["prior_predictive"].to_dataset()
+    pred_da = pp[next(iter(pp.data_vars))].transpose("chain", "draw", ...)
+    predictive = np.asarray(pred_da.values, dtype=float).reshape(draws, -1)
+    if y_data.ndim == 2 and y_data.shape[1] == 2:  # binomial: successes, trials
+        trials = y_data[:, 1]
+        return y_data[:, 0] / trials, predictive / trials, f"proportion {response}"
+    if y_data.ndim == 2 and y_data.shape[1] > 1:
+        raise ModelError(f"prior_check needs one outcome per row; {response!r} has several.")
+    return y_data.ravel(), predictive, response
+
+
+def _log_outcome(
+    observed: np.ndarray, predictive: np.ndarray, response: str
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The outcome on the log scale (lognormal: the mean parameter is the location of
+    ``log(y)``); observed zeros are dropped, predictive zeros become NaN."""
+    observed = np.log(observed[observed > 0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        predictive = np.where(
+            predictive > 0, np.log(np.where(predictive > 0, predictive, 1)), np.nan
+        )
+    return observed, predictive, f"log({response})"
+
+
+def _implied_means(bm, prior_all: xr.Dataset, prior: xr.Dataset, draws: int) -> np.ndarray:
+    """The mean every prior draw implies at every observed row, ``(draws, rows)``."""
+    parent = _parent(bm)
+    if parent in prior_all and "__obs__" in prior_all[parent].dims:  # computed by PyMC
+        da = prior_all[parent].transpose("chain", "draw", ...)
+        return np.asarray(da.values, dtype=float).reshape(draws, -1)
+    return _predict(bm, prior)  # pragma: no cover - Bambi stores the parent; kept for safety
+
+
+def _attribution_data(model: Model) -> pd.DataFrame | None:
+    """A seeded subset of ATTRIBUTION_ROWS rows (None: all rows) to recompute shares on."""
+    n_rows = len(model.data)
+    if n_rows <= ATTRIBUTION_ROWS:
+        return None
+    pick = np.sort(np.random.default_rng(0).choice(n_rows, ATTRIBUTION_ROWS, replace=False))
+    return model.data.iloc[pick].reset_index(drop=True)
+
+
+def _priors_shown(
+    candidates: Mapping[str, str], aux: Mapping[str, str], flat: Mapping[str, str]
+) -> dict[str, str]:
+    """Every prior the report lists: the mean's parameters, then the auxiliary ones, then the
+    flat ones (under the term's name for a flat sd)."""
+    shown = {**candidates, **aux}
+    for name, what in flat.items():
+        shown[name.removesuffix("_sigma") if what.startswith("the sd") else name] = (
+            "flat (improper): held at 0"
+        )
+    return shown
+
+
+def _quantile_table(
+    scales: list[tuple[str, Callable[[np.ndarray], np.ndarray] | None]],
+    series: list[tuple[str, np.ndarray, float]],
+) -> pd.DataFrame:
+    """Quantiles of each ``(quantity, values, share outside)`` on each ``(scale, transform)``."""
+    rows = []
+    for scale, transform in scales:
+        with np.errstate(over="ignore", invalid="ignore"):
+            for quantity, values, share in series:
+                shown = values if transform is None else transform(values)
+                rows.append([scale, quantity, *_quantiles(shown), share])
+    return pd.DataFrame(rows, columns=["scale", "quantity", *QUANTILE_COLUMNS, "outside"])
+
+
+def _flat_note(flat: Mapping[str, str]) -> str:
+    """What the check does with flat priors, and how to check them too."""
+    one = len(flat) == 1
+    return (
+        f"Flat (improper) priors cannot be drawn from: {', '.join(flat.values())} "
+        f"{'is' if one else 'are'} held at 0 in the prior draws (left out of the "
+        "implied means), so the check judges the other priors only. Give "
+        f"{'it' if one else 'them'} a proper prior, e.g. "
+        "lf.prior('normal(0, 10)', cls='b'), to check "
+        f"{'it' if one else 'them'} too."
+    )
+
+
+def _uncentred_note(
+    labels: list[str],
+    raw: np.ndarray,
+    original: Callable[[np.ndarray], np.ndarray] | None = None,
+    original_label: str | None = None,
+) -> str:
+    """What the same priors imply at the ``at=`` rows if the Intercept were not centred."""
+    parts = []
+    for j, label in enumerate(labels):
+        sd = float(np.nanstd(raw[:, j]))
+        interval = interval_text(raw[:, j], original, original_label)
+        parts.append(f"at {label} a mean with sd {format_number(sd)}, 90% in {interval}")
+    return (
+        "Were the Intercept prior on the intercept at zero predictors (no centring, as in "
+        "lme4 or a hand-written model), the same priors would imply " + "; ".join(parts) + "."
+    )
 
 
 # -- the check -----------------------------------------------------------------------------
@@ -706,22 +972,9 @@ def prior_check(
     >>> print(check.flags[0])  # doctest: +SKIP
     Implied mean of log_ozone: 29% of the prior draws fall outside ... TEMP ...
     """
-    if not isinstance(draws, (int, np.integer)) or isinstance(draws, bool) or draws < 10:
-        raise ModelError(f"draws must be an integer of at least 10, got {draws!r}.")
-    for name, value, upper in (
-        ("k", k, None),
-        ("tol", tol, 1),
-        ("tol_predictive", tol_predictive, 1),
-        ("p_edge", p_edge, 0.5),
-        ("p_tol", p_tol, 1),
-    ):
-        ok = isinstance(value, (int, float, np.number)) and np.isfinite(value) and value >= 0
-        if not ok or (upper is not None and value >= upper):
-            bound = f" and below {upper}" if upper is not None else ""
-            raise ModelError(f"{name} must be a number >= 0{bound}, got {value!r}.")
-
+    _check_settings(draws, k=k, tol=tol, tol_predictive=tol_predictive, p_edge=p_edge, p_tol=p_tol)
     family = model.family
-    if family in UNSUPPORTED_FAMILIES:
+    if family in NOT_ONE_NUMBER:
         raise ModelError(
             f"prior_check does not support the {family!r} family (its outcome is not one "
             "number per row)."
@@ -745,22 +998,12 @@ def prior_check(
     obs_vars = [n for n, da in prior_all.data_vars.items() if "__obs__" in da.dims]
     prior = prior_all.drop_vars(obs_vars)
 
-    # Observed outcome and predictive draws on the mean's scale.
-    y_data = np.asarray(bm.response_term.data, dtype=float)
-    pp = idata["prior_predictive"].to_dataset()
-    pred_da = pp[next(iter(pp.data_vars))].transpose("chain", "draw", ...)
-    predictive = np.asarray(pred_da.values, dtype=float).reshape(int(draws), -1)
-    if y_data.ndim == 2 and y_data.shape[1] == 2:  # binomial: successes, trials
-        trials = y_data[:, 1]
-        observed = y_data[:, 0] / trials
-        predictive = predictive / trials
-        response_label = f"proportion {response}"
-    elif y_data.ndim == 2 and y_data.shape[1] > 1:
-        raise ModelError(f"prior_check needs one outcome per row; {response!r} has several.")
-    else:
-        observed = y_data.ravel()
-        response_label = response
-
+    # Observed outcome and predictive draws on the mean's scale; the rule's bands.
+    observed, predictive, response_label = _outcome(bm, idata, int(draws), response)
+    if kind == "log-location":  # lognormal: judged as a real outcome on the log scale
+        observed, predictive, response_label = _log_outcome(observed, predictive, response)
+        kind = "real"
+    band, predictive_band = plausible_band(observed, kind, k, response)
     settings = {
         "k": float(k),
         "tol": float(tol),
@@ -768,162 +1011,68 @@ def prior_check(
         "p_edge": float(p_edge),
         "p_tol": float(p_tol),
     }
+    limit = p_tol if kind == "probability" else tol
 
-    if kind == "log-location":  # lognormal: the mean parameter is the location of log(y)
-        keep = observed > 0
-        observed = np.log(observed[keep])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            predictive = np.where(
-                predictive > 0, np.log(np.where(predictive > 0, predictive, 1)), np.nan
-            )
-        response_label = f"log({response})"
-        kind_rule = "real"
-    else:
-        kind_rule = kind
-    if kind_rule == "real":
-        lo, hi = float(np.min(observed)), float(np.max(observed))
-        width = hi - lo if hi > lo else max(abs(hi), 1.0)
-        band = (lo - k * width, hi + k * width)
-        rule_pred_band = band
-    elif kind_rule == "positive":
-        positive = observed[observed > 0]
-        if positive.size == 0:
-            raise DataError(f"the outcome {response!r} has no positive values.")
-        llo, lhi = float(np.log(positive.min())), float(np.log(positive.max()))
-        width = max(lhi - llo, float(np.log(10.0)))
-        lower = 0.0 if np.any(observed <= 0) else float(np.exp(llo - k * width))
-        band = (lower, float(np.exp(lhi + k * width)))
-        rule_pred_band = (-np.inf, band[1])  # zeros are ordinary draws of a count
-    else:
-        band = (0.0, 1.0)
-        rule_pred_band = band
-
-    def mean_share(values: np.ndarray) -> float:
-        if kind == "probability":
-            return _piled(values, p_edge)
-        return _outside(values, band)
-
-    def pred_share(values: np.ndarray) -> float:
-        return _outside(values, rule_pred_band)
-
-    parent = _parent(bm)
-    if parent in prior_all and "__obs__" in prior_all[parent].dims:  # computed by PyMC
-        da = prior_all[parent].transpose("chain", "draw", ...)
-        implied = np.asarray(da.values, dtype=float).reshape(int(draws), -1)
-    else:  # pragma: no cover - Bambi stores the parent; kept for safety
-        implied = _predict(bm, prior)
-    # Attribution recomputes the shares many times: on at most ATTRIBUTION_ROWS rows.
-    n_rows = len(model.data)
-    if n_rows > ATTRIBUTION_ROWS:
-        pick = np.sort(np.random.default_rng(0).choice(n_rows, ATTRIBUTION_ROWS, replace=False))
-        rows_data = model.data.iloc[pick].reset_index(drop=True)
-    else:
-        rows_data = None
-    candidates = {k: v for k, v in _candidates(bm).items() if k not in flat}
-    aux = {k: v for k, v in _auxiliary(bm, prior).items() if k not in flat}
-    priors_shown = {**candidates, **aux}
-    for name, what in flat.items():
-        priors_shown[name.removesuffix("_sigma") if what.startswith("the sd") else name] = (
-            "flat (improper): held at 0"
-        )
+    mean_share = functools.partial(share_judged, kind=kind, band=band, p_edge=p_edge)
+    pred_share = functools.partial(_outside, band=predictive_band)
+    implied = _implied_means(bm, prior_all, prior, int(draws))
+    rows_data = _attribution_data(model)  # attribution recomputes the shares many times
+    candidates = {n: v for n, v in _candidates(bm).items() if n not in flat}
+    aux = {n: v for n, v in _auxiliary(bm, prior).items() if n not in flat}
+    priors_shown = _priors_shown(candidates, aux, flat)
     flags: list[str] = []
-    mean_driver: str | None = None
     attribution_rows: list[dict[str, Any]] = []
+    judged_band = band_text(band, observed, k, kind)
 
-    def attribute(check: str, names: list[str], compute) -> tuple[str | None, float, float]:
-        """``(driver, share, share with the driver fixed)`` on the attribution rows."""
-        base = compute(prior)
-        best, best_fixed = None, base
-        for name in names:
-            fixed = compute(_freeze(prior, name))
-            attribution_rows.append(
-                {
-                    "check": check,
-                    "parameter": name,
-                    "prior": priors_shown.get(name, "?"),
-                    "share": base,
-                    "share_fixed": fixed,
-                }
-            )
-            if fixed < best_fixed:
-                best, best_fixed = name, fixed
-        return best, base, best_fixed
-
-    def driver_text(name: str | None, base: float, fixed: float) -> str:
-        # A driver must at least halve the share; otherwise no single prior explains it.
-        if name is None or fixed > 0.5 * base:
-            top = f" (fixing {name} lowers it most, to {fixed:.1%})" if name else ""
-            return (
-                "No single parameter's prior explains it: fixing any one of them at its prior "
-                f"median leaves more than half of the share{top}; the priors act jointly."
-            )
-        what = (
-            f"the sd prior of the group-level term {name} ({priors_shown[name]})"
-            if "|" in name
-            else f"the prior on {name} ({priors_shown[name]})"
-        )
-        return (
-            f"Driven by {what}: with {name} fixed at its prior median the share would be "
-            f"{fixed:.1%}."
-        )
-
-    def describe(values: np.ndarray) -> str:
-        q05, q95 = np.nanquantile(values, [0.05, 0.95])
-        text = f"[{_num(q05)}, {_num(q95)}]"
-        if original is not None:
-            with np.errstate(over="ignore", invalid="ignore"):
-                o05, o95 = original(np.array([q05, q95]))
-            text += f" ({original_label}: [{_num(o05)}, {_num(o95)}])"
-        return text
-
-    kind = kind_rule
-
-    band_text = (
-        f"the plausible band [{_num(band[0])}, {_num(band[1])}] (observed range "
-        f"[{_num(float(np.min(observed)))}, {_num(float(np.max(observed)))}] widened by k = {k:g} "
-        "times its width" + (" on the log scale)" if kind == "positive" else ")")
-    )
-
+    interval = functools.partial(interval_text, original=original, original_label=original_label)
     # 1. implied means at the observed rows
     share_mean = mean_share(implied)
-    if share_mean > (p_tol if kind == "probability" else tol):
-        mean_driver, base, fixed = attribute(
+    mean_driver: str | None = None
+    if share_mean > limit:
+        found = attribute(
             "implied mean",
+            prior,
             list(candidates),
             lambda ds: mean_share(_predict(bm, ds, data=rows_data)),
+            priors_shown,
         )
-        if kind == "probability":
-            text = (
-                f"Implied probability of {response}: {share_mean:.0%} of the prior draws are "
-                f"below {p_edge:g} or above {1 - p_edge:g} (more than {p_tol:.0%}); the prior "
-                "piles the outcome at 0 or 1."
-            )
-        else:
-            text = (
-                f"Implied mean of {response}: {share_mean:.0%} of the prior draws over the "
-                f"observed rows fall outside {band_text}, more than {tol:.0%}; "
-                f"90% of them lie in {describe(implied)}."
-            )
-        flags.append(f"{text} {driver_text(mean_driver, base, fixed)}")
+        mean_driver = found.driver
+        text = mean_flag_text(
+            response,
+            share_mean,
+            kind,
+            band=judged_band,
+            interval=interval(implied),
+            tol=tol,
+            p_edge=p_edge,
+            p_tol=p_tol,
+        )
+        flags.append(f"{text} {driver_text(found, priors_shown)}")
+        attribution_rows.extend(found.rows)
 
-    # 2. prior predictive draws (noise included)
+    # 2. prior predictive draws (noise included); not repeated with the same driver
     share_pred = float("nan")
     if kind != "probability":
         share_pred = pred_share(predictive)
         if share_pred > tol_predictive:
             seed = 0 if random_seed is None else random_seed
-            name, base, fixed = attribute(
+            found = attribute(
                 "prior predictive",
+                prior,
                 list(candidates) + list(aux),
                 lambda ds: pred_share(_predict(bm, ds, data=rows_data, response=True, seed=seed)),
+                priors_shown,
             )
-            if name is None or name != mean_driver:
-                text = (
-                    f"Prior predictive draws of {response}: {share_pred:.0%} fall outside "
-                    f"{band_text}, more than {tol_predictive:.0%}; 90% of them lie in "
-                    f"{describe(predictive)}."
+            if found.driver is None or found.driver != mean_driver:
+                text = predictive_flag_text(
+                    response,
+                    share_pred,
+                    band=judged_band,
+                    interval=interval(predictive),
+                    tol_predictive=tol_predictive,
                 )
-                flags.append(f"{text} {driver_text(name, base, fixed)}")
+                flags.append(f"{text} {driver_text(found, priors_shown)}")
+            attribution_rows.extend(found.rows)
 
     # 3. implied means at the at= values (population-level effects)
     at_means: dict[str, np.ndarray] = {}
@@ -933,59 +1082,39 @@ def prior_check(
         population = [n for n in candidates if "|" not in n]
         for j, label in enumerate(labels):
             at_means[label] = values[:, j]
-            share = mean_share(values[:, j])
-            at_shares[label] = share
-            if share > (p_tol if kind == "probability" else tol):
-                name, base, fixed = attribute(
+            at_shares[label] = share = mean_share(values[:, j])
+            if share > limit:
+                found = attribute(
                     f"at {label}",
+                    prior,
                     population,
                     lambda ds, j=j: mean_share(_predict(bm, ds, data=frame, group=False)[:, j]),
+                    priors_shown,
                 )
-                flags.append(
-                    f"At {label}: {share:.0%} of the implied means of {response} fall outside "
-                    f"{band_text}; 90% of them lie in {describe(values[:, j])}. "
-                    f"{driver_text(name, base, fixed)}"
+                text = at_flag_text(
+                    label, response, share, band=judged_band, interval=interval(values[:, j])
                 )
+                flags.append(f"{text} {driver_text(found, priors_shown)}")
+                attribution_rows.extend(found.rows)
 
     # The table: quantiles on the outcome's scale and the original scale.
-    rows = []
-    scale = response_label
-    rows.append([scale, "observed", *_quantiles(observed), np.nan])
     mean_label = "implied probability" if kind == "probability" else "implied mean"
-    rows.append([scale, mean_label, *_quantiles(implied), share_mean])
-    rows.append([scale, "prior predictive", *_quantiles(predictive), share_pred])
-    for label, vals in at_means.items():
-        rows.append([scale, f"{mean_label} at {label}", *_quantiles(vals), at_shares[label]])
+    series = [
+        ("observed", observed, np.nan),
+        (mean_label, implied, share_mean),
+        ("prior predictive", predictive, share_pred),
+    ]
+    series += [
+        (f"{mean_label} at {label}", at_means[label], at_shares[label]) for label in at_means
+    ]
+    scales = [(response_label, None)]
     if original is not None:
-        with np.errstate(over="ignore", invalid="ignore"):
-            rows.append([original_label, "observed", *_quantiles(original(observed)), np.nan])
-            rows.append([original_label, mean_label, *_quantiles(original(implied)), share_mean])
-            rows.append(
-                [original_label, "prior predictive", *_quantiles(original(predictive)), share_pred]
-            )
-            for label, vals in at_means.items():
-                rows.append(
-                    [
-                        original_label,
-                        f"{mean_label} at {label}",
-                        *_quantiles(original(vals)),
-                        at_shares[label],
-                    ]
-                )
-    table = pd.DataFrame(rows, columns=["scale", "quantity", *QUANTILE_COLUMNS, "outside"])
+        scales.append((original_label, original))
+    table = _quantile_table(scales, series)
 
     notes = _notes(model, bm, kind, original_label)
     if flat:
-        whats = ", ".join(flat.values())
-        notes.insert(
-            0,
-            f"Flat (improper) priors cannot be drawn from: {whats} "
-            f"{'is' if len(flat) == 1 else 'are'} held at 0 in the prior draws (left out of the "
-            "implied means), so the check judges the other priors only. Give "
-            f"{'it' if len(flat) == 1 else 'them'} a proper prior, e.g. "
-            "lf.prior('normal(0, 10)', cls='b'), to check "
-            f"{'it' if len(flat) == 1 else 'them'} too.",
-        )
+        notes.insert(0, _flat_note(flat))
     centred = (
         _bambi.intercept_term(bm) is not None
         and bool(_bambi.common_terms(bm))
@@ -993,14 +1122,7 @@ def prior_check(
     )
     if at is not None and centred:
         raw = _predict(bm, prior, data=frame, group=False, raw=True)
-        parts = []
-        for j, label in enumerate(labels):
-            sd = float(np.nanstd(raw[:, j]))
-            parts.append(f"at {label} a mean with sd {_num(sd)}, 90% in {describe(raw[:, j])}")
-        notes.append(
-            "Were the Intercept prior on the intercept at zero predictors (no centring, as in "
-            "lme4 or a hand-written model), the same priors would imply " + "; ".join(parts) + "."
-        )
+        notes.append(_uncentred_note(labels, raw, original, original_label))
     attribution = pd.DataFrame(
         attribution_rows, columns=["check", "parameter", "prior", "share", "share_fixed"]
     )
@@ -1036,7 +1158,7 @@ def _notes(model: Model, bm, kind: str, original_label: str | None) -> list[str]
         for name, term in common.items():
             data = np.asarray(term.data, dtype=float)
             if data.ndim == 1 or data.shape[1] == 1:
-                means.append(f"{term.alias or name} = {_num(float(data.mean()))}")
+                means.append(f"{term.alias or name} = {format_number(float(data.mean()))}")
         at_means = f" ({', '.join(means)})" if means else ""
         notes.append(
             "Bambi centres the predictors, so the Intercept prior is the prior of the mean "
