@@ -613,13 +613,14 @@ def prior(prior: str | bmb.Prior, cls: str = "b", coef: str = "", group: str = "
     ...         lf.prior("cauchy(0, 1)", cls="sd", group="station"),
     ...     ],
     ... )
-    >>> m.prior_summary().query("source == 'user'")[["prior", "class", "coef", "group"]]
+    >>> user = m.prior_summary().query("source == 'user'")
+    >>> user[["prior", "class", "coef", "group"]]  # doctest: +NORMALIZE_WHITESPACE
                 prior      class       coef    group
-    0       normal(0, 2)  Intercept
-    2     normal(0, 0.1)          b       TEMP
-    4      halfcauchy(1)         sd              station
-    5      halfcauchy(1)         sd  Intercept  station
-    6      halfcauchy(1)      sigma
+    0    normal(0, 2)  Intercept
+    2  normal(0, 0.1)          b       TEMP
+    4   halfcauchy(1)         sd             station
+    5   halfcauchy(1)         sd  Intercept  station
+    6   halfcauchy(1)      sigma
     """
     return PriorSpec(prior, cls=cls, coef=coef, group=group)
 
