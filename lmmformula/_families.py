@@ -2,18 +2,20 @@
 
 Two questions are asked of a family, and each has its own groups:
 
-* **What may the response be?** (the data checks of ``_frame``): counts, successes out of
-  trials, positive or non-negative numbers, numbers in (0, 1), levels of a factor, vectors of
-  counts. :data:`COUNT_RESPONSE`, :data:`BINOMIAL_RESPONSE`, :data:`POSITIVE_RESPONSE`,
-  :data:`NONNEGATIVE_RESPONSE`, :data:`UNIT_RESPONSE`, :data:`LEVEL_RESPONSE`,
-  :data:`VECTOR_RESPONSE`.
+* **What may the response be?** (the data checks of ``_frame``): any real number, counts,
+  successes out of trials, positive or non-negative numbers, numbers in (0, 1), levels of a
+  factor, vectors of counts. :data:`REAL_RESPONSE`, :data:`COUNT_RESPONSE`,
+  :data:`BINOMIAL_RESPONSE`, :data:`POSITIVE_RESPONSE`, :data:`NONNEGATIVE_RESPONSE`,
+  :data:`UNIT_RESPONSE`, :data:`LEVEL_RESPONSE`, :data:`VECTOR_RESPONSE`; every Bambi family
+  is in exactly one.
 * **What is the mean parameter?** (the prior predictive check): a positive mean,
   the location of ``log(y)``, or not one number a row. :data:`POSITIVE_MEAN`,
   :data:`LOG_LOCATION`, :data:`NOT_ONE_NUMBER`.
 
 Plus the families with a residual scale (:data:`RESIDUAL_SCALE`) and the names R and brms
-users type (:data:`R_FAMILY_NAMES`, :data:`FAMILY_ALIASES`). A new family goes into every
-group that describes it; ``tests/test_families.py`` checks that each name is one of Bambi's.
+users type (:data:`R_FAMILY_NAMES`, :data:`FAMILY_ALIASES`). A new family goes into one
+response group and every other group that describes it; ``tests/test_families.py`` checks
+that each name is one of Bambi's and that every Bambi family has its response group.
 """
 
 from __future__ import annotations
@@ -29,13 +31,19 @@ __all__ = [
     "NOT_ONE_NUMBER",
     "POSITIVE_MEAN",
     "POSITIVE_RESPONSE",
+    "REAL_RESPONSE",
     "RESIDUAL_SCALE",
     "R_FAMILY_NAMES",
     "UNIT_RESPONSE",
     "VECTOR_RESPONSE",
 ]
 
-# -- what the response must be ----------------------------------------------------------------
+# -- what the response must be (every Bambi family is in exactly one of these) ---------------
+REAL_RESPONSE = frozenset(
+    {"gaussian", "t", "laplace", "asymmetriclaplace", "exgaussian", "vonmises"}
+)
+"""Any real number (an angle for vonmises); nothing to check in the values."""
+
 COUNT_RESPONSE = frozenset(
     {
         "poisson",
