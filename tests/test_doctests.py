@@ -32,7 +32,8 @@ def test_the_modules_with_examples_are_found():
 def test_docstring_examples(name: str) -> None:
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS, verbose=False)
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    runner = doctest.DocTestRunner(optionflags=flags, verbose=False)
     out: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
