@@ -125,11 +125,13 @@ def main(argv=None) -> int:
         df = load_case(case)
         calls = 300 if case == "insteval" else 5000
         formula = CASES[case]["formula"]
-        variants = [("lmmformula (auto)", "auto")]
+        variants = [("lmmformula (auto)", {})]
         if case != "insteval":
-            variants.append(("lmmformula full data", False))
-        for label, flag in variants:
-            m = lf.model(formula, df, suffstats=flag)
+            variants.append(("lmmformula full data", {"suffstats": False}))
+        else:
+            variants.append(("lmmformula marginalize=False", {"marginalize": False}))
+        for label, kwargs in variants:
+            m = lf.model(formula, df, **kwargs)
             m.build()
             compiled, _ = _nutpie.compile_model(
                 m.pymc_model, var_names=_nutpie._trace_var_names(m.bambi.backend, m.bambi)

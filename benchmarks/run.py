@@ -17,11 +17,16 @@ Implementations
                      sufficient statistics where valid, the default)
     lmmformula-full  the same with ``suffstats=False`` (full-data likelihood), to separate the
                      two speed-ups; skipped where lmmformula already uses the full data
+    lmmformula-joint the same with ``marginalize=False`` (every group-level effect sampled);
+                     skipped where lmmformula integrates nothing out
     bambi            plain ``bambi.Model(formula, data)`` (drops the correlation), sampled the way
                      ``bambi.Model.fit(inference_method="nutpie")`` samples: Bambi's graph,
                      ``nutpie.compile_pymc_model``, ``nutpie.sample``, Bambi's result cleaning
     pymc             the lecture's hand-written model: ``pm.LKJCholeskyCov`` non-centered,
                      written directly in PyMC, ``nutpie.compile_pymc_model`` + ``nutpie.sample``
+    lme4             ``lmer(formula, data)`` (REML) in R through ``Rscript``, when R with lme4 is
+                     installed (said in the output when not): two fits in one R process, each
+                     timed inside R; its variance components are set against lmmformula's
 
 Every measurement runs in its own Python process (one process tree, one run): the import is
 timed apart and excluded from the end-to-end figure, which is build + compile + sample. Before
@@ -80,7 +85,25 @@ CASES = {
         "factors": {"s": False, "d": False, "dept": False},
     },
 }
-IMPLS = ("lmmformula", "lmmformula-full", "bambi", "pymc")
+IMPLS = ("lmmformula", "lmmformula-full", "lmmformula-joint", "bambi", "pymc", "lme4")
+R_FACTORS = {"ozone": ["station"], "sleepstudy": ["Subject"], "insteval": ["s", "d", "dept"]}
+LME4_SCRIPT = r"""
+args <- commandArgs(TRUE)
+suppressMessages(library(lme4))
+df <- read.csv(args[1])
+for (f in strsplit(args[3], ",")[[1]]) df[[f]] <- factor(df[[f]])
+for (i in seq_len(as.integer(args[4]))) {
+  t0 <- proc.time()
+  m <- lmer(as.formula(args[2]), data = df)
+  t <- proc.time() - t0
+  cat(sprintf("time\t%.4f\t%.4f\n", t[["elapsed"]], t[["user.self"]] + t[["sys.self"]]))
+}
+vc <- as.data.frame(VarCorr(m))
+for (i in seq_len(nrow(vc))) {
+  cat(sprintf("vc\t%s\t%s\t%s\t%.10g\n", vc$grp[i], vc$var1[i], vc$var2[i], vc$sdcor[i]))
+}
+cat(sprintf("fixef\t%s\t%.10g\n", names(fixef(m)), fixef(m)), sep = "")
+"""
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -239,9 +262,10 @@ def worker(args) -> dict:
         return (t1[0] - t0[0], t1[1] - t0[1])
 
     if args.impl.startswith("lmmformula"):
-        suffstats = "auto" if args.impl == "lmmformula" else False
+        suffstats = False if args.impl == "lmmformula-full" else "auto"
+        marginalize = False if args.impl == "lmmformula-joint" else "auto"
         t0 = clock()
-        m = lf.model(spec["formula"], df, suffstats=suffstats)
+        m = lf.model(spec["formula"], df, suffstats=suffstats, marginalize=marginalize)
         m.build()
         out["build"] = since(t0)
         out["likelihood"] = m.likelihood
@@ -259,7 +283,14 @@ def worker(args) -> dict:
             out["sample"] = (fit.timings["sample"], None)
             out["post"] = (total[0] - fit.timings["compile"] - fit.timings["sample"], None)
             out["fit_cpu"] = total[1]
+            t0 = clock()
+            fit.diagnostics()  # already computed inside fit: shows it is cached
+            out["diagnostics_again"] = since(t0)
             out.update(_diagnostics(fit.idata))
+            out["varcorr"] = [
+                (row.grp, row.var1, row.var2, float(row.estimate))
+                for row in fit.varcorr().itertuples()
+            ]
     elif args.impl == "bambi":
         from pymc.backends.arviz import patch_nutpie_idata
 
@@ -326,6 +357,110 @@ def _bambi_var_names(model) -> list[str]:
             if name in names:
                 names.remove(name)
     return names
+
+
+# -- lme4 through Rscript ----------------------------------------------------------------------
+def lme4_available() -> str | None:
+    """Why lme4 cannot be timed here (``None`` when ``Rscript`` with lme4 is present)."""
+    import shutil
+
+    if shutil.which("Rscript") is None:
+        return "Rscript is not on the PATH"
+    proc = subprocess.run(
+        ["Rscript", "-e", "suppressMessages(library(lme4))"], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        return "R is present but the lme4 package is not (apt-get install r-cran-lme4)"
+    return None
+
+
+def run_lme4(case: str, repeats: int = 2) -> dict:
+    """Time ``lmer`` on the case's data in R (REML, lme4's default), ``repeats`` fits in one R
+    process; the data are written to CSV first (reading excluded from the time)."""
+    out: dict = {"case": case, "impl": "lme4", "load_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        if case == "insteval":
+            path = str(INSTEVAL)
+        else:
+            path = str(Path(tmp) / f"{case}.csv")
+            load_case(case).to_csv(path, index=False)
+        cmd = [
+            "Rscript",
+            "-e",
+            LME4_SCRIPT,
+            path,
+            CASES[case]["formula"],
+            ",".join(R_FACTORS[case]),
+            str(repeats),
+        ]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        out["process"] = time.perf_counter() - start
+    if proc.returncode != 0:
+        out["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return out
+    out["fits"], out["varcorr"], out["fixef"] = [], [], {}
+    for line in proc.stdout.splitlines():
+        parts = line.split("\t")
+        if parts[0] == "time":
+            out["fits"].append((float(parts[1]), float(parts[2])))
+        elif parts[0] == "vc":
+            var1 = None if parts[2] == "NA" else parts[2]
+            var2 = None if parts[3] == "NA" else parts[3]
+            out["varcorr"].append((parts[1], var1, var2, float(parts[4])))
+        elif parts[0] == "fixef":
+            out["fixef"][parts[1]] = float(parts[2])
+    out["load_end"] = os.getloadavg()
+    return out
+
+
+def lme4_table(results: list[dict], lme4: list[dict]) -> list[str]:
+    """lme4's fit times against lmmformula's end-to-end time, and the variance components
+    (lme4's REML sd estimates against lmmformula's posterior means)."""
+    ours = {r["case"]: r for r in results if r.get("impl") == "lmmformula" and "error" not in r}
+    lines = [
+        "| case | lme4 lmer s (each fit, wall) | lmmformula end to end s | ratio (lmmformula / "
+        "lme4, first fit) | load 1-min (start-end) |",
+        "|---|---|---|---|---|",
+    ]
+    vc_lines = [
+        "| case | group | term | lme4 sd (REML) | lmmformula posterior mean | difference |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in lme4:
+        if "error" in r:
+            lines.append(f"| {r['case']} | error: {r['error']} | | | |")
+            continue
+        mine = ours.get(r["case"])
+        fits = ", ".join(f"{w:.2f}" for w, _ in r["fits"])
+        e2e = None
+        if mine is not None:
+            e2e = mine["build"][0] + mine["compile"][0] + mine["sample"][0]
+        lines.append(
+            f"| {r['case']} | {fits} | {_fmt(e2e)} | "
+            + (f"{e2e / r['fits'][0][0]:.2f}x" if e2e else "-")
+            + f" | {r['load_start'][0]:.2f}-{r['load_end'][0]:.2f} |"
+        )
+        theirs_vc = {(g, v1, v2): v for g, v1, v2, v in r["varcorr"]}
+        for g, v1, v2, est in (mine or {}).get("varcorr", []):
+            key = (g, v1 if v1 != "Intercept" else "(Intercept)", v2)
+            if g == "Residual":
+                key = ("Residual", None, None)
+            if v2 is not None:
+                key = (g, "(Intercept)" if v1 == "Intercept" else v1, v2)
+            ref = theirs_vc.get(key)
+            diff = f"{100 * (est - ref) / abs(ref):+.1f}%" if ref else "-"
+            vc_lines.append(
+                f"| {r['case']} | {g} | {v1 or ''}{',' + v2 if v2 else ''} | "
+                f"{_fmt(ref, 4)} | {est:.4f} | {diff} |"
+            )
+    return [
+        *lines,
+        "",
+        "Variance components (standard deviations and correlations):",
+        "",
+        *vc_lines,
+    ]
 
 
 # -- the driver --------------------------------------------------------------------------------
@@ -538,9 +673,18 @@ def main(argv=None) -> int:
             ours = next(
                 (r for r in results if (r.get("case"), r.get("impl")) == (case, "lmmformula")), None
             )
-            if impl == "lmmformula-full" and ours and ours.get("likelihood") == "full data":
+            if (
+                impl == "lmmformula-full"
+                and ours
+                and ours.get("likelihood", "").startswith("full data")
+            ):
                 print(f"{case:>10} {impl:>16}: skipped (lmmformula already uses the full data)")
                 continue
+            if impl == "lmmformula-joint" and ours and "integrated" not in ours.get("likelihood"):
+                print(f"{case:>10} {impl:>16}: skipped (lmmformula integrates nothing out)")
+                continue
+            if impl == "lme4":
+                continue  # timed after the Python implementations, below
             env = dict(os.environ)
             tmp = None
             if args.cold:
@@ -572,6 +716,18 @@ def main(argv=None) -> int:
                     f"load {r['load_start'][0]:.2f}-{r['load_end'][0]:.2f}",
                     flush=True,
                 )
+    lme4_results = []
+    if "lme4" in impls:
+        reason = lme4_available()
+        if reason is not None:
+            msg = f"lme4 not timed: {reason}"
+            print(msg)
+            notes.append(msg)
+        else:
+            for case in cases:
+                r = run_lme4(case)
+                lme4_results.append(r)
+                print(f"{case:>10} {'lme4':>16}: {r.get('fits', r.get('error'))}", flush=True)
     up_end = uptime()
     lines = [
         "# lmmformula benchmark",
@@ -611,13 +767,21 @@ def main(argv=None) -> int:
         *cpu_table(results),
         "",
     ]
+    if lme4_results:
+        lines += [
+            "lme4 (`lmer`, REML, through `Rscript`; each fit timed in R, reading the data "
+            "excluded), in the same run:",
+            "",
+            *lme4_table(results, lme4_results),
+            "",
+        ]
     text = "\n".join(lines)
     print()
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    (out.with_suffix(".json")).write_text(json.dumps(results, indent=1))
+    (out.with_suffix(".json")).write_text(json.dumps(results + lme4_results, indent=1))
     print(f"\nwritten: {out}")
     return 0
 
