@@ -562,7 +562,7 @@ def ratios(results: list[dict]) -> list[str]:
         if ours is None:
             continue
         e2e_ours = ours["build"][0] + ours["compile"][0] + ours["sample"][0]
-        for impl in ("lmmformula-full", "bambi", "pymc"):
+        for impl in ("lmmformula-full", "lmmformula-joint", "bambi", "pymc"):
             alt = by.get((case, impl))
             if alt is None:
                 continue
