@@ -279,6 +279,7 @@ def load_fit(path: str | os.PathLike):
                 weights=spec.get("weights"),
                 na_action=spec.get("na_action", "drop"),
                 suffstats=spec.get("suffstats", "auto"),
+                marginalize=spec.get("marginalize", "auto"),
                 **spec.get("bambi_kwargs", {}),
             )
     except (KeyError, TypeError, ValueError, LmmFormulaError) as exc:

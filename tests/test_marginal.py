@@ -139,7 +139,7 @@ def _lf_levels(m, name):
 
 
 @pytest.mark.sampling
-def test_same_posterior_as_the_full_model(fast):
+def test_same_posterior_as_the_full_model(fast, tmp_path):
     """Marginal and full model agree on every parameter within Monte Carlo error, the
     recovered effects included."""
     df = _crossed(n=500, n_s=100, n_d=10, seed=4)
@@ -159,6 +159,10 @@ def test_same_posterior_as_the_full_model(fast):
         se = np.sqrt((a.var(axis=0) + b.var(axis=0)) / (a.shape[0] / 4))
         assert np.all(np.abs(a.mean(axis=0) - b.mean(axis=0)) < 4.5 * se), name
         np.testing.assert_allclose(b.std(axis=0), a.std(axis=0), rtol=0.25, err_msg=name)
-    # accessors work on the recovered effects
+    # accessors work on the recovered effects, and a saved fit rebuilds the same model
     assert len(marg.ranef()["s"]) == 100
     assert np.isfinite(marg.log_likelihood().values).all()
+    marg.save(tmp_path / "marg.lmmfit")
+    loaded = lf.load_fit(tmp_path / "marg.lmmfit")
+    assert loaded.model.marginal == "1|s"
+    pd.testing.assert_frame_equal(loaded.ranef()["s"], marg.ranef()["s"])
