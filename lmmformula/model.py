@@ -55,11 +55,16 @@ class Model:
         The LKJ shape of every block.
     bambi : bambi.Model
         The Bambi model (a subclass whose ``build`` adds the LKJ blocks).
-    likelihood : {"sufficient statistics", "full data"}
-        How the response enters the PyMC graph: exact per-cell sufficient statistics
-        (gaussian identity-link models where they pay) or Bambi's row-by-row likelihood.
+    likelihood : str
+        How the response enters the PyMC graph: ``"sufficient statistics"`` (exact per-cell
+        sufficient statistics, gaussian identity-link models where they pay), ``"full data"``
+        (Bambi's row-by-row likelihood) or ``"full data, 1|g integrated out"`` (row by row with
+        the effects of ``1|g`` integrated out; see ``marginalize``).
     likelihood_reason : str
         Why that likelihood was chosen.
+    marginal : str or None
+        The varying intercept integrated out of the likelihood (``"1|g"``), if any;
+        ``marginal_reason`` says why or why not.
     """
 
     def __init__(
