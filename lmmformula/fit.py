@@ -6,6 +6,7 @@ The accessors read the model's terms and the posterior draws, never the formula 
 
 from __future__ import annotations
 
+import gc
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -586,10 +587,13 @@ class Fit:
         if "log_likelihood" not in self.idata.children:
             bm = self.model.bambi
             post = self.posterior
-            # Bambi holds several (chain, draw, obs) arrays at once: work through the draws in
-            # slices of about 2e7 values each so memory stays near the size of the result.
+            # Bambi holds several (chain, draw, obs) arrays at once, in graphs whose reference
+            # cycles keep them alive until the garbage collector runs: work through the draws
+            # in slices of about 5e6 values each, collecting after each, so memory stays near
+            # the size of the result (ozone, 4 x 1000 draws: 1.0 GB instead of 5 GB more per
+            # fit, which a vignette comparing four fits did not survive).
             cells = max(1, post.sizes["chain"] * self.model.n_obs)
-            step = max(1, int(2e7 // cells))
+            step = max(1, int(5e6 // cells))
             parts = []
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -598,7 +602,9 @@ class Fit:
                         {"posterior": post.isel(draw=slice(start, start + step))}
                     )
                     out = bm.compute_log_likelihood(sub, inplace=False)
-                    parts.append(out["log_likelihood"].to_dataset())
+                    parts.append(out["log_likelihood"].to_dataset().copy(deep=True))
+                    del out, sub
+                    gc.collect()
             ll = xr.concat(parts, dim="draw")
             weights = self.model.precision_weights()
             if weights is not None:
