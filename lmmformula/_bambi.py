@@ -70,8 +70,12 @@ SUFFSTATS_RSS = "suffstats_rss"
 BAMBI_SERIES = "0.21"
 """The Bambi minor version whose internals this module was written against."""
 
+DEFAULT_LKJ_ETA = 2.0
+"""The LKJ shape of every correlated block unless the model or a ``cor`` prior says otherwise."""
+
 __all__ = [
     "BAMBI_SERIES",
+    "DEFAULT_LKJ_ETA",
     "BlockSpec",
     "DesignParts",
     "LkjBambiModel",
@@ -660,7 +664,7 @@ class LkjBambiModel(bmb.Model):
         data,
         *,
         blocks: dict[str, BlockSpec],
-        lkj_eta: float = 2.0,
+        lkj_eta: float = DEFAULT_LKJ_ETA,
         suffstats: bool = False,
         bars=(),
         precision_weights: np.ndarray | None = None,

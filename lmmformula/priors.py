@@ -34,7 +34,6 @@ location of 0.
 from __future__ import annotations
 
 import difflib
-import inspect
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -1405,9 +1404,7 @@ def _basis(text: str, scale: _OutcomeScale) -> str:
 
 # -- the summary table -------------------------------------------------------------------------
 def _lkj_eta_default() -> float:
-    from lmmformula.model import Model
-
-    return float(inspect.signature(Model.__init__).parameters["lkj_eta"].default)
+    return _bambi.DEFAULT_LKJ_ETA
 
 
 def _mapping_sources(
