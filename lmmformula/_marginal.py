@@ -314,7 +314,10 @@ def add_effect_draws(posterior, bambi_model, key: str):
     noise *= inv_v
     effects += noise
     chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
-    dim = f"{found.name}__factor_dim"
+    from bambi.backend.terms import GroupSpecificTerm
+
+    # Bambi's dim for the levels (``g__factor_dim``), as the full model's ``1|g`` has it
+    dim = next(d for d in GroupSpecificTerm(term, True).coords if d.endswith("__factor_dim"))
     da = xr.DataArray(
         effects.reshape(chains, draws, -1),
         dims=("chain", "draw", dim),

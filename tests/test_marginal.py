@@ -161,6 +161,13 @@ def test_same_posterior_as_the_full_model(fast, tmp_path):
         np.testing.assert_allclose(b.std(axis=0), a.std(axis=0), rtol=0.25, err_msg=name)
     # accessors work on the recovered effects, and a saved fit rebuilds the same model
     assert len(marg.ranef()["s"]) == 100
+    assert full.posterior["1|s"].dims == marg.posterior["1|s"].dims  # Bambi's dim names
+    new = df.head(4).assign(s=["s000", "new", "s001", "new"])
+    np.testing.assert_allclose(  # predictions with a new student, as the full model gives
+        marg.predict(new, allow_new_levels=True, random_seed=1)["estimate"],
+        full.predict(new, allow_new_levels=True, random_seed=1)["estimate"],
+        atol=0.15,
+    )
     assert np.isfinite(marg.log_likelihood().values).all()
     marg.save(tmp_path / "marg.lmmfit")
     loaded = lf.load_fit(tmp_path / "marg.lmmfit")
