@@ -16,13 +16,13 @@ from lmmformula.formula import Translation, translate
 
 if TYPE_CHECKING:  # pragma: no cover
     from lmmformula._frame import MissingDataWarning
+    from lmmformula.api import fit, get_prior, load_fit
     from lmmformula.checks import PriorCheck, prior_check
     from lmmformula.compare import compare, plot_compare
-    from lmmformula.fit import Fit, SamplingWarning, fit
-    from lmmformula.io import load_fit
+    from lmmformula.fit import Fit, SamplingWarning
     from lmmformula.model import Model, model
     from lmmformula.plots import plot_correlation, plot_ranef, plot_shrinkage, pp_check
-    from lmmformula.priors import PriorSpec, get_prior, prior
+    from lmmformula.priors import PriorSpec, prior
 
 # The formula layer (translate) needs neither Bambi nor PyMC; everything that builds or reads a
 # model is imported on first use, so `lf.translate` works wherever formulae does.
@@ -34,8 +34,8 @@ _LAZY = {
     "plot_compare": "lmmformula.compare",
     "Fit": "lmmformula.fit",
     "SamplingWarning": "lmmformula.fit",
-    "fit": "lmmformula.fit",
-    "load_fit": "lmmformula.io",
+    "fit": "lmmformula.api",
+    "load_fit": "lmmformula.api",
     "Model": "lmmformula.model",
     "model": "lmmformula.model",
     "plot_correlation": "lmmformula.plots",
@@ -43,7 +43,7 @@ _LAZY = {
     "plot_shrinkage": "lmmformula.plots",
     "pp_check": "lmmformula.plots",
     "PriorSpec": "lmmformula.priors",
-    "get_prior": "lmmformula.priors",
+    "get_prior": "lmmformula.api",
     "prior": "lmmformula.priors",
 }
 

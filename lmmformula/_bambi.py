@@ -723,6 +723,14 @@ class LkjBambiModel(bmb.Model):
             self.backend = backend
 
 
+def model_keywords() -> set[str]:
+    """The keyword arguments ``bambi.Model`` takes (``center_predictors``, ...)."""
+    import inspect
+
+    params = inspect.signature(bmb.Model.__init__).parameters.items()
+    return {n for n, p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
 def group_specific_terms(bambi_model: bmb.Model) -> dict:
     """The parent component's group-specific terms (Bambi objects), by name."""
     return dict(bambi_model.parameters[bambi_model.family.likelihood.parent].group_specific_terms)

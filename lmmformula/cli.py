@@ -237,7 +237,7 @@ def _load_data(source: str):
 
 
 def _fit_and_print(formula: str, data, args: argparse.Namespace, family=None) -> int:
-    from lmmformula.fit import fit
+    from lmmformula.api import fit
 
     result = fit(
         formula,

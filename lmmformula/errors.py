@@ -85,3 +85,7 @@ class ModelError(LmmFormulaError, ValueError):
 
 class FitError(LmmFormulaError, RuntimeError):
     """A fit cannot be used for the operation asked of it."""
+
+
+class SamplingWarning(UserWarning):
+    """The sampler reported divergences, high R-hat or low effective sample sizes."""

@@ -22,19 +22,15 @@ import xarray as xr
 from lmmformula import _bambi
 from lmmformula._text import column_format, format_number
 from lmmformula._text import term_label as _pretty_term
-from lmmformula.errors import DataError, LmmFormulaError, ModelError
+from lmmformula.errors import DataError, LmmFormulaError, ModelError, SamplingWarning
 
 if TYPE_CHECKING:
     from lmmformula.model import Model
 
-__all__ = ["Fit", "SamplingWarning", "fit", "sample"]
+__all__ = ["Fit", "SamplingWarning", "sample"]
 
 CI_PROB = 0.95
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
-
-
-class SamplingWarning(UserWarning):
-    """The sampler reported divergences, high R-hat or low effective sample sizes."""
 
 
 # -- summaries of draws ---------------------------------------------------------------------
@@ -868,36 +864,3 @@ def _warn_if_unhealthy(result: Fit) -> None:
         SamplingWarning,
         skip_file_prefixes=(str(Path(__file__).parent),),
     )
-
-
-def fit(formula, data, family=None, priors=None, **kwargs: Any) -> Fit:
-    """Build and fit a model in one call: ``lf.fit("y ~ x + (x|g)", data)``.
-
-    Keyword arguments of :func:`lmmformula.model` (``lkj_eta``, ``noncentered``, ``link``,
-    ``weights``, ``na_action``) build the model; the rest (``draws``, ``tune``, ``chains``,
-    ``sampler``, ``random_seed``, ...) go to :meth:`Model.fit`.
-
-    Examples
-    --------
-    >>> import lmmformula as lf
-    >>> fit = lf.fit("Reaction ~ Days + (Days|Subject)", lf.load_dataset("sleepstudy"),
-    ...              draws=200, tune=200, chains=2, random_seed=1, progressbar=False)
-    ... # doctest: +SKIP
-    """
-    import inspect
-
-    import bambi as bmb
-
-    from lmmformula.model import model as make_model
-
-    # the model takes lmmformula.model's keywords and bambi.Model's; everything else
-    # (draws, nuts, ...) is the sampler's
-    model_keys = {
-        name
-        for fn in (make_model, bmb.Model.__init__)
-        for name, p in inspect.signature(fn).parameters.items()
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    } - {"self", "formula", "data", "family", "priors"}
-    model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in model_keys}
-    m = make_model(formula, data, family, priors, **model_kwargs)
-    return m.fit(**kwargs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from lmmformula._frame import MissingDataWarning
 from lmmformula.errors import FitError, LmmFormulaError
 
-__all__ = ["load_fit", "save_fit"]
+__all__ = ["StoredFit", "read_fit", "save_fit"]
 
 FORMAT = "lmmformula-fit"
 FORMAT_VERSION = 1
@@ -222,17 +221,29 @@ def _is_plain(value: Any) -> bool:
     return True
 
 
-def load_fit(path: str | os.PathLike):
-    """Read a fit written by :meth:`Fit.save`; the model is rebuilt around the stored draws.
+@dataclass(frozen=True)
+class StoredFit:
+    """What a file written by :func:`save_fit` holds: the model's specification (its priors
+    decoded), the rows it was fitted on, the ArviZ groups and the sampler's record."""
+
+    spec: dict
+    priors: Any
+    data: pd.DataFrame
+    idata: xr.DataTree
+    sampler: str
+    settings: dict | None
+    timings: dict | None
+
+
+def read_fit(path: str | os.PathLike) -> StoredFit:
+    """Read a file written by :meth:`Fit.save`, without building anything
+    (:func:`lmmformula.load_fit` rebuilds the model and the fit from it).
 
     Raises
     ------
     FitError
         When the file is missing, truncated, or not an lmmformula fit.
     """
-    from lmmformula.fit import Fit
-    from lmmformula.model import model as make_model
-
     path = Path(path)
     if not path.exists():
         raise FitError(f"no such file: {str(path)!r}")
@@ -265,23 +276,9 @@ def load_fit(path: str | os.PathLike):
         )
     try:
         data = _dataset_to_frame(tree[DATA_GROUP].to_dataset())
-        spec = meta["model"]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MissingDataWarning)  # the stored rows are complete
-            m = make_model(
-                spec["formula"],
-                data,
-                spec["family"],
-                _decode_prior(spec.get("priors")),
-                lkj_eta=spec["lkj_eta"],
-                noncentered=spec["noncentered"],
-                link=spec.get("link"),
-                weights=spec.get("weights"),
-                na_action=spec.get("na_action", "drop"),
-                suffstats=spec.get("suffstats", "auto"),
-                marginalize=spec.get("marginalize", "auto"),
-                **spec.get("bambi_kwargs", {}),
-            )
+        spec = dict(meta["model"])
+        priors = _decode_prior(spec.pop("priors", None))
+        sampler = meta["sampler"]
     except (KeyError, TypeError, ValueError, LmmFormulaError) as exc:
         raise FitError(
             f"{str(path)!r} holds an lmmformula fit whose model cannot be rebuilt "
@@ -301,11 +298,12 @@ def load_fit(path: str | os.PathLike):
             if ds[coord].dtype.kind == "U":
                 ds = ds.assign_coords({coord: ds[coord].values.astype(object)})
         groups[name] = ds
-    idata = xr.DataTree.from_dict(groups)
-    return Fit(
-        m,
-        idata,
-        sampler=meta["sampler"],
+    return StoredFit(
+        spec=spec,
+        priors=priors,
+        data=data,
+        idata=xr.DataTree.from_dict(groups),
+        sampler=sampler,
         settings=meta.get("settings"),
         timings=meta.get("timings"),
     )

@@ -38,7 +38,7 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
-from lmmformula.errors import DataError, FitError, LmmFormulaError, ModelError
+from lmmformula.errors import DataError, FitError, LmmFormulaError, ModelError, SamplingWarning
 
 if TYPE_CHECKING:
     from lmmformula.fit import Fit
@@ -99,6 +99,9 @@ class RefitTask:
         Arguments of :meth:`lmmformula.Model.fit` (draws, tune, chains, sampler, ...).
     train, test : pandas.DataFrame
         Training rows and held-out rows.
+    model_class : type
+        The class of the fitted model (:class:`lmmformula.Model`), whose ``from_spec`` builds
+        the refit; pickled by reference, so a worker imports it.
     seed : int
         Seed of the refit's sampler.
     new_level_seed : int
@@ -112,6 +115,7 @@ class RefitTask:
     test: pd.DataFrame
     seed: int
     new_level_seed: int
+    model_class: type
 
 
 @dataclass(frozen=True)
@@ -160,23 +164,15 @@ def _without_unused_categories(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _is_fit(obj: Any) -> bool:
+    """A fit (duck-typed: the results layer is not imported here, it imports this module)."""
+    return hasattr(obj, "model") and all(hasattr(type(obj), n) for n in ("posterior", "loo"))
+
+
 def refit(task: RefitTask) -> Fit:
     """Build the model of ``task`` on its training rows and sample it (in this process)."""
-    from lmmformula._frame import MissingDataWarning
-    from lmmformula.model import model as make_model
-
     spec = dict(task.model_spec)
-    bambi_kwargs = dict(spec.pop("bambi_kwargs", None) or {})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingDataWarning)  # the rows are complete already
-        m = make_model(
-            spec.pop("formula"),
-            task.train,
-            spec.pop("family"),
-            copy.deepcopy(spec.pop("priors")),
-            **spec,
-            **bambi_kwargs,
-        )
+    m = task.model_class.from_spec(spec, task.train, copy.deepcopy(spec.get("priors")))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sampling problems are reported once, by the caller
         return m.fit(random_seed=task.seed, **task.fit_settings)
@@ -337,8 +333,6 @@ def _checked(task: RefitTask, call) -> RefitResult:
 
 
 def _warn_about(results: dict[int, RefitResult], what: str) -> None:
-    from lmmformula.fit import SamplingWarning
-
     bad = {i: r.problems for i, r in sorted(results.items()) if r.problems}
     if bad:
         shown = "; ".join(f"{what} {i}: {', '.join(p)}" for i, p in list(bad.items())[:5])
@@ -652,9 +646,7 @@ def plan_kfold(
 ) -> KFoldPlan:
     """Split the rows into folds and write one :class:`RefitTask` per fold (deterministic
     given ``random_seed``)."""
-    from lmmformula.fit import Fit
-
-    if not isinstance(fit, Fit):
+    if not _is_fit(fit):
         raise FitError(f"kfold needs a Fit, got {type(fit).__name__}.")
     n = fit.model.n_obs
     leave_one_group_out = folds is None and group is not None
@@ -672,7 +664,7 @@ def plan_kfold(
         train = _without_unused_categories(data.loc[~held])
         test = data.loc[held].reset_index(drop=True)
         new_level[held] = _new_level_rows(fit, train, test)
-        tasks.append(RefitTask(k, spec, settings, train, test, seed, level_seed))
+        tasks.append(RefitTask(k, spec, settings, train, test, seed, level_seed, type(fit.model)))
     return KFoldPlan(tasks, ids, fold_type, new_level, int(root.entropy))
 
 
@@ -741,9 +733,7 @@ def plan_reloo(
 ) -> tuple[list[RefitTask], np.ndarray, int]:
     """The leave-one-out refits of the rows whose Pareto k is above ``k_threshold``: the
     tasks, every row's Pareto k, and the seed's entropy."""
-    from lmmformula.fit import Fit
-
-    if not isinstance(fit, Fit):
+    if not _is_fit(fit):
         raise FitError(f"reloo needs a Fit, got {type(fit).__name__}.")
     try:
         k_threshold = float(k_threshold)
@@ -760,7 +750,9 @@ def plan_reloo(
     for i, (seed, level_seed) in zip(bad, _seeds(root, len(bad)), strict=True):
         train = _without_unused_categories(data.drop(index=i))
         test = data.loc[[i]].reset_index(drop=True)
-        tasks.append(RefitTask(int(i), spec, settings, train, test, seed, level_seed))
+        tasks.append(
+            RefitTask(int(i), spec, settings, train, test, seed, level_seed, type(fit.model))
+        )
     return tasks, k, int(root.entropy)
 
 

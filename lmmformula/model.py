@@ -13,6 +13,7 @@ import numpy as np
 from lmmformula import _bambi, _marginal
 from lmmformula._frame import (
     R_FAMILY_NAMES,
+    MissingDataWarning,
     PreparedData,
     check_design,
     check_prior_names,
@@ -437,6 +438,18 @@ class Model:
             "suffstats": self.suffstats,
             "marginalize": self.marginalize,
         }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any], data: Any, priors: Any = None) -> Model:
+        """Rebuild a model from :meth:`spec` (plus ``bambi_kwargs``) on ``data``, whose rows are
+        complete already (used by ``load_fit`` and by refits)."""
+        spec = dict(spec)
+        bambi_kwargs = dict(spec.pop("bambi_kwargs", None) or {})
+        formula, family = spec.pop("formula"), spec.pop("family")
+        spec.pop("priors", None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingDataWarning)
+            return cls(formula, data, family, priors, **spec, **bambi_kwargs)
 
     def __repr__(self) -> str:
         blocks = ", ".join(f"{k}: {' + '.join(v.terms)}" for k, v in self.blocks.items())

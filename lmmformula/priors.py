@@ -56,7 +56,6 @@ __all__ = [
     "DefaultRule",
     "PriorSpec",
     "apply_priors",
-    "get_prior",
     "lmmformula_default_priors",
     "prior",
     "prior_summary",
@@ -1594,36 +1593,3 @@ def prior_summary(model: Model) -> pd.DataFrame:
         if slot.cls not in _CLASS_LEVELS:
             slot_row(slot)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-
-
-def get_prior(formula: Any, data: Any, family: Any = None, **model_kwargs: Any) -> pd.DataFrame:
-    """The priors a model would use, before fitting (brms' ``get_prior``/``default_prior``).
-
-    Parameters
-    ----------
-    formula : str
-        An lme4/brms formula.
-    data : pandas.DataFrame
-        The data.
-    family : str or bambi.Family, optional
-        The response family.
-    **model_kwargs
-        Passed to :func:`lmmformula.model`; ``priors="brms"`` shows brms' defaults, a list of
-        :func:`prior` specifications shows them merged with the defaults.
-
-    Returns
-    -------
-    pandas.DataFrame
-        As :func:`prior_summary`.
-
-    Examples
-    --------
-    >>> import lmmformula as lf
-    >>> table = lf.get_prior("log_ozone ~ TEMP + (TEMP|station)",
-    ...                      lf.load_dataset("beijing_ozone"))
-    >>> list(table["class"].unique())
-    ['Intercept', 'b', 'sd', 'cor', 'sigma']
-    """
-    from lmmformula.model import Model
-
-    return prior_summary(Model(formula, data, family, **model_kwargs))
