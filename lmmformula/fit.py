@@ -529,6 +529,17 @@ class Fit:
                         f"{', '.join(map(repr, unseen[:5]))}; a population-level effect cannot "
                         "be predicted for them."
                     )
+        # an interaction grouping factor (a:b) can meet a new combination of seen levels
+        for name in self.model.translation.interaction_factors:
+            if name not in data.columns or not include_group_effects or allow_new_levels:
+                continue
+            unseen = sorted(set(data[name].dropna().astype(str)) - set(model_data[name]))
+            if unseen:
+                raise DataError(
+                    f"the grouping factor {name!r} has combinations not seen in the fit: "
+                    f"{', '.join(map(repr, unseen[:5]))}. Pass allow_new_levels=True to draw "
+                    "their effects from the fitted population, or include_group_effects=False."
+                )
 
     def _predict_draws(self, data, kind, include_group_effects, allow_new_levels, random_seed):
         bm = self.model.bambi

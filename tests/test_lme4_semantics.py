@@ -20,6 +20,8 @@ import pytest
 from scipy import stats
 
 import lmmformula as lf
+from lmmformula._frame import prepare_new_data
+from lmmformula.fit import Fit
 
 DATA = Path(__file__).parent / "conformance" / "data"
 SMALL = {"draws": 400, "tune": 400, "chains": 2, "progressbar": False}
@@ -205,3 +207,18 @@ def test_brms_explicit_intercept_is_an_uncentred_b_coefficient(sleepstudy) -> No
     # no centring: the sampled Intercept is the intercept at Days = 0
     expected = design.linear_predictor([v["Intercept"], v["Days"]], b)
     np.testing.assert_allclose(v["mu"], expected, rtol=1e-10)
+
+
+# -- interaction grouping factors -----------------------------------------------------------------
+def test_interaction_factor_levels_are_the_observed_combinations() -> None:
+    data = pd.read_csv(DATA / "sim_main.csv")
+    data = data[~((data["g"] == "g01") & (data["g2"] == "r1"))]  # one combination never seen
+    m = _quiet(lf.model, "y ~ x + (1|g:g2)", data)
+    observed = set(data["g"] + ":" + data["g2"])
+    assert set(m.design().Z_columns["level"]) == observed
+    assert len(m.pymc_model.initial_point()["1|g:g2_offset"]) == len(observed)
+    stub = Fit(m, None, sampler="nutpie")  # no draws: the check runs before any is read
+    new = pd.DataFrame({"x": [0.0], "g": ["g01"], "g2": ["r1"]})
+    prepared = _quiet(prepare_new_data, new, m)
+    with pytest.raises(lf.errors.DataError, match="combinations not seen in the fit: 'g01:r1'"):
+        stub._check_new_levels(prepared, allow_new_levels=False, include_group_effects=True)
