@@ -455,7 +455,7 @@ class _LkjDistributionalComponent(DistributionalComponent):
         for key, term in self.component.group_specific_terms.items():
             name = term.alias or term.name
             if key == self.marginal:  # issue 14: only its sd; the effects are integrated out
-                self.marginal_sigma = _marginal.build_sigma(term, noncentered_default)
+                self.marginal_sigma = _marginal_sigma(term, noncentered_default)
                 continue
             if name in block_coefs:
                 coefs.append(block_coefs[name])
@@ -569,7 +569,7 @@ class _LkjPyMCModel(PyMCModel):
                 term = spec.parameters[parent].group_specific_terms[self.marginal]
                 parent_built = self.components[parent]
                 sigma = self.components["sigma"].output
-                _marginal.build_response(
+                _marginal_response(
                     spec, parent_built.output, sigma, parent_built.marginal_sigma, term
                 )
             elif weights is not None:
@@ -631,7 +631,7 @@ class _LkjPyMCModel(PyMCModel):
         idata = super()._clean_results(idata, omit_offsets, include_response_params)
         if self.marginal:  # issue 14: the integrated effects drawn from their conditional
             posterior = as_dataset(idata["posterior"])
-            idata["posterior"] = _marginal.add_effect_draws(posterior, self.spec, self.marginal)
+            idata["posterior"] = add_marginal_effect_draws(posterior, self.spec, self.marginal)
         return idata
 
 
@@ -928,3 +928,157 @@ def design_parts(bambi_model: bmb.Model) -> DesignParts:
     z = sp.sparse.hstack(zs, format="csr") if zs else sp.sparse.csr_matrix((n, 0))
     offset = np.sum(offsets, axis=0) if offsets else None
     return DesignParts(x, x_columns, z, z_columns, offset)
+
+
+# -- a gaussian varying intercept integrated out (lmmformula._marginal holds the math) ---------
+def marginal_unsupported(bambi_model: bmb.Model) -> str | None:
+    """Why no term of the model can be integrated out (``None`` when one may be)."""
+    reason = suffstats_unsupported(bambi_model)
+    if reason is not None:
+        return reason
+    if getattr(bambi_model, "lkj_precision_weights", None) is not None:
+        return "the model has precision weights"
+    return None
+
+
+def marginal_candidates(bambi_model: bmb.Model) -> dict[str, _marginal.MarginalTerm]:
+    """The varying intercepts that may be integrated out, by Bambi name."""
+    if marginal_unsupported(bambi_model) is not None:
+        return {}
+    in_blocks = {t for spec in getattr(bambi_model, "lkj_blocks", {}).values() for t in spec.terms}
+    out = {}
+    for key, term in group_specific_terms(bambi_model).items():
+        name = term.alias or key
+        if key in in_blocks or name in in_blocks or not name.startswith("1|"):
+            continue
+        predictor = np.asarray(term_predictor(term), dtype=float)
+        if predictor.ndim != 1 or not np.all(predictor == 1.0):
+            continue
+        prior = term.prior
+        if not isinstance(prior, Prior) or prior.name != "Normal":
+            continue
+        if set(prior.args) - {"mu", "sigma"} or not isinstance(prior.args.get("sigma"), Prior):
+            continue
+        mu = prior.args.get("mu", 0.0)
+        if isinstance(mu, Prior) or np.any(np.asarray(mu, dtype=float) != 0):
+            continue
+        sigma_key = term.hyperprior_alias.get("sigma", "sigma")
+        out[key] = _marginal.MarginalTerm(
+            name=name,
+            factor=name.split("|", 1)[1],
+            sigma_name=f"{name}_{sigma_key}",
+            levels=tuple(str(g) for g in term.groups),
+        )
+    return out
+
+
+def choose_marginal(
+    bambi_model: bmb.Model, marginalize: bool | str, likelihood: str
+) -> tuple[str | None, str]:
+    """The Bambi name of the term to integrate out (or ``None``) and why.
+
+    ``marginalize=True`` integrates out the varying intercept with the most levels (an error
+    when there is none, even over a sufficient-statistics likelihood); ``"auto"`` does so when
+    the model samples on the full data and that factor has at least
+    :data:`lmmformula._marginal.MIN_LEVELS` levels; ``False`` never.
+    """
+    if marginalize is False:
+        return None, "marginalize=False"
+    found = marginal_candidates(bambi_model)
+    if not found:
+        reason = marginal_unsupported(bambi_model) or "no varying intercept (1|g) qualifies"
+        if marginalize is True:
+            raise ModelError(
+                f"marginalize=True, but no group-level effect can be integrated out: {reason}. "
+                "It needs a gaussian identity-link model and a varying intercept (1|g) outside "
+                "any correlated block; use marginalize='auto' or False."
+            )
+        return None, reason
+    key = max(found, key=lambda k: len(found[k].levels))
+    n_levels = len(found[key].levels)
+    if marginalize == "auto":
+        if likelihood != "full data":
+            return None, f"the {likelihood} likelihood is used"
+        if n_levels < _marginal.MIN_LEVELS:
+            return None, f"{found[key].name} has {n_levels} levels (< {_marginal.MIN_LEVELS})"
+    return key, f"{found[key].name} ({n_levels} levels) integrated out"
+
+
+def _marginal_sigma(term, noncentered: bool):
+    """The term's sd, ``1|g_sigma``, with its own prior (the effects are not built)."""
+    name = term.alias or term.name
+    sigma_key = term.hyperprior_alias.get("sigma", "sigma")
+    return _BambiGroupSpecificTerm(term, noncentered).build_distribution(
+        prior=term.prior.args["sigma"], label=f"{name}_{sigma_key}", dims=None
+    )
+
+
+def _marginal_response(spec, eta, sigma, tau, term) -> None:
+    """Add the marginal likelihood as one ``pm.Potential`` named ``{response}_marginal``."""
+    y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
+    index = np.asarray(term.group_index)
+    counts = np.bincount(index, minlength=len(term.groups))
+    response = spec.response_term.alias or spec.response_term.name
+    pm.Potential(f"{response}_marginal", _marginal.logp(y - eta, index, counts, sigma, tau))
+
+
+def marginal_level_sums(bambi_model: bmb.Model, posterior, key: str) -> np.ndarray:
+    """Per draw and level, the sum of the residuals ``y - eta`` (eta without the integrated
+    term): (chain * draw, J), from the uncentred posterior through sparse level sums."""
+    draws = _marginal.draws
+    parts = design_parts(bambi_model)
+    term = group_specific_terms(bambi_model)[key]
+    index = np.asarray(term.group_index)
+    n, n_levels = index.size, len(term.groups)
+    a = sp.sparse.csr_matrix((np.ones(n), (index, np.arange(n))), shape=(n_levels, n))
+    y = np.asarray(np.squeeze(bambi_model.response_term.data), dtype=float)
+    if parts.offset is not None:
+        y = y - parts.offset
+    sums = np.empty((posterior.sizes["chain"] * posterior.sizes["draw"], n_levels))
+    sums[:] = a @ y
+    aliases = {k: (t.alias or k) for k, t in common_terms(bambi_model).items()}
+    if parts.x.shape[1]:
+        coefs = np.column_stack(
+            [draws(posterior, aliases.get(t, t))[:, j] for _, t, j in parts.x_columns]
+        )
+        sums -= coefs @ (a @ parts.x).T
+    name = term.alias or term.name
+    keep = [i for i, col in enumerate(parts.z_columns) if col[2] != name]
+    if keep:
+        z = parts.z[:, keep]
+        order: list[str] = []
+        for col in (parts.z_columns[i] for i in keep):
+            if not order or order[-1] != col[2]:
+                order.append(col[2])
+        u = np.concatenate([draws(posterior, t, factor_first=True) for t in order], axis=1)
+        sums -= ((a @ z).tocsr() @ u.T).T
+    return sums
+
+
+def add_marginal_effect_draws(posterior, bambi_model: bmb.Model, key: str):
+    """The posterior with ``1|g`` drawn from its exact conditional given each draw."""
+    import xarray as xr
+
+    term = group_specific_terms(bambi_model)[key]
+    found = marginal_candidates(bambi_model)[key]
+    counts = np.bincount(np.asarray(term.group_index), minlength=len(term.groups))
+    effects = _marginal.draw_effects(
+        marginal_level_sums(bambi_model, posterior, key),
+        counts,
+        _marginal.draws(posterior, "sigma"),
+        _marginal.draws(posterior, found.sigma_name),
+        _marginal.seed_from(posterior, ["sigma", found.sigma_name]),
+    )
+    chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    # Bambi's dim for the levels (``g__factor_dim``), as the full model's ``1|g`` has it
+    dim = next(d for d in _BambiGroupSpecificTerm(term, True).coords if d.endswith("__factor_dim"))
+    da = xr.DataArray(
+        effects.reshape(chains, n_draws, -1),
+        dims=("chain", "draw", dim),
+        coords={
+            "chain": posterior["chain"].values,
+            "draw": posterior["draw"].values,
+            dim: list(term.groups),
+        },
+    )
+    return posterior.assign({found.name: da})

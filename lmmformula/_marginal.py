@@ -29,8 +29,9 @@ prior on ``sigma``). Other uncorrelated terms on the same factor (``(1|f) + (0 +
 ``marginalize="auto"`` the factor with the most levels is integrated out when it has at least
 :data:`MIN_LEVELS` levels and the sufficient-statistics likelihood is not used.
 
-Pure numpy and pytensor; :mod:`lmmformula._bambi` calls :func:`build_sigma` and
-:func:`build_response` while building, and :func:`add_effect_draws` after sampling.
+Pure numpy and pytensor: the density, the conditional and the draws of the effects.
+:mod:`lmmformula._bambi` (the seam to Bambi) says which term qualifies, builds the graph with
+:func:`logp` and adds the effects after sampling with :func:`draw_effects`.
 """
 
 from __future__ import annotations
@@ -40,21 +41,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytensor.tensor as pt
-import scipy as sp
 
 __all__ = [
     "MIN_LEVELS",
     "MarginalTerm",
-    "add_effect_draws",
-    "build_response",
-    "build_sigma",
-    "candidates",
-    "choose",
     "conditional",
-    "level_sums",
+    "draw_effects",
+    "draws",
     "logp",
     "logp_numpy",
-    "marginal_unsupported",
+    "seed_from",
 ]
 
 MIN_LEVELS = 100
@@ -129,111 +125,7 @@ def conditional(s1, counts, sigma, tau) -> tuple[np.ndarray, np.ndarray]:
     return tau**2 * s1 / v, np.sqrt(sigma**2 * tau**2 / v)
 
 
-# -- which term ------------------------------------------------------------------------------
-def marginal_unsupported(bambi_model) -> str | None:
-    """Why no term of the model can be integrated out (``None`` when one may be)."""
-    from lmmformula import _bambi
-
-    reason = _bambi.suffstats_unsupported(bambi_model)
-    if reason is not None:
-        return reason
-    if getattr(bambi_model, "lkj_precision_weights", None) is not None:
-        return "the model has precision weights"
-    return None
-
-
-def candidates(bambi_model) -> dict[str, MarginalTerm]:
-    """The varying intercepts that may be integrated out, by Bambi name."""
-    from bambi.priors import Prior
-
-    from lmmformula import _bambi
-
-    if marginal_unsupported(bambi_model) is not None:
-        return {}
-    in_blocks = {t for spec in getattr(bambi_model, "lkj_blocks", {}).values() for t in spec.terms}
-    out = {}
-    for key, term in _bambi.group_specific_terms(bambi_model).items():
-        name = term.alias or key
-        if key in in_blocks or name in in_blocks or not name.startswith("1|"):
-            continue
-        predictor = np.asarray(_bambi.term_predictor(term), dtype=float)
-        if predictor.ndim != 1 or not np.all(predictor == 1.0):
-            continue
-        prior = term.prior
-        if not isinstance(prior, Prior) or prior.name != "Normal":
-            continue
-        if set(prior.args) - {"mu", "sigma"} or not isinstance(prior.args.get("sigma"), Prior):
-            continue
-        mu = prior.args.get("mu", 0.0)
-        if isinstance(mu, Prior) or np.any(np.asarray(mu, dtype=float) != 0):
-            continue
-        sigma_key = term.hyperprior_alias.get("sigma", "sigma")
-        out[key] = MarginalTerm(
-            name=name,
-            factor=name.split("|", 1)[1],
-            sigma_name=f"{name}_{sigma_key}",
-            levels=tuple(str(g) for g in term.groups),
-        )
-    return out
-
-
-def choose(bambi_model, marginalize: bool | str, likelihood: str) -> tuple[str | None, str]:
-    """The Bambi name of the term to integrate out (or ``None``) and why.
-
-    ``marginalize=True`` integrates out the varying intercept with the most levels (an error
-    when there is none, even over a sufficient-statistics likelihood); ``"auto"`` does so when
-    the model samples on the full data and that factor has at least :data:`MIN_LEVELS`
-    levels; ``False`` never.
-    """
-    from lmmformula.errors import ModelError
-
-    if marginalize is False:
-        return None, "marginalize=False"
-    found = candidates(bambi_model)
-    if not found:
-        reason = marginal_unsupported(bambi_model) or "no varying intercept (1|g) qualifies"
-        if marginalize is True:
-            raise ModelError(
-                f"marginalize=True, but no group-level effect can be integrated out: {reason}. "
-                "It needs a gaussian identity-link model and a varying intercept (1|g) outside "
-                "any correlated block; use marginalize='auto' or False."
-            )
-        return None, reason
-    key = max(found, key=lambda k: len(found[k].levels))
-    n_levels = len(found[key].levels)
-    if marginalize == "auto":
-        if likelihood != "full data":
-            return None, f"the {likelihood} likelihood is used"
-        if n_levels < MIN_LEVELS:
-            return None, f"{found[key].name} has {n_levels} levels (< {MIN_LEVELS})"
-    return key, f"{found[key].name} ({n_levels} levels) integrated out"
-
-
-# -- building -------------------------------------------------------------------------------
-def build_sigma(term, noncentered: bool):
-    """The term's sd, ``1|g_sigma``, with its own prior (the effects are not built)."""
-    from bambi.backend.terms import GroupSpecificTerm
-
-    name = term.alias or term.name
-    sigma_key = term.hyperprior_alias.get("sigma", "sigma")
-    return GroupSpecificTerm(term, noncentered).build_distribution(
-        prior=term.prior.args["sigma"], label=f"{name}_{sigma_key}", dims=None
-    )
-
-
-def build_response(spec, eta, sigma, tau, term) -> None:
-    """Add the marginal likelihood as one ``pm.Potential`` named ``{response}_marginal``."""
-    import pymc as pm
-
-    y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
-    index = np.asarray(term.group_index)
-    counts = np.bincount(index, minlength=len(term.groups))
-    response = spec.response_term.alias or spec.response_term.name
-    pm.Potential(f"{response}_marginal", logp(y - eta, index, counts, sigma, tau))
-
-
-# -- after sampling -------------------------------------------------------------------------
-def _draws(posterior, name: str, factor_first: bool = False) -> np.ndarray:
+def draws(posterior, name: str, factor_first: bool = False) -> np.ndarray:
     """(chain * draw, k) values of a posterior variable, its factor dimension first."""
     da = posterior[name]
     dims = [d for d in da.dims if d not in ("chain", "draw")]
@@ -243,46 +135,7 @@ def _draws(posterior, name: str, factor_first: bool = False) -> np.ndarray:
     return values.reshape(values.shape[0] * values.shape[1], -1)
 
 
-def level_sums(bambi_model, posterior, key: str) -> np.ndarray:
-    """Per draw and level, the sum of the residuals ``y - eta`` (eta without the integrated
-    term): (chain * draw, J), from the uncentred posterior through sparse level sums."""
-    from lmmformula import _bambi
-
-    parts = _bambi.design_parts(bambi_model)
-    term = _bambi.group_specific_terms(bambi_model)[key]
-    index = np.asarray(term.group_index)
-    n, n_levels = index.size, len(term.groups)
-    a = sp.sparse.csr_matrix((np.ones(n), (index, np.arange(n))), shape=(n_levels, n))
-    y = np.asarray(np.squeeze(bambi_model.response_term.data), dtype=float)
-    if parts.offset is not None:
-        y = y - parts.offset
-    sums = np.empty((posterior.sizes["chain"] * posterior.sizes["draw"], n_levels))
-    sums[:] = a @ y
-    aliases = {
-        k: (t.alias or k)
-        for k, t in _bambi.common_terms(bambi_model).items()
-        if t is not None  # pragma: no branch
-    }
-    if parts.x.shape[1]:
-        coefs = np.column_stack(
-            [_draws(posterior, aliases.get(t, t))[:, j] for _, t, j in parts.x_columns]
-        )
-        sums -= coefs @ (a @ parts.x).T
-    name = term.alias or term.name
-    keep = [i for i, col in enumerate(parts.z_columns) if col[2] != name]
-    if keep:
-        z = parts.z[:, keep]
-        order: list[str] = []
-        for col in (parts.z_columns[i] for i in keep):
-            if not order or order[-1] != col[2]:
-                order.append(col[2])
-        u = np.concatenate([_draws(posterior, t, factor_first=True) for t in order], axis=1)
-        az_other = (a @ z).tocsr()
-        sums -= (az_other @ u.T).T
-    return sums
-
-
-def _seed(posterior, names: list[str]) -> int:
+def seed_from(posterior, names: list[str]) -> int:
     """A seed derived from the draws themselves: the same draws give the same effects."""
     h = hashlib.sha256()
     for name in names:
@@ -290,41 +143,20 @@ def _seed(posterior, names: list[str]) -> int:
     return int.from_bytes(h.digest()[:8], "little")
 
 
-def add_effect_draws(posterior, bambi_model, key: str):
-    """The posterior with ``1|g`` drawn from its exact conditional given each draw."""
-    import xarray as xr
-
-    from lmmformula import _bambi
-
-    term = _bambi.group_specific_terms(bambi_model)[key]
-    found = candidates(bambi_model)[key]
-    counts = np.bincount(np.asarray(term.group_index), minlength=len(term.groups))
-    effects = level_sums(bambi_model, posterior, key)  # (draws, J), turned in place into
-    sigma2 = np.square(_draws(posterior, "sigma"))  # the effects (arrays of 12M values for
-    tau2 = np.square(_draws(posterior, found.sigma_name))  # InstEval: no temporaries)
-    inv_v = np.multiply(tau2, counts.astype(float))
+def draw_effects(sums, counts, sigma, tau, seed: int) -> np.ndarray:
+    """Effects drawn from their exact conditional ``N(tau^2 S1 / v, sigma^2 tau^2 / v)`` per
+    draw (rows) and level (columns); ``sums`` (draws, J) is overwritten (arrays of 12M values
+    for InstEval: no temporaries). ``sigma`` and ``tau`` are (draws, 1)."""
+    effects = sums
+    sigma2, tau2 = np.square(sigma), np.square(tau)
+    inv_v = np.multiply(tau2, np.asarray(counts, dtype=float))
     inv_v += sigma2
     np.reciprocal(inv_v, out=inv_v)
     effects *= inv_v
     effects *= tau2  # conditional mean tau^2 S1 / v
     inv_v *= sigma2 * tau2
     np.sqrt(inv_v, out=inv_v)  # conditional sd sqrt(sigma^2 tau^2 / v)
-    rng = np.random.default_rng(_seed(posterior, ["sigma", found.sigma_name]))
-    noise = rng.standard_normal(effects.shape)
+    noise = np.random.default_rng(seed).standard_normal(effects.shape)
     noise *= inv_v
     effects += noise
-    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
-    from bambi.backend.terms import GroupSpecificTerm
-
-    # Bambi's dim for the levels (``g__factor_dim``), as the full model's ``1|g`` has it
-    dim = next(d for d in GroupSpecificTerm(term, True).coords if d.endswith("__factor_dim"))
-    da = xr.DataArray(
-        effects.reshape(chains, draws, -1),
-        dims=("chain", "draw", dim),
-        coords={
-            "chain": posterior["chain"].values,
-            "draw": posterior["draw"].values,
-            dim: list(term.groups),
-        },
-    )
-    return posterior.assign({found.name: da})
+    return effects

@@ -10,7 +10,7 @@ from typing import Any
 import bambi as bmb
 import numpy as np
 
-from lmmformula import _bambi, _marginal
+from lmmformula import _bambi
 from lmmformula._frame import (
     R_FAMILY_NAMES,
     MissingDataWarning,
@@ -145,7 +145,7 @@ class Model:
         self.bambi.lkj_suffstats = self.likelihood == "sufficient statistics"
         # issue 14: integrate the largest gaussian (1|g) out exactly (lmmformula._marginal)
         self.marginalize = _marginal_option(marginalize)
-        self.marginal, self.marginal_reason = _marginal.choose(
+        self.marginal, self.marginal_reason = _bambi.choose_marginal(
             self.bambi, self.marginalize, self.likelihood
         )
         if self.marginal is not None:

@@ -88,7 +88,7 @@ def _imports(path) -> set[str]:
     return found
 
 
-def test_the_package_imports_have_no_cycles_but_the_known_one() -> None:
+def test_the_package_imports_have_no_cycles() -> None:
     from pathlib import Path
 
     package = Path(lf.__file__).parent
@@ -104,6 +104,4 @@ def test_the_package_imports_have_no_cycles_but_the_known_one() -> None:
         return seen
 
     cyclic = {m for m in graph if m in reach(m)}
-    # the ratchet: the sufficient-statistics-like marginal likelihood and the Bambi seam still
-    # import each other (issue 13); nothing else may join a cycle
-    assert cyclic <= {"_bambi", "_marginal"}, sorted(cyclic)
+    assert not cyclic, sorted(cyclic)

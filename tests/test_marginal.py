@@ -18,7 +18,7 @@ import scipy.stats as st
 import xarray as xr
 
 import lmmformula as lf
-from lmmformula import _marginal
+from lmmformula import _bambi, _marginal
 from lmmformula.errors import ModelError
 
 
@@ -114,7 +114,7 @@ def test_recovered_effects_have_the_exact_conditional():
     values["1|d"] = u_d
     draws = 4000
     post = _fixed_posterior(m, draws, values)
-    out = _marginal.add_effect_draws(post, m.bambi, "1|s")
+    out = _bambi.add_marginal_effect_draws(post, m.bambi, "1|s")
     got = out["1|s"].values.reshape(draws, -1)
     # oracle: residuals from the data, level by level
     d_index = pd.Index(levels_d).get_indexer(df["d"])
@@ -128,7 +128,7 @@ def test_recovered_effects_have_the_exact_conditional():
     assert np.all(np.abs(got.mean(axis=0) - mean) < 4.5 * se)
     np.testing.assert_allclose(got.std(axis=0), sd, rtol=0.08)
     # the same draws give the same effects
-    again = _marginal.add_effect_draws(post, m.bambi, "1|s")["1|s"].values
+    again = _bambi.add_marginal_effect_draws(post, m.bambi, "1|s")["1|s"].values
     np.testing.assert_array_equal(again, out["1|s"].values)
 
 
