@@ -78,7 +78,9 @@ __all__ = [
     "DEFAULT_LKJ_ETA",
     "BlockSpec",
     "DesignParts",
+    "Family",
     "LkjBambiModel",
+    "Prior",
     "block_column_labels",
     "check_bambi_version",
     "design_parts",
@@ -721,6 +723,17 @@ class LkjBambiModel(bmb.Model):
             return super().prior_predictive(draws, var_names, omit_offsets, random_seed)
         finally:
             self.backend = backend
+
+
+Family = bmb.Family
+"""Bambi's family class (for the model layer's signatures)."""
+
+
+def builtin_families() -> list[str]:
+    """The names of Bambi's built-in families, sorted."""
+    from bambi.defaults.families import BUILTIN_FAMILIES
+
+    return sorted(BUILTIN_FAMILIES)
 
 
 def model_keywords() -> set[str]:

@@ -584,9 +584,9 @@ def _check_grouping_factors(frame: pd.DataFrame, translation: Translation) -> No
 
 # -- the data, the formula and the family -------------------------------------------------------
 def _builtin_families() -> list[str]:
-    from bambi.defaults.families import BUILTIN_FAMILIES
+    from lmmformula import _bambi
 
-    return sorted(BUILTIN_FAMILIES)
+    return _bambi.builtin_families()
 
 
 def check_family(family: Any) -> str:

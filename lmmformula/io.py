@@ -90,9 +90,9 @@ def _decode_objects(da: xr.DataArray) -> xr.DataArray:
 
 # -- priors -------------------------------------------------------------------------------------
 def _encode_prior(value: Any) -> Any:
-    import bambi as bmb
+    from lmmformula._bambi import Prior
 
-    if isinstance(value, bmb.Prior):
+    if isinstance(value, Prior):
         return {
             "__bambi_prior__": value.name,
             "args": {k: _encode_prior(v) for k, v in value.args.items()},
@@ -108,12 +108,12 @@ def _encode_prior(value: Any) -> Any:
 
 
 def _decode_prior(value: Any) -> Any:
-    import bambi as bmb
+    from lmmformula._bambi import Prior
 
     if isinstance(value, dict) and "__bambi_prior__" in value:
         args = {k: _decode_prior(v) for k, v in value["args"].items()}
         args = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in args.items()}
-        prior = bmb.Prior(value["__bambi_prior__"], **args)
+        prior = Prior(value["__bambi_prior__"], **args)
         prior.noncentered = value.get("noncentered")
         return prior
     if isinstance(value, dict) and "__lmm_prior__" in value:

@@ -7,7 +7,6 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-import bambi as bmb
 import numpy as np
 
 from lmmformula import _bambi
@@ -72,7 +71,7 @@ class Model:
         self,
         formula: str | Translation,
         data: Any,
-        family: str | bmb.Family | None = None,
+        family: str | _bambi.Family | None = None,
         priors: Any = None,
         *,
         lkj_eta: float = _bambi.DEFAULT_LKJ_ETA,
@@ -259,7 +258,7 @@ class Model:
         for name, term in _bambi.group_specific_terms(model).items():
             factor = name.split("|", 1)[1]
             prior = term.prior
-            if isinstance(prior, bmb.Prior) and prior.noncentered is None:
+            if isinstance(prior, _bambi.Prior) and prior.noncentered is None:
                 prior.noncentered = self.noncentered.get(factor, True)
 
     def _effective_blocks(self) -> dict[str, _bambi.BlockSpec]:
@@ -463,7 +462,7 @@ class Model:
 def model(
     formula: str | Translation,
     data: Any,
-    family: str | bmb.Family | None = None,
+    family: str | _bambi.Family | None = None,
     priors: Any = None,
     *,
     lkj_eta: float = _bambi.DEFAULT_LKJ_ETA,

@@ -40,7 +40,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-import bambi as bmb
 import numpy as np
 import pandas as pd
 import pymc as pm
@@ -331,7 +330,7 @@ def _stan_text(value: Any) -> str:
         return ""
     if isinstance(value, (int, float, np.number)):
         return f"constant({_fmt(value)})"
-    if not isinstance(value, bmb.Prior):
+    if not isinstance(value, _bambi.Prior):
         return str(value)
     args = dict(value.args)
     name = value.name
@@ -339,10 +338,10 @@ def _stan_text(value: Any) -> str:
         text = "(flat)"
     elif name == "StudentT" and "sigma" not in args and "lam" in args:
         args["sigma"] = 1 / np.sqrt(np.asarray(args.pop("lam"), dtype=float))
-        return _stan_text(bmb.Prior(name, dist=value.dist, **args))
+        return _stan_text(_bambi.Prior(name, dist=value.dist, **args))
     elif name == "Exponential" and set(args) == {"scale"}:
         args["lam"] = 1 / np.asarray(args.pop("scale"), dtype=float)
-        return _stan_text(bmb.Prior(name, dist=value.dist, **args))
+        return _stan_text(_bambi.Prior(name, dist=value.dist, **args))
     else:
         dist = _BY_PYMC.get(name)
         if name == "StudentT":
@@ -354,12 +353,12 @@ def _stan_text(value: Any) -> str:
         if (
             dist is not None
             and set(args) == set(dist.pymc_args)
-            and not any(isinstance(v, bmb.Prior) for v in args.values())
+            and not any(isinstance(v, _bambi.Prior) for v in args.values())
         ):
             text = f"{dist.stan}({', '.join(_fmt(args[a]) for a in dist.pymc_args)})"
         else:
             inner = ", ".join(
-                f"{k}={_stan_text(v) if isinstance(v, bmb.Prior) else _fmt(v)}"
+                f"{k}={_stan_text(v) if isinstance(v, _bambi.Prior) else _fmt(v)}"
                 for k, v in args.items()
             )
             text = f"{name}({inner})"
@@ -447,7 +446,7 @@ class PriorSpec:
                 raise PriorError(f"{attr} must be a string, got {value!r}.")
         if not self.cls:
             raise PriorError("cls must name a parameter class such as 'b', 'sd' or 'sigma'.")
-        if isinstance(self.prior, bmb.Prior):
+        if isinstance(self.prior, _bambi.Prior):
             if self.cls == "cor":
                 raise PriorError("class 'cor' takes an 'lkj(eta)' string, not a bambi.Prior.")
         else:
@@ -531,7 +530,7 @@ class PriorSpec:
         return cls(prior, cls=klass, coef=d.get("coef", ""), group=d.get("group", ""))
 
 
-def _encode_bambi(value: bmb.Prior) -> dict[str, Any]:
+def _encode_bambi(value: _bambi.Prior) -> dict[str, Any]:
     if value.dist is not None:
         raise PriorError(
             f"the bambi.Prior {value} has a custom 'dist' and cannot be stored; give the "
@@ -539,7 +538,7 @@ def _encode_bambi(value: bmb.Prior) -> dict[str, Any]:
         )
 
     def enc(v):
-        if isinstance(v, bmb.Prior):
+        if isinstance(v, _bambi.Prior):
             return {"bambi": _encode_bambi(v)}
         arr = np.asarray(v)
         if arr.dtype.kind in "biuf":
@@ -549,16 +548,16 @@ def _encode_bambi(value: bmb.Prior) -> dict[str, Any]:
     return {"name": value.name, "args": {k: enc(v) for k, v in value.args.items()}}
 
 
-def _decode_bambi(d: Mapping[str, Any]) -> bmb.Prior:
+def _decode_bambi(d: Mapping[str, Any]) -> _bambi.Prior:
     def dec(v):
         if isinstance(v, Mapping) and "bambi" in v:
             return _decode_bambi(v["bambi"])
         return np.asarray(v, dtype=float) if isinstance(v, list) else v
 
-    return bmb.Prior(d["name"], **{k: dec(v) for k, v in d["args"].items()})
+    return _bambi.Prior(d["name"], **{k: dec(v) for k, v in d["args"].items()})
 
 
-def prior(prior: str | bmb.Prior, cls: str = "b", coef: str = "", group: str = "") -> PriorSpec:
+def prior(prior: str | _bambi.Prior, cls: str = "b", coef: str = "", group: str = "") -> PriorSpec:
     """A prior on a class of parameters, brms style (``set_prior``/``prior_string``).
 
     Parameters
@@ -787,13 +786,13 @@ def _bambi_prior(dist: _StanDist, args: tuple[float, ...], parsed: _Parsed | Non
     kwargs = dict(zip(dist.pymc_args, args, strict=True))
     if parsed is not None and parsed.truncated:
         truncated = _Truncated(dist.pymc, parsed.lower, parsed.upper)
-        return bmb.Prior(dist.pymc, dist=truncated, **kwargs)
-    return bmb.Prior(dist.pymc, **kwargs)
+        return _bambi.Prior(dist.pymc, dist=truncated, **kwargs)
+    return _bambi.Prior(dist.pymc, **kwargs)
 
 
 def _resolve_value(spec: PriorSpec, slot: _Slot) -> Any:
     """The Bambi prior (or LKJ eta) that ``spec`` puts on ``slot``."""
-    if isinstance(spec.prior, bmb.Prior):
+    if isinstance(spec.prior, _bambi.Prior):
         return spec.prior
     parsed = spec._parsed
     assert parsed is not None
@@ -849,7 +848,7 @@ def _resolve_value(spec: PriorSpec, slot: _Slot) -> Any:
 
 @dataclass
 class _Resolved:
-    value: Any  # bmb.Prior, a number, or an LKJ eta
+    value: Any  # _bambi.Prior, a number, or an LKJ eta
     source: str  # "user" or "default"
     spec: PriorSpec | None = None
     basis: str = ""  # where a default came from (the rule and its numbers)
@@ -992,7 +991,7 @@ def _bambi_dict(values: Mapping[_Slot, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for slot, value in values.items():
         if slot.cls == "sd":
-            out[slot.term] = bmb.Prior("Normal", mu=0.0, sigma=value)
+            out[slot.term] = _bambi.Prior("Normal", mu=0.0, sigma=value)
         else:
             out[slot.term] = value
     return out
@@ -1117,15 +1116,15 @@ def brms_default_priors(model: Model, slots: list[_Slot] | None = None) -> dict[
     out: dict[_Slot, Any] = {}
     for slot in slots:
         if slot.cls == "Intercept":
-            out[slot] = bmb.Prior("StudentT", nu=3.0, mu=location, sigma=scale)
+            out[slot] = _bambi.Prior("StudentT", nu=3.0, mu=location, sigma=scale)
         elif slot.cls == "b":
-            out[slot] = bmb.Prior("Flat")
+            out[slot] = _bambi.Prior("Flat")
         elif slot.cls == "sd":
-            out[slot] = bmb.Prior("HalfStudentT", nu=3.0, sigma=scale)
+            out[slot] = _bambi.Prior("HalfStudentT", nu=3.0, sigma=scale)
         elif slot.cls == "cor":
             out[slot] = 1.0
         elif slot.cls == "sigma":
-            out[slot] = bmb.Prior("HalfStudentT", nu=3.0, sigma=sigma_scale)
+            out[slot] = _bambi.Prior("HalfStudentT", nu=3.0, sigma=sigma_scale)
         elif slot.cls in _BRMS_AUX and family in _BRMS_AUX[slot.cls][0]:
             parsed = _parse(_BRMS_AUX[slot.cls][1])
             out[slot] = _bambi_prior(parsed.dist, parsed.args, parsed)
@@ -1303,16 +1302,16 @@ def lmmformula_default_priors(
     if model.link_name == "log":
         rule = replace(rule, intercept=rule.log_link, b=rule.log_link)
 
-    def normal(mu: Any, sigma: Any) -> bmb.Prior:
-        return bmb.Prior("Normal", mu=mu, sigma=sigma, auto_scale=False)
+    def normal(mu: Any, sigma: Any) -> _bambi.Prior:
+        return _bambi.Prior("Normal", mu=mu, sigma=sigma, auto_scale=False)
 
-    def half(sigma: Any) -> bmb.Prior:
+    def half(sigma: Any) -> _bambi.Prior:
         sigma = _squeeze(np.asarray(sigma, dtype=float))
         if rule.sd_dist == "exponential":
-            return bmb.Prior("Exponential", scale=sigma, auto_scale=False)
+            return _bambi.Prior("Exponential", scale=sigma, auto_scale=False)
         if rule.sd_dist == "halfstudent_t":
-            return bmb.Prior("HalfStudentT", nu=3.0, sigma=sigma, auto_scale=False)
-        return bmb.Prior("HalfNormal", sigma=sigma, auto_scale=False)
+            return _bambi.Prior("HalfStudentT", nu=3.0, sigma=sigma, auto_scale=False)
+        return _bambi.Prior("HalfNormal", sigma=sigma, auto_scale=False)
 
     intercept_sd = rule.intercept * s
     intercept_basis = (
@@ -1382,7 +1381,7 @@ def lmmformula_default_priors(
             # scale, not rate: PyMC folds 1 / lam into a constant of the compiled code, while
             # a scale stays a lifted input (the compiled code does not depend on the data)
             text = f"exponential(1 / {_times(rule.sigma, scale)})"
-            value = bmb.Prior("Exponential", scale=rule.sigma * s, auto_scale=False)
+            value = _bambi.Prior("Exponential", scale=rule.sigma * s, auto_scale=False)
             out[slot] = _Default(value, _basis(text, scale))
     return out
 
@@ -1434,7 +1433,7 @@ def _in_force(model: Model, slot: _Slot) -> Any:
         return parent.common_terms[slot.term].prior
     if slot.cls == "sd":
         prior = parent.group_specific_terms[slot.term].prior
-        if isinstance(prior, bmb.Prior) and isinstance(prior.args.get("sigma"), bmb.Prior):
+        if isinstance(prior, _bambi.Prior) and isinstance(prior.args.get("sigma"), _bambi.Prior):
             return prior.args["sigma"]
         return prior
     if slot.cls == "cor":

@@ -105,3 +105,24 @@ def test_the_package_imports_have_no_cycles() -> None:
 
     cyclic = {m for m in graph if m in reach(m)}
     assert not cyclic, sorted(cyclic)
+
+
+def test_only_the_bambi_seam_imports_bambi() -> None:
+    """Bambi is imported by at most three modules (issue 13): the seam ``_bambi`` and, for type
+    hints only, ``_frame``."""
+    import ast
+    from pathlib import Path
+
+    importers = set()
+    for path in Path(lf.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(n.split(".")[0] == "bambi" for n in names):
+                importers.add(path.stem)
+    assert importers <= {"_bambi", "_frame"}, sorted(importers)
