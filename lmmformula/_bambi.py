@@ -744,6 +744,16 @@ def model_keywords() -> set[str]:
     return {n for n, p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
+def parent_name(bambi_model: bmb.Model) -> str:
+    """The name of the family's parameter the linear predictor models (``mu``, ``p``, ...)."""
+    return bambi_model.family.likelihood.parent
+
+
+def parent_component(bambi_model: bmb.Model):
+    """The Bambi component of that parameter (its intercept, common, group and offset terms)."""
+    return bambi_model.parameters[parent_name(bambi_model)]
+
+
 def group_specific_terms(bambi_model: bmb.Model) -> dict:
     """The parent component's group-specific terms (Bambi objects), by name."""
     return dict(bambi_model.parameters[bambi_model.family.likelihood.parent].group_specific_terms)

@@ -1092,12 +1092,13 @@ def check_prior_names(priors: Any, bambi_model: bmb.Model) -> None:
     PriorError
         Naming the unknown key, with close names and the model's terms.
     """
+    from lmmformula import _bambi
     from lmmformula.errors import PriorError
 
     if not isinstance(priors, dict) or not priors:
         return
     parameters = bambi_model.parameters
-    parent = bambi_model.family.likelihood.parent
+    parent = _bambi.parent_name(bambi_model)
     terms = list(parameters[parent].terms)
     auxiliary = [name for name in parameters if name != parent]
     valid = [*terms, *auxiliary]

@@ -279,10 +279,6 @@ def _format_table(table: pd.DataFrame) -> str:
 
 
 # -- helpers on the Bambi model ------------------------------------------------------------
-def _parent(bm) -> str:
-    return bm.family.likelihood.parent
-
-
 def _prior_text(prior: Any) -> str:
     return str(prior) if prior is not None else "?"
 
@@ -450,7 +446,7 @@ def _predict(
         ds = out["posterior_predictive"].to_dataset()
         da = ds[next(iter(ds.data_vars))]
     else:
-        da = out["posterior"].to_dataset()[_parent(bm)]
+        da = out["posterior"].to_dataset()[_bambi.parent_name(bm)]
     da = da.transpose("chain", "draw", ...)
     return np.asarray(da.values, dtype=float).reshape(da.sizes["chain"] * da.sizes["draw"], -1)
 
@@ -469,7 +465,7 @@ def mean_kind(link: str, family: str) -> str:
 
 
 def _kind(bm, family: str) -> str:
-    return mean_kind(bm.family.link[_parent(bm)].name, family)
+    return mean_kind(bm.family.link[_bambi.parent_name(bm)].name, family)
 
 
 def _original_scale(model: Model, option: Any, response: str):
@@ -778,7 +774,7 @@ def _log_outcome(
 
 def _implied_means(bm, prior_all: xr.Dataset, prior: xr.Dataset, draws: int) -> np.ndarray:
     """The mean every prior draw implies at every observed row, ``(draws, rows)``."""
-    parent = _parent(bm)
+    parent = _bambi.parent_name(bm)
     if parent in prior_all and "__obs__" in prior_all[parent].dims:  # computed by PyMC
         da = prior_all[parent].transpose("chain", "draw", ...)
         return np.asarray(da.values, dtype=float).reshape(draws, -1)

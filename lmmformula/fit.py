@@ -544,7 +544,7 @@ class Fit:
     def _predict_draws(self, data, kind, include_group_effects, allow_new_levels, random_seed):
         bm = self.model.bambi
         idata = self.idata.copy()
-        parent = bm.family.likelihood.parent
+        parent = _bambi.parent_name(bm)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)

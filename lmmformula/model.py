@@ -336,7 +336,7 @@ class Model:
 
     @property
     def link_name(self) -> str:
-        parent = self.bambi.family.likelihood.parent
+        parent = _bambi.parent_name(self.bambi)
         return self.bambi.family.link[parent].name
 
     def fit(

@@ -634,11 +634,6 @@ class _Slot:
     support: str  # "real", "positive", "unit", "cor"
 
 
-def _parent(model: Model):
-    bambi_model = model.bambi
-    return bambi_model.parameters[bambi_model.family.likelihood.parent]
-
-
 def _aux_support(model: Model, name: str) -> str:
     default = model.bambi.family.default_priors.get(name)
     dist = getattr(default, "name", None)
@@ -661,7 +656,7 @@ def _is_constant(model: Model, name: str) -> bool:
 
 def _slots(model: Model) -> list[_Slot]:
     """Every parameter a prior can be put on, in the order of the summary table."""
-    parent = _parent(model)
+    parent = _bambi.parent_component(model.bambi)
     out: list[_Slot] = []
     if parent.intercept_term is not None:
         out.append(_Slot("Intercept", "", "", "Intercept", "real"))
@@ -1042,7 +1037,7 @@ def brms_scale_location(model: Model, link: str | None = None) -> tuple[float, f
         location_y = round(float(np.median(y_link)), 1)
         if math.isfinite(location_y):
             location = location_y
-            offset_terms = _parent(model).offset_terms.values()
+            offset_terms = _bambi.parent_component(model.bambi).offset_terms.values()
             offsets = [np.asarray(t.data, dtype=float) for t in offset_terms]
             if offsets:
                 mean_offset = float(np.mean(np.sum(offsets, axis=0)))
@@ -1206,7 +1201,10 @@ def _outcome_scale(model: Model) -> _OutcomeScale | None:
         y = y[:, 0] / y[:, 1]
     elif y.ndim != 1:
         return None
-    offsets = [np.asarray(t.data, dtype=float) for t in _parent(model).offset_terms.values()]
+    offsets = [
+        np.asarray(t.data, dtype=float)
+        for t in _bambi.parent_component(model.bambi).offset_terms.values()
+    ]
     shift = float(np.mean(np.sum(offsets, axis=0))) if offsets else 0.0
     minus = f" - mean(offset) = {_fmt(shift)}" if shift else ""
     if link == "identity":
@@ -1298,7 +1296,7 @@ def lmmformula_default_priors(
     if scale is None:
         return out
     s = scale.scale
-    parent = _parent(model)
+    parent = _bambi.parent_component(model.bambi)
     if model.link_name == "log":
         rule = replace(rule, intercept=rule.log_link, b=rule.log_link)
 
@@ -1410,7 +1408,7 @@ def _mapping_sources(
 ) -> dict[_Slot, str]:
     """Which slots a Bambi dict of priors set (``priors={...}``; the model's own by default)."""
     priors = dict(model.user_priors if mapping is None else mapping)
-    parent_name = model.bambi.family.likelihood.parent
+    parent_name = _bambi.parent_name(model.bambi)
     nested = priors.get(parent_name) if isinstance(priors.get(parent_name), Mapping) else {}
     keys = set(priors) | set(nested)
     out = {}
@@ -1426,7 +1424,7 @@ def _mapping_sources(
 
 def _in_force(model: Model, slot: _Slot) -> Any:
     """The prior Bambi holds for ``slot`` (for ``sd``: the prior on the term's sigma)."""
-    parent = _parent(model)
+    parent = _bambi.parent_component(model.bambi)
     if slot.cls == "Intercept":
         return parent.intercept_term.prior
     if slot.cls == "b":
