@@ -744,6 +744,12 @@ def model_keywords() -> set[str]:
     return {n for n, p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
+def set_priors(bambi_model: bmb.Model, priors: dict) -> None:
+    """Hand resolved priors to a Bambi model that is not built yet (Bambi's ``set_priors``)."""
+    if priors:
+        bambi_model.set_priors(priors=dict(priors))
+
+
 def parent_name(bambi_model: bmb.Model) -> str:
     """The name of the family's parameter the linear predictor models (``mu``, ``p``, ...)."""
     return bambi_model.family.likelihood.parent

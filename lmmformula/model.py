@@ -134,9 +134,11 @@ class Model:
         self.bambi = self._make_bambi(direct)
         check_prior_names(direct, self.bambi)
         check_design(self.bambi, self.translation, self._family_arg, labels=self._prepared.labels)
-        from lmmformula.priors import apply_priors  # lmmformula's defaults, then the user's
+        from lmmformula.priors import resolve_priors  # lmmformula's defaults, then the user's
 
-        apply_priors(self, priors)
+        self.resolved_priors = resolve_priors(self, priors)
+        _bambi.set_priors(self.bambi, self.resolved_priors.bambi_priors)
+        self.block_eta = dict(self.resolved_priors.block_eta)
         self._apply_term_noncentered(self.bambi)
         self.blocks = self._effective_blocks()
         self.bambi.lkj_blocks = dict(self.blocks)

@@ -54,10 +54,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DefaultRule",
     "PriorSpec",
+    "ResolvedPriors",
     "apply_priors",
     "lmmformula_default_priors",
     "prior",
     "prior_summary",
+    "resolve_priors",
 ]
 
 SUMMARY_COLUMNS = ["prior", "class", "coef", "group", "source", "basis"]
@@ -925,11 +927,68 @@ def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resol
     return slots, resolved, by_level
 
 
+@dataclass(frozen=True)
+class ResolvedPriors:
+    """The priors of a model, resolved before it is built: a value the build is handed.
+
+    Attributes
+    ----------
+    bambi_priors : dict
+        Bambi's ``priors`` dict (term or parameter name -> ``bambi.Prior``) for
+        ``set_priors``: lmmformula's, brms' or Bambi's defaults with the user's on top.
+    block_eta : dict of str to float
+        The LKJ shape of the correlated blocks of each grouping factor that a ``cor`` prior
+        names; the others keep the model's ``lkj_eta``.
+    """
+
+    bambi_priors: dict[str, Any]
+    block_eta: dict[str, float]
+
+
+def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
+    """Resolve brms-style priors (or a Bambi dict) against a model's parameters.
+
+    Reads the model (its translation, data and the terms of its Bambi model) and changes
+    nothing: :class:`lmmformula.Model` hands the result to the Bambi seam before the PyMC
+    graph is built, and keeps it as ``Model.resolved_priors``.
+
+    Parameters
+    ----------
+    model : Model
+        The model being constructed (its Bambi model exists, not built).
+    priors : None, PriorSpec, list of PriorSpec, "brms", "bambi", or dict
+        As ``priors=`` of :func:`lmmformula.model`.
+
+    Returns
+    -------
+    ResolvedPriors
+
+    Raises
+    ------
+    PriorError
+        As :func:`apply_priors`.
+    """
+    if isinstance(priors, Mapping):
+        slots = _slots(model)
+        sources = _mapping_sources(model, slots, priors)
+        unnamed = [slot for slot in slots if sources.get(slot) == "default"]
+        defaults = lmmformula_default_priors(model, unnamed)
+        bambi_priors = _bambi_dict({slot: d.value for slot, d in defaults.items()})
+        return ResolvedPriors({**bambi_priors, **dict(priors)}, {})
+    _, resolved, _ = _resolve(model, priors)
+    block_eta = {
+        slot.group: float(res.value) for slot, res in resolved.items() if slot.cls == "cor"
+    }
+    bambi_priors = _bambi_dict({s: r.value for s, r in resolved.items() if s.cls != "cor"})
+    return ResolvedPriors(bambi_priors, block_eta)
+
+
 def apply_priors(model: Model, priors: Any) -> None:
     """Put brms-style priors (or brms' defaults) on a model's Bambi terms.
 
-    Called by :class:`lmmformula.Model` for every model; sets the priors on ``model.bambi``
-    with ``set_priors`` and per-block LKJ shapes in ``model.block_eta``. Parameters that no
+    Changes the model: sets the priors on ``model.bambi`` with ``set_priors`` and per-block LKJ
+    shapes in ``model.block_eta``. :class:`lmmformula.Model` itself uses
+    :func:`resolve_priors`, a value handed to the build, and does not call this. Parameters that no
     prior names get lmmformula's defaults (:func:`lmmformula_default_priors`), brms'
     (``"brms"`` in the list) or keep Bambi's auto-scaled ones (``"bambi"``).
 
@@ -959,22 +1018,10 @@ def apply_priors(model: Model, priors: Any) -> None:
     >>> m.block_eta
     {'Subject': 1.0}
     """
-    if isinstance(priors, Mapping):
-        slots = _slots(model)
-        sources = _mapping_sources(model, slots, priors)
-        unnamed = [slot for slot in slots if sources.get(slot) == "default"]
-        defaults = lmmformula_default_priors(model, unnamed)
-        bambi_priors = _bambi_dict({slot: d.value for slot, d in defaults.items()})
-        model.bambi.set_priors(priors={**bambi_priors, **dict(priors)})
-        return
-    _, resolved, _ = _resolve(model, priors)
-    bambi_priors = {}
-    for slot, res in resolved.items():
-        if slot.cls == "cor":
-            model.block_eta[slot.group] = float(res.value)
-    bambi_priors = _bambi_dict({s: r.value for s, r in resolved.items() if s.cls != "cor"})
-    if bambi_priors:
-        model.bambi.set_priors(priors=bambi_priors)
+    resolved = resolve_priors(model, priors)
+    model.block_eta.update(resolved.block_eta)
+    if resolved.bambi_priors:
+        _bambi.set_priors(model.bambi, resolved.bambi_priors)
     if hasattr(model, "blocks"):  # applied after construction: keep the model consistent
         model.user_priors = priors
         model.blocks = model._effective_blocks()

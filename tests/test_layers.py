@@ -126,3 +126,20 @@ def test_only_the_bambi_seam_imports_bambi() -> None:
             if any(n.split(".")[0] == "bambi" for n in names):
                 importers.add(path.stem)
     assert importers <= {"_bambi", "_frame"}, sorted(importers)
+
+
+def test_priors_are_resolved_to_a_value_that_changes_nothing(sleepstudy) -> None:
+    import copy
+
+    from lmmformula.priors import ResolvedPriors, resolve_priors
+
+    priors = [lf.prior("normal(0, 5)", cls="b"), lf.prior("lkj(4)", cls="cor")]
+    m = lf.model("Reaction ~ Days + (Days|Subject)", sleepstudy, priors=priors)
+    assert isinstance(m.resolved_priors, ResolvedPriors)
+    assert m.resolved_priors.block_eta == {"Subject": 4.0} == m.block_eta
+    assert m.blocks["Subject"].eta == 4.0
+    before = copy.deepcopy((m.block_eta, str(m.bambi)))
+    again = resolve_priors(m, [lf.prior("normal(0, 1)", cls="b"), lf.prior("lkj(9)", cls="cor")])
+    assert again.block_eta == {"Subject": 9.0}
+    assert str(again.bambi_priors["Days"]) == "Normal(mu: 0.0, sigma: 1.0)"
+    assert (m.block_eta, str(m.bambi)) == before  # resolving another set changed nothing
