@@ -744,6 +744,30 @@ def model_keywords() -> set[str]:
     return {n for n, p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
+def pointwise_loglik(bambi_model: bmb.Model, posterior, data, random_seed=None):
+    """Each posterior draw's log-likelihood of the rows of ``data`` (new data allowed; new
+    grouping levels take a fitted level's effects at random, Bambi's ``sample_new_groups``):
+    a DataArray ``(chain, draw, __obs__)``, before any precision weights."""
+    import xarray as xr
+
+    idata = xr.DataTree.from_dict({"posterior": posterior})
+    idata = bambi_model._compute_likelihood_params(
+        idata,
+        data=data,
+        include_group_specific=True,
+        sample_new_groups=True,
+        random_seed=random_seed,
+    )
+    return bambi_model.family.log_likelihood(
+        model=bambi_model, posterior=idata["posterior"].to_dataset(), data=data
+    )
+
+
+def response_values(bambi_model: bmb.Model) -> np.ndarray:
+    """The response as the likelihood sees it, row by row (successes and trials for ``p()``)."""
+    return np.asarray(bambi_model.response_term.data)
+
+
 def set_priors(bambi_model: bmb.Model, priors: dict) -> None:
     """Hand resolved priors to a Bambi model that is not built yet (Bambi's ``set_priors``)."""
     if priors:

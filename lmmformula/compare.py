@@ -10,6 +10,7 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
+from lmmformula import _bambi
 from lmmformula.errors import FitError, ModelError
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def _response(fit: Fit) -> np.ndarray:
     """The values the likelihood is evaluated on, row by row."""
     fit = getattr(fit, "fit", fit)  # a K-fold or reloo result: the fit it cross-validated
     try:
-        values = fit.model.bambi.response_term.data
+        values = _bambi.response_values(fit.model.bambi)
     except AttributeError:  # pragma: no cover - a loaded fit without a Bambi model
         obs = fit.idata["observed_data"].to_dataset()
         values = obs[next(iter(obs.data_vars))].values

@@ -38,6 +38,7 @@ import pandas as pd
 import xarray as xr
 from scipy.special import logsumexp
 
+from lmmformula import _bambi
 from lmmformula.errors import DataError, FitError, LmmFormulaError, ModelError, SamplingWarning
 
 if TYPE_CHECKING:
@@ -188,27 +189,20 @@ def heldout_loglik(fit: Fit, data: pd.DataFrame, random_seed: int | None = None)
     from lmmformula._frame import prepare_new_data
 
     new = prepare_new_data(data, fit.model)
-    bm = fit.model.bambi
-    idata = xr.DataTree.from_dict({"posterior": fit.posterior})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            idata = bm._compute_likelihood_params(
-                idata,
-                data=new,
-                include_group_specific=True,
-                sample_new_groups=True,
-                random_seed=random_seed,
-            )
-            ll = bm.family.log_likelihood(
-                model=bm, posterior=idata["posterior"].to_dataset(), data=new
-            )
+            ll = _bambi.pointwise_loglik(fit.model.bambi, fit.posterior, new, random_seed)
     except LmmFormulaError:
         raise
     except Exception as exc:
         raise DataError(f"the held-out rows cannot be evaluated: {exc}") from exc
-    ll = ll.transpose("chain", "draw", ...)
-    values = np.asarray(ll.values, dtype=float)
+    values = np.asarray(ll.transpose("chain", "draw", ...).values, dtype=float)
+    weights = fit.model.precision_weights()
+    if weights is not None:  # lme4's precision weights of the held-out rows
+        w = new[fit.model.weights].to_numpy(dtype=float)
+        sigma = fit.posterior["sigma"].transpose("chain", "draw").values[:, :, None]
+        values = _bambi.precision_weighted_loglik(values, w, sigma)
     return values.reshape(values.shape[0] * values.shape[1], -1)
 
 

@@ -150,7 +150,7 @@ def plot_shrinkage(fit: Fit, factor: str | None = None, term: str | None = None)
         parts = factor.split(":")
         groups = m.data[parts].astype(str).agg(":".join, axis=1).to_numpy()
     x = m.data[term].to_numpy(dtype=float)
-    y = np.asarray(m.bambi.response_term.data, dtype=float).ravel()
+    y = np.asarray(_bambi.response_values(m.bambi), dtype=float).ravel()
     raw = _no_pooling(x, y, groups, levels)
     pooled = fit.coef()[factor].loc[levels, ["Intercept", term]].to_numpy(dtype=float)
 
@@ -409,7 +409,7 @@ def pp_check(fit: Fit, ndraws: int = 50, random_seed: int | None = None) -> Figu
     rng = np.random.default_rng(random_seed)
     n = min(int(ndraws), rep.shape[0])
     rep = rep[rng.choice(rep.shape[0], size=n, replace=False)]
-    y = np.asarray(fit.model.bambi.response_term.data, dtype=float)
+    y = np.asarray(_bambi.response_values(fit.model.bambi), dtype=float)
     if y.ndim == 2:  # binomial: successes, trials
         y = y[:, 0]
     rep = rep.reshape(n, -1)[:, : y.size]

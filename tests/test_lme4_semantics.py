@@ -222,3 +222,38 @@ def test_interaction_factor_levels_are_the_observed_combinations() -> None:
     prepared = _quiet(prepare_new_data, new, m)
     with pytest.raises(lf.errors.DataError, match="combinations not seen in the fit: 'g01:r1'"):
         stub._check_new_levels(prepared, allow_new_levels=False, include_group_effects=True)
+
+
+def test_held_out_rows_use_the_precision_weights() -> None:
+    """kfold's held-out log-likelihood of a gaussian model with lme4's weights is
+    ``log N(y | mu, sigma / sqrt(w))`` (numpy from prior draws standing in for a posterior)."""
+    import pymc as pm
+    import xarray as xr
+
+    from lmmformula.kfold import heldout_loglik
+
+    data = pd.read_csv(DATA / "sim_weights.csv")
+    m = _quiet(lf.model, "y ~ x + (1|g)", data, weights="w", suffstats=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prior = pm.sample_prior_predictive(
+            draws=40,
+            model=m.pymc_model,
+            var_names=["Intercept", "x", "sigma", "1|g"],
+            random_seed=3,
+        )
+    posterior = prior["prior"].to_dataset()
+    # Bambi's posterior intercept is uncentred: un-centre the prior draws as Bambi does
+    posterior["Intercept"] = posterior["Intercept"] - posterior["x"] * data["x"].mean()
+    fit = Fit(m, xr.DataTree.from_dict({"posterior": posterior}), sampler="prior draws")
+    rows = data.iloc[:25].reset_index(drop=True)
+    got = heldout_loglik(fit, rows, random_seed=1)
+    codes = pd.Categorical(rows["g"], categories=list(posterior["g__factor_dim"].values)).codes
+    post = {k: posterior[k].values.reshape(40, *posterior[k].shape[2:]) for k in posterior}
+    mu = (
+        post["Intercept"][:, None]
+        + post["x"][:, None] * rows["x"].to_numpy()
+        + post["1|g"][:, codes]
+    )
+    sd = post["sigma"][:, None] / np.sqrt(rows["w"].to_numpy())
+    np.testing.assert_allclose(got, stats.norm.logpdf(rows["y"].to_numpy(), mu, sd), rtol=1e-9)
