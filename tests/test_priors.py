@@ -18,8 +18,8 @@ import pytest
 
 import lmmformula as lf
 import lmmformula.priors as priors_module
-from lmmformula.errors import LmmFormulaError, PriorError
 from lmmformula.api import get_prior
+from lmmformula.errors import LmmFormulaError, PriorError
 from lmmformula.priors import PriorSpec, apply_priors, prior, prior_summary
 
 NWO_RESPONSE = "awards | trials(applications)"
