@@ -1286,6 +1286,30 @@ def _times(k: float, s: _OutcomeScale) -> str:
     return unit if k == 1 else f"{_fmt(k)} {unit}"
 
 
+def _sd_of(col: np.ndarray) -> float:
+    return float(np.std(col, ddof=1)) if col.size > 1 else 0.0
+
+
+def _rms_of(col: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(col**2)))
+
+
+def _column_sizes(cols: np.ndarray, size_of, label: str) -> tuple[list[float], list[str]]:
+    """Per column, what a default prior's scale is divided by (its sd or rms; 1 for an
+    indicator or constant column) and how the basis says it."""
+    sizes, texts = [], []
+    for j in range(cols.shape[1]):
+        col = cols[:, j]
+        size = size_of(col)
+        if _is_indicator(col) or not size > 0:
+            sizes.append(1.0)
+            texts.append("indicator")
+        else:
+            sizes.append(size)
+            texts.append(f"{label} = {_fmt(size)}")
+    return sizes, texts
+
+
 def lmmformula_default_priors(
     model: Model, slots: list[_Slot] | None = None, rule: DefaultRule = DEFAULT_RULE
 ) -> dict[_Slot, _Default]:
@@ -1378,16 +1402,8 @@ def lmmformula_default_priors(
                 value = normal(_squeeze(mu), _squeeze(sig))
                 out[slot] = _Default(value, _basis(intercept_basis + ", each level", scale))
                 continue
-            sigmas, parts = [], []
-            for j in range(cols.shape[1]):
-                col = cols[:, j]
-                sd_x = float(np.std(col, ddof=1)) if col.size > 1 else 0.0
-                if _is_indicator(col) or not sd_x > 0:
-                    sigmas.append(rule.b * s)
-                    parts.append("indicator")
-                else:
-                    sigmas.append(rule.b * s / sd_x)
-                    parts.append(f"sd({slot.coef}) = {_fmt(sd_x)}")
+            sizes, parts = _column_sizes(cols, _sd_of, f"sd({slot.coef})")
+            sigmas = [rule.b * s / size for size in sizes]
             unit = _times(rule.b, scale)
             if all(p == "indicator" for p in parts):
                 text = f"normal(0, {unit}): indicator column{'s' if len(parts) > 1 else ''}"
@@ -1405,16 +1421,8 @@ def lmmformula_default_priors(
                 out[slot] = _Default(half(rule.sd * s), _basis(f"{name}({unit})", scale))
                 continue
             cols = _columns(term.predictor)
-            sigmas, texts = [], []
-            for j in range(cols.shape[1]):
-                col = cols[:, j]
-                rms = float(np.sqrt(np.mean(col**2)))
-                if _is_indicator(col) or not rms > 0:
-                    sigmas.append(rule.sd * s)
-                    texts.append("indicator")
-                else:
-                    sigmas.append(rule.sd * s / rms)
-                    texts.append(f"rms({slot.coef}) = {_fmt(rms)}")
+            sizes, texts = _column_sizes(cols, _rms_of, f"rms({slot.coef})")
+            sigmas = [rule.sd * s / size for size in sizes]
             if all(t == "indicator" for t in texts):
                 text = f"{name}({unit}): indicator column{'s' if len(texts) > 1 else ''}"
             elif len(texts) == 1:
