@@ -515,13 +515,17 @@ class _PrecisionWeightedResponse(_BambiResponseTerm):
 def precision_weighted_loglik(loglik, weights, sigma):
     """Turn Bambi's unweighted gaussian pointwise log-likelihood into the precision-weighted
     one: ``log N(y | mu, sigma / sqrt(w)) = w * log N(y | mu, sigma)
-    + (w - 1) * (log(2 pi) / 2 + log sigma) + log(w) / 2``. Arrays broadcast (``sigma`` per
-    draw, ``weights`` per row)."""
-    return (
-        weights * loglik
-        + (weights - 1.0) * (0.5 * np.log(2 * np.pi) + np.log(sigma))
-        + 0.5 * np.log(weights)
-    )
+    + (w - 1) * (log(2 pi) / 2 + log sigma) + log(w) / 2``.
+
+    ``loglik`` is a DataArray ``(chain, draw, obs)``, ``sigma`` the posterior's
+    ``(chain, draw)`` sigma and ``weights`` one number per row; the result has ``loglik``'s
+    dims and coordinates."""
+    import xarray as xr
+
+    obs = [d for d in loglik.dims if d not in ("chain", "draw")]
+    w = xr.DataArray(np.asarray(weights, dtype=float), dims=obs)
+    out = w * loglik + (w - 1.0) * (0.5 * np.log(2 * np.pi) + np.log(sigma)) + 0.5 * np.log(w)
+    return out.transpose(*loglik.dims)
 
 
 class _LkjPyMCModel(PyMCModel):

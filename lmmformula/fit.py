@@ -10,7 +10,6 @@ import gc
 import time
 import warnings
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from lmmformula import _bambi
-from lmmformula._text import column_format, format_number
+from lmmformula._text import column_format
 from lmmformula._text import term_label as _pretty_term
 from lmmformula.errors import DataError, LmmFormulaError, ModelError, SamplingWarning
 
@@ -150,10 +149,6 @@ class Summary:
         return f'<pre style="font-family: monospace">{text}</pre>'
 
     __repr__ = __str__
-
-
-_fmt_number = partial(format_number, notation="fixed")
-"""One number as the summary prints it alone (a column shares :func:`column_format`)."""
 
 
 class Fit:
@@ -615,18 +610,7 @@ class Fit:
             ll = xr.concat(parts, dim="draw")
             weights = self.model.precision_weights()
             if weights is not None:
-                sigma = post["sigma"]
-                ll = ll.map(
-                    lambda da: xr.DataArray(
-                        _bambi.precision_weighted_loglik(
-                            da.transpose("chain", "draw", ...).values,
-                            weights,
-                            sigma.transpose("chain", "draw").values[:, :, None],
-                        ),
-                        dims=da.transpose("chain", "draw", ...).dims,
-                        coords=da.transpose("chain", "draw", ...).coords,
-                    )
-                )
+                ll = ll.map(_bambi.precision_weighted_loglik, args=(weights, post["sigma"]))
             self.idata["log_likelihood"] = ll
         ll = self.idata["log_likelihood"].to_dataset()
         return ll[next(iter(ll.data_vars))]

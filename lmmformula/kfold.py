@@ -197,12 +197,10 @@ def heldout_loglik(fit: Fit, data: pd.DataFrame, random_seed: int | None = None)
         raise
     except Exception as exc:
         raise DataError(f"the held-out rows cannot be evaluated: {exc}") from exc
-    values = np.asarray(ll.transpose("chain", "draw", ...).values, dtype=float)
-    weights = fit.model.precision_weights()
-    if weights is not None:  # lme4's precision weights of the held-out rows
+    if fit.model.precision_weights() is not None:  # lme4's weights of the held-out rows
         w = new[fit.model.weights].to_numpy(dtype=float)
-        sigma = fit.posterior["sigma"].transpose("chain", "draw").values[:, :, None]
-        values = _bambi.precision_weighted_loglik(values, w, sigma)
+        ll = _bambi.precision_weighted_loglik(ll, w, fit.posterior["sigma"])
+    values = np.asarray(ll.transpose("chain", "draw", ...).values, dtype=float)
     return values.reshape(values.shape[0] * values.shape[1], -1)
 
 

@@ -257,3 +257,34 @@ def test_held_out_rows_use_the_precision_weights() -> None:
     )
     sd = post["sigma"][:, None] / np.sqrt(rows["w"].to_numpy())
     np.testing.assert_allclose(got, stats.norm.logpdf(rows["y"].to_numpy(), mu, sd), rtol=1e-9)
+
+
+def test_pointwise_log_likelihood_uses_the_precision_weights() -> None:
+    """``Fit.log_likelihood`` (LOO's input) of a gaussian model with lme4's weights is
+    ``log N(y | mu, sigma / sqrt(w))`` row by row (numpy, prior draws as the posterior)."""
+    import pymc as pm
+    import xarray as xr
+
+    data = pd.read_csv(DATA / "sim_weights.csv")
+    m = _quiet(lf.model, "y ~ x + (1|g)", data, weights="w")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prior = pm.sample_prior_predictive(
+            draws=30,
+            model=m.pymc_model,
+            var_names=["Intercept", "x", "sigma", "1|g"],
+            random_seed=4,
+        )
+    posterior = prior["prior"].to_dataset()
+    posterior["Intercept"] = posterior["Intercept"] - posterior["x"] * data["x"].mean()
+    fit = Fit(m, xr.DataTree.from_dict({"posterior": posterior}), sampler="prior draws")
+    got = fit.log_likelihood().transpose("chain", "draw", ...).values.reshape(30, -1)
+    codes = pd.Categorical(data["g"], categories=list(posterior["g__factor_dim"].values)).codes
+    post = {k: posterior[k].values.reshape(30, *posterior[k].shape[2:]) for k in posterior}
+    mu = (
+        post["Intercept"][:, None]
+        + post["x"][:, None] * data["x"].to_numpy()
+        + post["1|g"][:, codes]
+    )
+    sd = post["sigma"][:, None] / np.sqrt(data["w"].to_numpy())
+    np.testing.assert_allclose(got, stats.norm.logpdf(data["y"].to_numpy(), mu, sd), rtol=1e-9)
