@@ -628,6 +628,12 @@ class _LkjPyMCModel(PyMCModel):
             logp = logp + 0.5 * float(np.sum(np.log(weights)))
         pm.Potential(f"{response}_suffstats", logp)
 
+    @property
+    def row_wise(self) -> bool:
+        """Whether the graph has Bambi's row-by-row response (not sufficient statistics, no
+        integrated-out intercept)."""
+        return not (self.suffstats or self.marginal)
+
     def _clean_results(self, idata, omit_offsets, include_response_params):
         drop = internal_var_names(self.blocks)
         posterior = as_dataset(idata["posterior"])
@@ -708,8 +714,7 @@ class LkjBambiModel(bmb.Model):
         """A backend whose graph has Bambi's n-sized response (built afresh when the model
         samples on sufficient statistics, otherwise the model's own backend)."""
         self._check_built()
-        backend = self.backend  # issue 14: a marginal model's graph has no row-wise response
-        if not (getattr(backend, "suffstats", False) or getattr(backend, "marginal", None)):
+        if getattr(self.backend, "row_wise", True):
             return self.backend
         backend = _LkjPyMCModel(self.lkj_blocks, self.lkj_eta, suffstats=False)
         backend.build(self)
@@ -718,8 +723,7 @@ class LkjBambiModel(bmb.Model):
     def prior_predictive(self, draws=500, var_names=None, omit_offsets=True, random_seed=None):
         """Bambi's ``prior_predictive``; on a sufficient-statistics model the draws come from a
         full-data graph, so the response is drawn row by row as usual."""
-        backend = self.backend  # issue 14: a marginal model's graph has no row-wise response
-        if not (getattr(backend, "suffstats", False) or getattr(backend, "marginal", None)):
+        if getattr(self.backend, "row_wise", True):
             return super().prior_predictive(draws, var_names, omit_offsets, random_seed)
         backend = self.backend
         try:

@@ -172,8 +172,7 @@ def _is_fit(obj: Any) -> bool:
 
 def refit(task: RefitTask) -> Fit:
     """Build the model of ``task`` on its training rows and sample it (in this process)."""
-    spec = dict(task.model_spec)
-    m = task.model_class.from_spec(spec, task.train, copy.deepcopy(spec.get("priors")))
+    m = task.model_class.from_spec(task.model_spec, task.train)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sampling problems are reported once, by the caller
         return m.fit(random_seed=task.seed, **task.fit_settings)

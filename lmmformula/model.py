@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Mapping
@@ -216,12 +217,7 @@ class Model:
         return self.data[self.weights].to_numpy(dtype=float)
 
     def _make_bambi(self, priors: dict | None) -> _bambi.LkjBambiModel:
-        blocks = {}
-        for key, terms in self.translation.correlated.items():
-            factor = self.translation.block_factor(key)
-            blocks[key] = _bambi.BlockSpec(
-                factor, tuple(terms), self.noncentered.get(factor, True), key=key
-            )
+        blocks = self._block_specs(sized=False)
         kwargs = dict(self.bambi_kwargs)
         namespace = bambi_namespace()
         namespace.update(kwargs.pop("extra_namespace", None) or {})
@@ -264,17 +260,23 @@ class Model:
                 prior.noncentered = self.noncentered.get(factor, True)
 
     def _effective_blocks(self) -> dict[str, _bambi.BlockSpec]:
+        return self._block_specs(sized=True)
+
+    def _block_specs(self, sized: bool) -> dict[str, _bambi.BlockSpec]:
+        """The correlated blocks of the translation; with ``sized``, only those spanning two
+        or more columns (which needs the Bambi model), with their LKJ shapes."""
         blocks = {}
         for key, terms in self.translation.correlated.items():
-            if _bambi.block_size(self.bambi, tuple(terms)) > 1:
-                factor = self.translation.block_factor(key)
-                blocks[key] = _bambi.BlockSpec(
-                    factor,
-                    tuple(terms),
-                    self.noncentered.get(factor, True),
-                    self.block_eta.get(factor),
-                    key=key,
-                )
+            if sized and _bambi.block_size(self.bambi, tuple(terms)) < 2:
+                continue
+            factor = self.translation.block_factor(key)
+            blocks[key] = _bambi.BlockSpec(
+                factor,
+                tuple(terms),
+                self.noncentered.get(factor, True),
+                self.block_eta.get(factor) if sized else None,
+                key=key,
+            )
         return blocks
 
     def _choose_likelihood(self, suffstats: bool | str) -> tuple[str, str]:
@@ -403,9 +405,8 @@ class Model:
         Examples
         --------
         >>> import lmmformula as lf
-        >>> m = lf.model("y ~ x + (1|g) + (0 + f|g)", lf.datasets.simulated_factor_data())
-        ... # doctest: +SKIP
-        >>> [len(cols) for _, cols in m.design().blocks]  # doctest: +SKIP
+        >>> m = lf.model("strength ~ 1 + (1|batch) + (0 + cask|batch)", lf.load_dataset("pastes"))
+        >>> [len(cols) for _, cols in m.design().blocks]  # the intercept, and all 3 casks
         [1, 3]
         """
         from lmmformula.design import design
@@ -442,12 +443,14 @@ class Model:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], data: Any, priors: Any = None) -> Model:
-        """Rebuild a model from :meth:`spec` (plus ``bambi_kwargs``) on ``data``, whose rows are
-        complete already (used by ``load_fit`` and by refits)."""
+        """Rebuild a model from :meth:`spec` (plus ``bambi_kwargs`` and ``priors``, which
+        ``priors=`` overrides) on ``data``, whose rows are complete already (used by
+        ``load_fit`` and by refits)."""
         spec = dict(spec)
         bambi_kwargs = dict(spec.pop("bambi_kwargs", None) or {})
         formula, family = spec.pop("formula"), spec.pop("family")
-        spec.pop("priors", None)
+        stored = spec.pop("priors", None)
+        priors = copy.deepcopy(stored) if priors is None else priors
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MissingDataWarning)
             return cls(formula, data, family, priors, **spec, **bambi_kwargs)
