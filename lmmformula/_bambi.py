@@ -309,7 +309,7 @@ def block_column_labels(block_terms) -> list[str]:
 
 def block_size(bambi_model: bmb.Model, terms: tuple[str, ...]) -> int:
     """Number of columns a block of terms spans (1 means no correlation to model)."""
-    gs = bambi_model.parameters[bambi_model.family.likelihood.parent].group_specific_terms
+    gs = parent_component(bambi_model).group_specific_terms
     return sum(_term_columns(gs[name])[0] for name in terms)
 
 
@@ -794,16 +794,16 @@ def parent_component(bambi_model: bmb.Model):
 
 def group_specific_terms(bambi_model: bmb.Model) -> dict:
     """The parent component's group-specific terms (Bambi objects), by name."""
-    return dict(bambi_model.parameters[bambi_model.family.likelihood.parent].group_specific_terms)
+    return dict(parent_component(bambi_model).group_specific_terms)
 
 
 def common_terms(bambi_model: bmb.Model) -> dict:
     """The parent component's common (population-level) terms, by name."""
-    return dict(bambi_model.parameters[bambi_model.family.likelihood.parent].common_terms)
+    return dict(parent_component(bambi_model).common_terms)
 
 
 def intercept_term(bambi_model: bmb.Model):
-    return bambi_model.parameters[bambi_model.family.likelihood.parent].intercept_term
+    return parent_component(bambi_model).intercept_term
 
 
 @dataclass
@@ -880,8 +880,7 @@ def suffstats_unsupported(bambi_model: bmb.Model) -> str | None:
 
 def _suffstats_inputs(bambi_model: bmb.Model):
     """``(y - offsets, fixed design as it enters the linear predictor, group columns)``."""
-    parent = bambi_model.family.likelihood.parent
-    component = bambi_model.parameters[parent]
+    component = parent_component(bambi_model)
     y = np.asarray(np.squeeze(bambi_model.response_term.data), dtype=float)
     for offset in component.offset_terms.values():
         y = y - np.asarray(offset.data, dtype=float).squeeze()
@@ -920,7 +919,7 @@ def suffstats_data(bambi_model: bmb.Model, y) -> dict[str, np.ndarray]:
     sufficient-statistics model built with ``lkj_suffstats_shared = True``; pass them to
     ``compiled.with_data(**updates)`` of a nutpie-compiled model."""
     _, x, groups = _suffstats_inputs(bambi_model)
-    component = bambi_model.parameters[bambi_model.family.likelihood.parent]
+    component = parent_component(bambi_model)
     y = np.asarray(y, dtype=float).reshape(-1)
     for offset in component.offset_terms.values():
         y = y - np.asarray(offset.data, dtype=float).squeeze()
@@ -959,7 +958,7 @@ class DesignParts:
 
 def design_parts(bambi_model: bmb.Model) -> DesignParts:
     """The design matrices of a Bambi model's parent component (no PyMC graph needed)."""
-    component = bambi_model.parameters[bambi_model.family.likelihood.parent]
+    component = parent_component(bambi_model)
     design = component.design
     n = len(bambi_model.data)
     xs, x_columns, offsets = [], [], []
