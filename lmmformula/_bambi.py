@@ -309,7 +309,7 @@ def block_column_labels(block_terms) -> list[str]:
 
 def block_size(bambi_model: bmb.Model, terms: tuple[str, ...]) -> int:
     """Number of columns a block of terms spans (1 means no correlation to model)."""
-    gs = parent_component(bambi_model).group_specific_terms
+    gs = group_specific_terms(bambi_model)
     return sum(_term_columns(gs[name])[0] for name in terms)
 
 
@@ -339,98 +339,121 @@ def _sd_dist(sd_priors: list[tuple[Prior, int]]):
     return pm.CustomDist.dist(*params, dist=generate, ndim_supp=1, class_name="BlockSD")
 
 
+def _build_block(
+    pymc_backend, spec: BlockSpec, terms: dict, eta: float
+) -> dict[str, pt.TensorVariable]:
+    """One correlated block as one ``LKJCholeskyCov``: the coefficients of its terms (of
+    any component: brms' ``|ID|`` joins terms of several formulas), by term name."""
+    model = pymc_backend.model
+    block_terms = [terms[name] for name in spec.terms]
+    for term in block_terms:
+        for name, values in _BambiGroupSpecificTerm(term, spec.noncentered).coords.items():
+            if name not in model.coords:
+                model.add_coords({name: values})
+    group_sizes = {len(t.groups) for t in block_terms}
+    if len(group_sizes) != 1:  # pragma: no cover - a Bambi invariant
+        raise ModelError(f"terms of the block on {spec.factor!r} disagree on the groups")
+
+    sd_priors: list[tuple[Prior, int]] = []
+    means: list[np.ndarray] = []
+    slices: dict[str, slice] = {}
+    start = 0
+    for term in block_terms:
+        name = term.alias or term.name
+        prior = term.prior
+        if not isinstance(prior, Prior) or prior.name != "Normal":
+            raise PriorError(
+                f"the group-level term {name!r} is in a correlated block, which needs a "
+                f"Normal prior with a prior on its sigma; got {prior}. Give it "
+                "Prior('Normal', mu=0, sigma=Prior('HalfNormal', sigma=...)), or write "
+                "the term with '||' to keep it uncorrelated."
+            )
+        sigma_prior = prior.args.get("sigma")
+        if not isinstance(sigma_prior, Prior):
+            raise PriorError(
+                f"the sigma of the group-level term {name!r} must have a prior (a Prior), "
+                f"got {sigma_prior!r}."
+            )
+        mu = prior.args.get("mu", 0.0)
+        if isinstance(mu, Prior):
+            raise PriorError(
+                f"a prior on the mean of the group-level term {name!r} is not supported in "
+                "a correlated block; give a fixed mean (usually 0)."
+            )
+        ncol, _ = _term_columns(term)
+        sd_priors.append((sigma_prior, ncol))
+        means.append(np.broadcast_to(np.asarray(mu, dtype=float), (ncol,)))
+        slices[name] = slice(start, start + ncol)
+        start += ncol
+
+    size = start
+    labels = block_column_labels(block_terms)
+    factor_dim = f"{spec.factor}__factor_dim"
+    row_dim, col_dim = spec.dims
+    model.add_coords({row_dim: labels, col_dim: labels})
+
+    chol, corr, stds = pm.LKJCholeskyCov(
+        spec.chol_name,
+        n=size,
+        eta=eta if spec.eta is None else spec.eta,
+        sd_dist=_sd_dist(sd_priors),
+        compute_corr=True,
+        store_in_trace=False,
+    )
+    pm.Deterministic(spec.corr_name, corr, dims=(row_dim, col_dim))
+    mean = np.concatenate(means)
+    has_mean = bool(np.any(mean != 0))
+
+    if spec.noncentered:
+        z = pm.Normal(spec.offset_name, mu=0.0, sigma=1.0, dims=(factor_dim, row_dim))
+        coefs = pt.dot(z, chol.T)
+        if has_mean:
+            coefs = coefs + mean
+    else:
+        coefs = pm.MvNormal(spec.centered_name, mu=mean, chol=chol, dims=(factor_dim, row_dim))
+
+    out = {}
+    for term in block_terms:
+        name = term.alias or term.name
+        sl = slices[name]
+        sigma_key = term.hyperprior_alias.get("sigma", "sigma")
+        term_dims = list(_BambiGroupSpecificTerm(term, spec.noncentered).coords)
+        expr_dims = [d for d in term_dims if not d.endswith("__factor_dim")]
+        if sl.stop - sl.start == 1 and not expr_dims:
+            out[name] = pm.Deterministic(name, coefs[:, sl.start], dims=term_dims)
+            pm.Deterministic(f"{name}_{sigma_key}", stds[sl.start])
+        else:
+            out[name] = pm.Deterministic(name, coefs[:, sl], dims=term_dims)
+            pm.Deterministic(f"{name}_{sigma_key}", stds[sl], dims=expr_dims)
+    return out
+
+
+class _Blocks:
+    """The correlated blocks of a model, each built once, when the first component that has
+    one of its terms builds its group-specific terms."""
+
+    def __init__(self, specs: dict[str, BlockSpec], eta: float) -> None:
+        self.specs = specs
+        self.eta = eta
+        self.coefs: dict[str, pt.TensorVariable] = {}
+        self.of_term = {name: key for key, spec in specs.items() for name in spec.terms}
+
+    def coef(self, name: str, pymc_backend, bmb_model) -> pt.TensorVariable:
+        if name not in self.coefs:
+            spec = self.specs[self.of_term[name]]
+            terms = group_specific_terms(bmb_model)
+            self.coefs.update(_build_block(pymc_backend, spec, terms, self.eta))
+        return self.coefs[name]
+
+
 class _LkjDistributionalComponent(DistributionalComponent):
     """Bambi's distributional component with correlated blocks built jointly."""
 
-    def __init__(
-        self, component, blocks: dict[str, BlockSpec], eta: float, marginal: str | None = None
-    ):
+    def __init__(self, component, blocks: _Blocks, marginal: str | None = None):
         super().__init__(component)
         self.blocks = blocks
-        self.eta = eta
         self.marginal = marginal  # issue 14: a (1|g) integrated out (lmmformula._marginal)
         self.marginal_sigma = None
-
-    def _build_block(self, pymc_backend, spec: BlockSpec) -> dict[str, pt.TensorVariable]:
-        terms = self.component.group_specific_terms
-        model = pymc_backend.model
-        block_terms = [terms[name] for name in spec.terms]
-        group_sizes = {len(t.groups) for t in block_terms}
-        if len(group_sizes) != 1:  # pragma: no cover - a Bambi invariant
-            raise ModelError(f"terms of the block on {spec.factor!r} disagree on the groups")
-
-        sd_priors: list[tuple[Prior, int]] = []
-        means: list[np.ndarray] = []
-        slices: dict[str, slice] = {}
-        start = 0
-        for term in block_terms:
-            name = term.alias or term.name
-            prior = term.prior
-            if not isinstance(prior, Prior) or prior.name != "Normal":
-                raise PriorError(
-                    f"the group-level term {name!r} is in a correlated block, which needs a "
-                    f"Normal prior with a prior on its sigma; got {prior}. Give it "
-                    "Prior('Normal', mu=0, sigma=Prior('HalfNormal', sigma=...)), or write "
-                    "the term with '||' to keep it uncorrelated."
-                )
-            sigma_prior = prior.args.get("sigma")
-            if not isinstance(sigma_prior, Prior):
-                raise PriorError(
-                    f"the sigma of the group-level term {name!r} must have a prior (a Prior), "
-                    f"got {sigma_prior!r}."
-                )
-            mu = prior.args.get("mu", 0.0)
-            if isinstance(mu, Prior):
-                raise PriorError(
-                    f"a prior on the mean of the group-level term {name!r} is not supported in "
-                    "a correlated block; give a fixed mean (usually 0)."
-                )
-            ncol, _ = _term_columns(term)
-            sd_priors.append((sigma_prior, ncol))
-            means.append(np.broadcast_to(np.asarray(mu, dtype=float), (ncol,)))
-            slices[name] = slice(start, start + ncol)
-            start += ncol
-
-        size = start
-        labels = block_column_labels(block_terms)
-        factor_dim = f"{spec.factor}__factor_dim"
-        row_dim, col_dim = spec.dims
-        model.add_coords({row_dim: labels, col_dim: labels})
-
-        chol, corr, stds = pm.LKJCholeskyCov(
-            spec.chol_name,
-            n=size,
-            eta=self.eta if spec.eta is None else spec.eta,
-            sd_dist=_sd_dist(sd_priors),
-            compute_corr=True,
-            store_in_trace=False,
-        )
-        pm.Deterministic(spec.corr_name, corr, dims=(row_dim, col_dim))
-        mean = np.concatenate(means)
-        has_mean = bool(np.any(mean != 0))
-
-        if spec.noncentered:
-            z = pm.Normal(spec.offset_name, mu=0.0, sigma=1.0, dims=(factor_dim, row_dim))
-            coefs = pt.dot(z, chol.T)
-            if has_mean:
-                coefs = coefs + mean
-        else:
-            coefs = pm.MvNormal(spec.centered_name, mu=mean, chol=chol, dims=(factor_dim, row_dim))
-
-        out = {}
-        for term in block_terms:
-            name = term.alias or term.name
-            sl = slices[name]
-            sigma_key = term.hyperprior_alias.get("sigma", "sigma")
-            term_dims = list(_BambiGroupSpecificTerm(term, spec.noncentered).coords)
-            expr_dims = [d for d in term_dims if not d.endswith("__factor_dim")]
-            if sl.stop - sl.start == 1 and not expr_dims:
-                out[name] = pm.Deterministic(name, coefs[:, sl.start], dims=term_dims)
-                pm.Deterministic(f"{name}_{sigma_key}", stds[sl.start])
-            else:
-                out[name] = pm.Deterministic(name, coefs[:, sl], dims=term_dims)
-                pm.Deterministic(f"{name}_{sigma_key}", stds[sl], dims=expr_dims)
-        return out
 
     def build_group_specific_terms(self, pymc_backend, bmb_model):
         """Bambi's ``build_group_specific_terms`` with correlated blocks built jointly."""
@@ -438,20 +461,17 @@ class _LkjDistributionalComponent(DistributionalComponent):
             return
 
         as_multivariate = isinstance(bmb_model.family, (MultivariateFamily, Categorical))
-        if as_multivariate and self.blocks:
+        if as_multivariate and self.blocks.specs:
             raise ModelError(
                 f"correlated group-level blocks are not available for the "
                 f"{bmb_model.family.name!r} family; write the terms with '||' (uncorrelated)."
             )
 
-        block_coefs: dict[str, pt.TensorVariable] = {}
         noncentered_default = noncentered_default_for(bmb_model, self.component.name)
         for term in self.component.group_specific_terms.values():
             for name, values in _BambiGroupSpecificTerm(term, noncentered_default).coords.items():
                 if name not in pymc_backend.model.coords:
                     pymc_backend.model.add_coords({name: values})
-        for spec in self.blocks.values():
-            block_coefs.update(self._build_block(pymc_backend, spec))
 
         coefs, columns, predictors, group_indexes = [], [], [], []
         for key, term in self.component.group_specific_terms.items():
@@ -459,8 +479,8 @@ class _LkjDistributionalComponent(DistributionalComponent):
             if key == self.marginal:  # issue 14: only its sd; the effects are integrated out
                 self.marginal_sigma = _marginal_sigma(term, noncentered_default)
                 continue
-            if name in block_coefs:
-                coefs.append(block_coefs[name])
+            if name in self.blocks.of_term:
+                coefs.append(self.blocks.coef(name, pymc_backend, bmb_model))
             else:
                 coefs.append(_BambiGroupSpecificTerm(term, noncentered_default).build(bmb_model))
             columns.append(term.data)
@@ -559,13 +579,10 @@ class _LkjPyMCModel(PyMCModel):
             for name, component in spec.marginal_parameters.items():
                 self.components[name] = ConstantComponent(component)
                 self.components[name].build(self, spec)
+            blocks = _Blocks(self.blocks, self.eta)
             for name, component in spec.conditional_parameters.items():
-                if name == parent:
-                    built = _LkjDistributionalComponent(
-                        component, self.blocks, self.eta, self.marginal
-                    )
-                else:
-                    built = DistributionalComponent(component)
+                marginal = self.marginal if name == parent else None
+                built = _LkjDistributionalComponent(component, blocks, marginal)
                 self.components[name] = built
                 built.build(self, spec)
             weights = getattr(spec, "lkj_precision_weights", None)
@@ -691,6 +708,8 @@ class LkjBambiModel(bmb.Model):
         self.lkj_suffstats = bool(suffstats)
         self.lkj_suffstats_shared = False
         self.lkj_marginal: str | None = None  # issue 14: set by lmmformula.model.Model
+        if isinstance(formula, tuple):  # brms' bf(): the main formula, then one per dpar
+            formula = bmb.Formula(*formula)
         with r_bar_coding(bars):
             super().__init__(formula, data, **kwargs)
         name = self.response_term.name
@@ -793,8 +812,43 @@ def parent_component(bambi_model: bmb.Model):
 
 
 def group_specific_terms(bambi_model: bmb.Model) -> dict:
-    """The parent component's group-specific terms (Bambi objects), by name."""
+    """The group-specific terms (Bambi objects) of every component, by name: the parent's
+    under their keys (``1|g``), a distributional parameter's under Bambi's prefixed names
+    (``sigma_1|g``)."""
+    out = dict(parent_component(bambi_model).group_specific_terms)
+    for component in dpar_components(bambi_model).values():
+        for term in component.group_specific_terms.values():
+            out[term.alias or term.name] = term
+    return out
+
+
+def parent_group_specific_terms(bambi_model: bmb.Model) -> dict:
+    """The parent component's group-specific terms only, by Bambi key."""
     return dict(parent_component(bambi_model).group_specific_terms)
+
+
+def dpar_components(bambi_model: bmb.Model) -> dict:
+    """The components of the distributional parameters modelled by a formula (``sigma`` in
+    ``bf(y ~ x, sigma ~ z)``), by parameter name, in formula order."""
+    parent = parent_name(bambi_model)
+    return {n: c for n, c in bambi_model.conditional_parameters.items() if n != parent}
+
+
+def family_parameters(family) -> tuple[str, tuple[str, ...]]:
+    """The parameter a family's linear predictor models and its other (distributional)
+    parameters: ``("mu", ("sigma",))`` for the gaussian family. ``family`` is a name of a
+    Bambi family or a ``bambi.Family``."""
+    if isinstance(family, str):
+        from bambi.defaults.families import get_builtin_family
+
+        family = get_builtin_family(family)
+    likelihood = family.likelihood
+    return likelihood.parent, tuple(p for p in likelihood.params if p != likelihood.parent)
+
+
+def dpar_link(bambi_model: bmb.Model, dpar: str) -> str:
+    """The link of a distributional parameter's formula (``log`` for sigma)."""
+    return bambi_model.family.link[dpar].name
 
 
 def common_terms(bambi_model: bmb.Model) -> dict:
@@ -1007,7 +1061,7 @@ def marginal_candidates(bambi_model: bmb.Model) -> dict[str, _marginal.MarginalT
         return {}
     in_blocks = {t for spec in getattr(bambi_model, "lkj_blocks", {}).values() for t in spec.terms}
     out = {}
-    for key, term in group_specific_terms(bambi_model).items():
+    for key, term in parent_group_specific_terms(bambi_model).items():
         name = term.alias or key
         if key in in_blocks or name in in_blocks or not name.startswith("1|"):
             continue
@@ -1087,7 +1141,7 @@ def marginal_level_sums(bambi_model: bmb.Model, posterior, key: str) -> np.ndarr
     term): (chain * draw, J), from the uncentred posterior through sparse level sums."""
     draws = _marginal.draws
     parts = design_parts(bambi_model)
-    term = group_specific_terms(bambi_model)[key]
+    term = parent_group_specific_terms(bambi_model)[key]
     index = np.asarray(term.group_index)
     n, n_levels = index.size, len(term.groups)
     a = sp.sparse.csr_matrix((np.ones(n), (index, np.arange(n))), shape=(n_levels, n))
@@ -1119,7 +1173,7 @@ def add_marginal_effect_draws(posterior, bambi_model: bmb.Model, key: str):
     """The posterior with ``1|g`` drawn from its exact conditional given each draw."""
     import xarray as xr
 
-    term = group_specific_terms(bambi_model)[key]
+    term = parent_group_specific_terms(bambi_model)[key]
     found = marginal_candidates(bambi_model)[key]
     counts = np.bincount(np.asarray(term.group_index), minlength=len(term.groups))
     effects = _marginal.draw_effects(

@@ -203,11 +203,14 @@ class Model:
             return None
         return "precision" if self.family == "gaussian" else "likelihood"
 
-    def _bambi_formula(self) -> str:
+    def _bambi_formula(self) -> str | tuple[str, ...]:
+        """The Bambi formula; with brms' ``bf()``, the main formula and one per parameter."""
         formula = self.translation.bambi_formula
         if self.weights_kind == "likelihood":
             lhs, rhs = formula.split("~", 1)
             formula = f"weighted({lhs.strip()}, {self.weights}) ~{rhs}"
+        if self.translation.dpar_formulas:
+            return (formula, *self.translation.dpar_formulas.values())
         return formula
 
     def precision_weights(self) -> np.ndarray | None:

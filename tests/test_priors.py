@@ -476,7 +476,7 @@ def test_ozone_4_correlated_block(ozone):
 def test_summary_defaults_are_read_from_the_bambi_terms(ozone):
     model = make("log_ozone ~ TEMP + (TEMP|station)", ozone)
     table = prior_summary(model)
-    assert list(table.columns) == ["prior", "class", "coef", "group", "source", "basis"]
+    assert list(table.columns) == ["prior", "class", "coef", "group", "dpar", "source", "basis"]
     assert set(table["source"]) == {"default"}
     assert [tuple(r) for r in table[["class", "coef", "group"]].values] == [
         ("Intercept", "", ""),
