@@ -92,6 +92,7 @@ __all__ = [
     "Token",
     "Translation",
     "bambi_namespace",
+    "bf",
     "expand_double_verts",
     "expand_nested",
     "find_bars",
@@ -1749,6 +1750,55 @@ def _brms_intercept(
         "ordinary population-level effect (predictors not centred; priors of class b apply)."
     )
     return "1" + "".join(rest), True
+
+
+def bf(formula: str, **dpars: str) -> str:
+    """brms' ``bf()`` in Python: the main formula and one formula per distributional parameter.
+
+    Parameters
+    ----------
+    formula : str
+        The main formula, e.g. ``"y ~ x + (1|p|g)"``.
+    **dpars : str
+        Per distributional parameter of the family, its right side (``sigma="z + (1|p|g)"``)
+        or its whole formula (``sigma="sigma ~ z"``).
+
+    Returns
+    -------
+    str
+        The formula string ``"bf(y ~ x + (1|p|g), sigma ~ z + (1|p|g))"``, accepted wherever a
+        formula is.
+
+    Examples
+    --------
+    >>> bf("y ~ x + (1|p|g)", sigma="z + (1|p|g)")
+    'bf(y ~ x + (1|p|g), sigma ~ z + (1|p|g))'
+    """
+    if not isinstance(formula, str):
+        _parse(formula)  # the usual error for a formula that is not a string
+    parts = [formula.strip()]
+    for name, rhs in dpars.items():
+        if not isinstance(rhs, str):
+            raise FormulaSyntaxError(
+                f"the formula of {name!r} must be a string, not {type(rhs).__name__}",
+                repr(rhs),
+                0,
+                len(repr(rhs)),
+            )
+        text = rhs.strip()
+        lhs, tilde, right = text.partition("~")
+        if tilde and lhs.strip() != name:
+            raise FormulaSyntaxError(
+                f"the formula given as {name}= models {lhs.strip()!r}",
+                text,
+                0,
+                len(lhs),
+                hint=f"Write {name}='{right.strip()}' or {name}='{name} ~ {right.strip()}'.",
+            )
+        parts.append(text if tilde else f"{name} ~ {text}")
+    out = f"bf({', '.join(parts)})"
+    translate(out)  # refuse now what cannot be read
+    return out
 
 
 def translate(formula: str) -> Translation:

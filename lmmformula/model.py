@@ -126,6 +126,7 @@ class Model:
                 f"({exc}). For successes out of trials write 'successes | trials(n) ~ ...' "
                 "(brms), 'cbind(successes, failures) ~ ...' (lme4) or 'p(successes, n) ~ ...'."
             ) from exc
+        self._check_dpars()
         self.user_priors = priors
         self._noncentered_arg = noncentered
         self.noncentered = self._resolve_noncentered(noncentered)
@@ -164,6 +165,22 @@ class Model:
             ok = False
         if not ok:
             raise ModelError(f"lkj_eta must be a positive number, got {eta!r}.")
+
+    def _check_dpars(self) -> None:
+        """Each formula of a ``bf()`` must model a parameter of the family."""
+        if not self.translation.dpar_formulas:
+            return
+        try:
+            parent, others = _bambi.family_parameters(self._family_arg)
+        except Exception:  # a family Bambi does not know is refused when Bambi builds it
+            return
+        for dpar in self.translation.dpar_formulas:
+            if dpar not in others:
+                raise ModelError(
+                    f"bf() has a formula for {dpar!r}, which is not a parameter of the "
+                    f"{self.family_spelled!r} family; its parameters besides {parent!r}: "
+                    f"{', '.join(map(repr, others)) or 'none'}."
+                )
 
     def _bambi_family(self, spelled: str) -> str:
         """Bambi's family for the name the user gave: R's and brms' names (``negbinomial``,
@@ -345,6 +362,19 @@ class Model:
     def link_name(self) -> str:
         parent = _bambi.parent_name(self.bambi)
         return self.bambi.family.link[parent].name
+
+    @property
+    def links_text(self) -> str:
+        """The links as brms prints them: ``mu = identity; sigma = log``."""
+        parent = _bambi.parent_name(self.bambi)
+        parts = [f"{parent} = {self.link_name}"]
+        parts += [f"{d} = {_bambi.dpar_link(self.bambi, d)}" for d in self.dpars]
+        return "; ".join(parts)
+
+    @property
+    def dpars(self) -> tuple[str, ...]:
+        """The distributional parameters modelled by their own formula (brms' ``bf()``)."""
+        return tuple(self.translation.dpar_formulas)
 
     def fit(
         self,
