@@ -66,9 +66,11 @@ Where lmmformula departs from R, or cannot tell
   ``y ~ 2 + x`` is refused (formulae would add a constant column named ``2``).
 * ``(1|a*b)`` and ``(1|a + b)`` are refused with the bars to write instead; ``factor(x)`` is
   refused in favour of formulae's ``C(x)``.
-* brms' three-part bars ``(1 + x | ID | g)``, ``gr()``, ``mm()``, ``cs()``, ``mo()``,
-  ``s()``/``t2()``, ``gp()``, ``me()``, ``mi()``, glmmTMB's covariance structures and the brms
-  addition terms other than ``trials()`` and ``weights()`` are refused with
+* brms' ``bf(y ~ ..., sigma ~ ...)`` gives each distributional parameter its own formula
+  (:attr:`Translation.dpar_formulas`); brms' three-part bars ``(1 + x | p | g)`` join every
+  term with the ID ``p`` (in any of the formulas) into one correlated block on ``g``.
+* ``mm()``, ``cs()``, ``s()``/``t2()``, ``me()``, ``mi()``, glmmTMB's covariance structures
+  and the brms addition terms other than ``trials()`` and ``weights()`` are refused with
   :class:`UnsupportedSyntaxError`, which names the alternative where there is one.
 """
 
