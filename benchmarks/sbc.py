@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
         "x|g": bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfNormal", sigma=1)),
     }
     m = lf.model("y ~ x + (x|g)", df, priors=priors, lkj_eta=2.0, suffstats=True)
-    m.bambi.lkj_suffstats_shared = True
+    m.bambi.set_plan(replace(m.bambi.plan, suffstats_shared=True))
     m.build()
     prior = m.bambi.prior_predictive(draws=args.sims, random_seed=args.seed)
     prior_post = prior["prior"].to_dataset()

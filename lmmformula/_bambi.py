@@ -158,6 +158,34 @@ class BlockSpec:
 
 
 # -- Bambi's prior scaling of multi-column numeric terms in logit/probit models -----------------
+@dataclass(frozen=True)
+class BuildPlan:
+    """What the seam builds on top of Bambi's terms, handed to :class:`LkjBambiModel` once,
+    before its PyMC graph is built (:meth:`LkjBambiModel.set_plan`), as a value.
+
+    Attributes
+    ----------
+    blocks : dict of str to BlockSpec
+        The correlated blocks (each one ``LKJCholeskyCov``), keyed as
+        ``Translation.correlated``.
+    eta : float
+        The LKJ shape of blocks whose own ``eta`` is ``None``.
+    suffstats : bool
+        Sample on exact per-cell sufficient statistics (gaussian identity link).
+    marginal : str or None
+        The Bambi name of a ``1|g`` integrated out of the likelihood.
+    suffstats_shared : bool
+        With ``suffstats``, keep the response's statistics as shared data so that a compiled
+        model can take another response (the SBC benchmark).
+    """
+
+    blocks: dict[str, BlockSpec] = field(default_factory=dict)
+    eta: float = DEFAULT_LKJ_ETA
+    suffstats: bool = False
+    marginal: str | None = None
+    suffstats_shared: bool = False
+
+
 class _PriorScaler(bambi_priors.PriorScaler):
     """Bambi's ``PriorScaler``, with multi-column numeric terms (``poly(x, 2)``, ``bs(x)``) of
     logit/probit binomial and bernoulli models scaled column by column: Bambi 0.21 assigns
@@ -674,10 +702,10 @@ class LkjBambiModel(bmb.Model):
     ----------
     formula, data, family, priors, link, noncentered, **kwargs
         As for ``bambi.Model``.
-    blocks : dict of str to BlockSpec
-        The correlated blocks, keyed by grouping factor.
-    lkj_eta : float
-        Shape of the LKJ prior on every block's correlation matrix.
+    plan : BuildPlan, optional
+        What to build on Bambi's terms (the correlated blocks, their LKJ shape, the
+        likelihood); the model layer hands it over with :meth:`set_plan` once it has
+        resolved the priors.
     precision_weights : numpy.ndarray, optional
         Per row, lme4's precision weights of a gaussian model: the response's sd is
         ``sigma / sqrt(w)``.
@@ -692,9 +720,7 @@ class LkjBambiModel(bmb.Model):
         formula,
         data,
         *,
-        blocks: dict[str, BlockSpec],
-        lkj_eta: float = DEFAULT_LKJ_ETA,
-        suffstats: bool = False,
+        plan: BuildPlan | None = None,
         bars=(),
         precision_weights: np.ndarray | None = None,
         **kwargs,
@@ -703,11 +729,7 @@ class LkjBambiModel(bmb.Model):
         self.lkj_precision_weights = (
             None if precision_weights is None else np.asarray(precision_weights, dtype=float)
         )
-        self.lkj_blocks = dict(blocks)
-        self.lkj_eta = float(lkj_eta)
-        self.lkj_suffstats = bool(suffstats)
-        self.lkj_suffstats_shared = False
-        self.lkj_marginal: str | None = None  # issue 14: set by lmmformula.model.Model
+        self.plan = plan or BuildPlan()
         if isinstance(formula, tuple):  # brms' bf(): the main formula, then one per dpar
             formula = bmb.Formula(*formula)
         with r_bar_coding(bars):
@@ -718,13 +740,18 @@ class LkjBambiModel(bmb.Model):
             # division slash U+2215 reads the same
             self.set_alias({name: name.replace("/", "\u2215")})
 
+    def set_plan(self, plan: BuildPlan) -> None:
+        """Hand over what to build on Bambi's terms (the model layer does so once, after it
+        has resolved the priors and chosen the likelihood, before the graph exists)."""
+        if not isinstance(plan, BuildPlan):  # pragma: no cover - a programming error
+            raise TypeError(f"a BuildPlan, not {type(plan).__name__}")
+        self.plan = plan
+        self.built = False
+
     def build(self):
+        plan = self.plan
         self.backend = _LkjPyMCModel(
-            self.lkj_blocks,
-            self.lkj_eta,
-            self.lkj_suffstats,
-            getattr(self, "lkj_suffstats_shared", False),
-            getattr(self, "lkj_marginal", None),
+            plan.blocks, plan.eta, plan.suffstats, plan.suffstats_shared, plan.marginal
         )
         self.backend.build(self)
         self.built = True
@@ -735,7 +762,7 @@ class LkjBambiModel(bmb.Model):
         self._check_built()
         if getattr(self.backend, "row_wise", True):
             return self.backend
-        backend = _LkjPyMCModel(self.lkj_blocks, self.lkj_eta, suffstats=False)
+        backend = _LkjPyMCModel(self.plan.blocks, self.plan.eta, suffstats=False)
         backend.build(self)
         return backend
 
@@ -981,7 +1008,7 @@ def _scale_rows(a: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def suffstats_data(bambi_model: bmb.Model, y) -> dict[str, np.ndarray]:
     """Shared-data updates that put another response ``y`` (same rows, same design) into a
-    sufficient-statistics model built with ``lkj_suffstats_shared = True``; pass them to
+    sufficient-statistics model built with ``BuildPlan(suffstats_shared=True)``; pass them to
     ``compiled.with_data(**updates)`` of a nutpie-compiled model."""
     _, x, groups = _suffstats_inputs(bambi_model)
     component = parent_component(bambi_model)
@@ -1066,11 +1093,16 @@ def marginal_unsupported(bambi_model: bmb.Model) -> str | None:
     return None
 
 
-def marginal_candidates(bambi_model: bmb.Model) -> dict[str, _marginal.MarginalTerm]:
-    """The varying intercepts that may be integrated out, by Bambi name."""
+def marginal_candidates(
+    bambi_model: bmb.Model, blocks: dict[str, BlockSpec] | None = None
+) -> dict[str, _marginal.MarginalTerm]:
+    """The varying intercepts that may be integrated out, by Bambi name (outside the
+    ``blocks``; by default those of the model's build plan)."""
     if marginal_unsupported(bambi_model) is not None:
         return {}
-    in_blocks = {t for spec in getattr(bambi_model, "lkj_blocks", {}).values() for t in spec.terms}
+    if blocks is None:
+        blocks = (getattr(bambi_model, "plan", None) or BuildPlan()).blocks
+    in_blocks = {t for spec in blocks.values() for t in spec.terms}
     out = {}
     for key, term in parent_group_specific_terms(bambi_model).items():
         name = term.alias or key
@@ -1098,7 +1130,10 @@ def marginal_candidates(bambi_model: bmb.Model) -> dict[str, _marginal.MarginalT
 
 
 def choose_marginal(
-    bambi_model: bmb.Model, marginalize: bool | str, likelihood: str
+    bambi_model: bmb.Model,
+    marginalize: bool | str,
+    likelihood: str,
+    blocks: dict[str, BlockSpec] | None = None,
 ) -> tuple[str | None, str]:
     """The Bambi name of the term to integrate out (or ``None``) and why.
 
@@ -1109,7 +1144,7 @@ def choose_marginal(
     """
     if marginalize is False:
         return None, "marginalize=False"
-    found = marginal_candidates(bambi_model)
+    found = marginal_candidates(bambi_model, blocks)
     if not found:
         reason = marginal_unsupported(bambi_model) or "no varying intercept (1|g) qualifies"
         if marginalize is True:

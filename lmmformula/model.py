@@ -143,18 +143,25 @@ class Model:
         self.block_eta = dict(self.resolved_priors.block_eta)
         self._apply_term_noncentered(self.bambi)
         self.blocks = self._effective_blocks()
-        self.bambi.lkj_blocks = dict(self.blocks)
         self.likelihood, self.likelihood_reason = self._choose_likelihood(suffstats)
-        self.bambi.lkj_suffstats = self.likelihood == "sufficient statistics"
-        # issue 14: integrate the largest gaussian (1|g) out exactly (lmmformula._marginal)
+        # integrate the largest gaussian (1|g) out exactly (lmmformula._marginal)
         self.marginalize = _marginal_option(marginalize)
         self.marginal, self.marginal_reason = _bambi.choose_marginal(
-            self.bambi, self.marginalize, self.likelihood
+            self.bambi, self.marginalize, self.likelihood, self.blocks
         )
         if self.marginal is not None:
             self.likelihood = "full data, " + self.marginal + " integrated out"
-            self.bambi.lkj_suffstats, self.bambi.lkj_marginal = False, self.marginal
+        self.bambi.set_plan(self._build_plan())
         self.build_seconds: float | None = None
+
+    def _build_plan(self) -> _bambi.BuildPlan:
+        """What the seam builds on Bambi's terms: the blocks and the likelihood chosen."""
+        return _bambi.BuildPlan(
+            blocks=dict(self.blocks),
+            eta=self.lkj_eta,
+            suffstats=self.likelihood == "sufficient statistics",
+            marginal=self.marginal,
+        )
 
     # -- construction helpers -------------------------------------------------------------
     @staticmethod
@@ -237,7 +244,6 @@ class Model:
         return self.data[self.weights].to_numpy(dtype=float)
 
     def _make_bambi(self, priors: dict | None) -> _bambi.LkjBambiModel:
-        blocks = self._block_specs(sized=False)
         kwargs = dict(self.bambi_kwargs)
         namespace = bambi_namespace()
         namespace.update(kwargs.pop("extra_namespace", None) or {})
@@ -256,10 +262,8 @@ class Model:
                 model = _bambi.LkjBambiModel(
                     self._bambi_formula(),
                     self.data,
-                    blocks=blocks,
                     bars=self.translation.bar_terms(),
                     precision_weights=self.precision_weights(),
-                    lkj_eta=self.lkj_eta,
                     family=self._family_arg,
                     priors=priors,
                     link=self.link,
@@ -280,21 +284,18 @@ class Model:
                 prior.noncentered = self.noncentered.get(factor, True)
 
     def _effective_blocks(self) -> dict[str, _bambi.BlockSpec]:
-        return self._block_specs(sized=True)
-
-    def _block_specs(self, sized: bool) -> dict[str, _bambi.BlockSpec]:
-        """The correlated blocks of the translation; with ``sized``, only those spanning two
-        or more columns (which needs the Bambi model), with their LKJ shapes."""
+        """The correlated blocks of the translation that span two or more columns (a
+        one-column block has no correlation to model), with their LKJ shapes."""
         blocks = {}
         for key, terms in self.translation.correlated.items():
-            if sized and _bambi.block_size(self.bambi, tuple(terms)) < 2:
+            if _bambi.block_size(self.bambi, tuple(terms)) < 2:
                 continue
             factor = self.translation.block_factor(key)
             blocks[key] = _bambi.BlockSpec(
                 factor,
                 tuple(terms),
                 self.noncentered.get(factor, True),
-                self.block_eta.get(factor) if sized else None,
+                self.block_eta.get(factor),
                 key=key,
             )
         return blocks

@@ -1096,7 +1096,7 @@ def apply_priors(model: Model, priors: Any) -> None:
     if hasattr(model, "blocks"):  # applied after construction: keep the model consistent
         model.user_priors = priors
         model.blocks = model._effective_blocks()
-        model.bambi.lkj_blocks = dict(model.blocks)
+        model.bambi.set_plan(model._build_plan())
 
 
 def _bambi_dict(values: Mapping[_Slot, Any]) -> dict[str, Any]:

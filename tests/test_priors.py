@@ -753,7 +753,7 @@ def test_apply_priors_after_construction_updates_blocks_and_summary(sleep):
         model, [prior("lkj(1)", cls="cor", group="Subject"), prior("normal(0, 5)", coef="Days")]
     )
     assert model.blocks["Subject"].eta == 1.0
-    assert model.bambi.lkj_blocks["Subject"].eta == 1.0
+    assert model.bambi.plan.blocks["Subject"].eta == 1.0
     assert_prior(terms(model)["Days"].prior, "Normal", mu=0, sigma=5)
     assert row(model.prior_summary(), "b", "Days")["source"] == "user"
 
