@@ -1010,10 +1010,29 @@ class ResolvedPriors:
     block_eta : dict of str to float
         The LKJ shape of the correlated blocks of each grouping factor that a ``cor`` prior
         names; the others keep the model's ``lkj_eta``.
+    base : str
+        Whose defaults fill what the user did not name: ``"lmmformula"``, ``"brms"`` or
+        ``"bambi"``.
+    slots : tuple
+        Every parameter (or set of parameters) that takes one prior, in the summary's order.
+    entries : dict
+        Per slot, the prior in force with its source (``"user"`` or ``"default"``) and basis
+        (the rule and its numbers, or the specification); slots left to Bambi are absent.
+    by_level : dict
+        The user's specifications by (class, coef, group, dpar), for the summary's class rows.
+    mapping : dict or None
+        A Bambi dict of priors given instead of specifications, and ``sources``: which slots
+        it names.
     """
 
     bambi_priors: dict[str, Any]
     block_eta: dict[str, float]
+    base: str = "lmmformula"
+    slots: tuple[Any, ...] = ()
+    entries: dict[Any, Any] = field(default_factory=dict)
+    by_level: dict[tuple[str, str, str, str], Any] = field(default_factory=dict)
+    mapping: Mapping[str, Any] | None = None
+    sources: dict[Any, str] = field(default_factory=dict)
 
 
 def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
@@ -1040,18 +1059,33 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
         As :func:`apply_priors`.
     """
     if isinstance(priors, Mapping):
-        slots = _slots(model)
+        slots, resolved, by_level = _resolve(model, None)
         sources = _mapping_sources(model, slots, priors)
-        unnamed = [slot for slot in slots if sources.get(slot) == "default"]
-        defaults = lmmformula_default_priors(model, unnamed)
-        bambi_priors = _bambi_dict({slot: d.value for slot, d in defaults.items()})
-        return ResolvedPriors({**bambi_priors, **dict(priors)}, {})
-    _, resolved, _ = _resolve(model, priors)
+        unnamed = {s: r.value for s, r in resolved.items() if sources.get(s) == "default"}
+        return ResolvedPriors(
+            {**_bambi_dict(unnamed), **dict(priors)},
+            {},
+            base=LMMFORMULA,
+            slots=tuple(slots),
+            entries=resolved,
+            by_level=by_level,
+            mapping=dict(priors),
+            sources=sources,
+        )
+    base, _ = _normalize(priors)
+    slots, resolved, by_level = _resolve(model, priors)
     block_eta = {
         slot.group: float(res.value) for slot, res in resolved.items() if slot.cls == "cor"
     }
     bambi_priors = _bambi_dict({s: r.value for s, r in resolved.items() if s.cls != "cor"})
-    return ResolvedPriors(bambi_priors, block_eta)
+    return ResolvedPriors(
+        bambi_priors,
+        block_eta,
+        base=base,
+        slots=tuple(slots),
+        entries=resolved,
+        by_level=by_level,
+    )
 
 
 def apply_priors(model: Model, priors: Any) -> None:
@@ -1095,6 +1129,7 @@ def apply_priors(model: Model, priors: Any) -> None:
         _bambi.set_priors(model.bambi, resolved.bambi_priors)
     if hasattr(model, "blocks"):  # applied after construction: keep the model consistent
         model.user_priors = priors
+        model.resolved_priors = resolved
         model.blocks = model._effective_blocks()
         model.bambi.set_plan(model._build_plan())
 
@@ -1584,10 +1619,10 @@ def _lkj_eta_default() -> float:
 
 
 def _mapping_sources(
-    model: Model, slots: list[_Slot], mapping: Mapping[str, Any] | None = None
+    model: Model, slots: list[_Slot], mapping: Mapping[str, Any]
 ) -> dict[_Slot, str]:
-    """Which slots a Bambi dict of priors set (``priors={...}``; the model's own by default)."""
-    priors = dict(model.user_priors if mapping is None else mapping)
+    """Which slots a Bambi dict of priors (``priors={...}``) sets."""
+    priors = dict(mapping)
     parent_name = _bambi.parent_name(model.bambi)
     nested = priors.get(parent_name) if isinstance(priors.get(parent_name), Mapping) else {}
     keys = set(priors) | set(nested)
@@ -1678,13 +1713,13 @@ def prior_summary(model: Model) -> pd.DataFrame:
     >>> print(table.loc[2, "basis"])
     normal(0, 2.5 sd(y) / sd(Days)), sd(Days) = 2.88; sd(y) = 56.33
     """
-    user = model.user_priors
-    mapping = isinstance(user, Mapping)
-    slots, resolved, by_level = _resolve(model, None if mapping else user)
-    base, _ = (LMMFORMULA, []) if mapping else _normalize(user)
-    brms = base == BRMS
+    rp = model.resolved_priors  # what the model was built with: nothing is resolved again
+    user = rp.mapping
+    mapping = user is not None
+    slots, resolved, by_level = list(rp.slots), rp.entries, rp.by_level
+    brms = rp.base == BRMS
     brms_values = brms_default_priors(model, slots) if brms else {}
-    sources = _mapping_sources(model, slots) if mapping else {}
+    sources = rp.sources
     rows: list[tuple[str, ...]] = []
     per_term = "scaled per term: see the rows below"
 
