@@ -53,6 +53,16 @@ __all__ = ["CompileInfo", "compile_model", "nutpie_internals_available"]
 
 _WRAPPER_VERSION = "lmmformula-nutpie-wrapper-3"
 
+NUTPIE_PRIVATE_NAMES = (
+    "CompiledPyMCModel",
+    "_compute_shapes",
+    "_prepare_dims_and_coords",
+    "_rv_dict_to_flat_array_wrapper",
+    "_wrap_with_lock",
+)
+"""The private names of ``nutpie.compile_pymc`` called here (their sources, and those of the
+functions mirrored here, are pinned in ``tests/test_nutpie_contract.py``)."""
+
 _LOGP_SRC = """
 def lmmformula_logp_{key}(dim, x_, out_, logp_, user_data_):
     if dim != {n_dim}:
@@ -117,16 +127,7 @@ def nutpie_internals_available() -> bool:
         )
     except ImportError:
         return False
-    names = (
-        "_make_functions",
-        "_wrap_with_lock",
-        "make_user_data",
-        "_make_c_logp_func",
-        "_make_c_expand_func",
-        "_prepare_dims_and_coords",
-        "CompiledPyMCModel",
-    )
-    return all(hasattr(ncp, name) for name in names)
+    return all(hasattr(ncp, name) for name in NUTPIE_PRIVATE_NAMES)
 
 
 def _signatures():
@@ -694,7 +695,9 @@ def _data_unpack(arrays: list[np.ndarray], offset: int, n_ptrs: int) -> dict[str
     return {"unpack": "\n".join(lines), "args": "".join(args)}
 
 
-def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
+def compile_model(
+    model, var_names=None, initial_points: dict | None = None
+) -> tuple[Any, CompileInfo]:
     """Compile a PyMC model for nutpie (numba backend); see the module notes.
 
     Parameters
@@ -702,6 +705,10 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
     model : pymc.Model
     var_names : list of str, optional
         Variables to store in the trace (default: all).
+    initial_points : dict, optional
+        Starting values (or strategies) by variable name, as for
+        ``nutpie.compile_pymc_model(initial_points=)``; the default is PyMC's support point,
+        with the LKJ blocks' given as numbers (:func:`_support_point_overrides`).
 
     Returns
     -------
@@ -710,48 +717,53 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
     """
     import nutpie
 
+    if initial_points is None:
+        initial_points = _support_point_overrides(model)
     info = CompileInfo()
-    if not nutpie_internals_available():
-        start = time.perf_counter()
-        compiled = nutpie.compile_pymc_model(model, var_names=var_names)
-        info.seconds["total"] = time.perf_counter() - start
-        return compiled, info
-
-    from nutpie import compile_pymc as ncp
-    from pymc.initial_point import make_initial_point_fn
-
-    info.path = "lmmformula"
-    t0 = time.perf_counter()
-    initial_point_fn = make_initial_point_fn(
-        model=model,
-        overrides=_support_point_overrides(model),
-        default_strategy="support_point",
-        jitter_rvs=set(model.free_RVs),
-        return_transformed=True,
-    )
-    initial_point_fn = ncp._wrap_with_lock(initial_point_fn)
-    t_init = time.perf_counter()
-    info.seconds["initial_point"] = t_init - t0
     fns = None
-    if not _has_shared_data(model):
+    t0 = time.perf_counter()
+    if nutpie_internals_available() and not _has_shared_data(model):
         fns = _make_functions_lifted(
-            model, pymc_initial_point_fn=initial_point_fn, var_names=var_names
+            model,
+            pymc_initial_point_fn=_initial_point_fn(model, initial_points),
+            var_names=var_names,
         )
     t1 = time.perf_counter()
-    info.seconds["graph"] = t1 - t_init
+    info.seconds["graph"] = t1 - t0
     compiled = None
     if fns is not None:
         try:
             compiled = _compile_lifted(model, fns, info)
+            info.path = "lmmformula"
         except Exception:
-            # numba cannot type some graph with the data as inputs: compile it with the data
-            # as constants (nutpie's own path), which always worked for these models
+            # numba cannot type some graph with the data as inputs: nutpie's own path, with
+            # the data as constants, which always worked for these models
             info.lifted_constants = 0
     if compiled is None:
-        compiled = _compile_shared(model, initial_point_fn, var_names, info)
+        # shared data (``pm.Data``, swapped later by ``with_data``) or a failed compile above
+        compiled = nutpie.compile_pymc_model(
+            model, var_names=var_names, initial_points=initial_points
+        )
     info.seconds["numba"] = time.perf_counter() - t1
     info.seconds["total"] = time.perf_counter() - t0
     return compiled, info
+
+
+def _initial_point_fn(model, initial_points: dict):
+    """The starting-point function ``nutpie.compile_pymc_model`` makes from its
+    ``initial_points``, ``default_initialization_strategy="support_point"`` and ``jitter_rvs``
+    defaults (pinned in ``tests/test_nutpie_contract.py``)."""
+    from nutpie import compile_pymc as ncp
+    from pymc.initial_point import make_initial_point_fn
+
+    initial_point_fn = make_initial_point_fn(
+        model=model,
+        overrides=initial_points,
+        default_strategy="support_point",
+        jitter_rvs=set(model.free_RVs),
+        return_transformed=True,
+    )
+    return ncp._wrap_with_lock(initial_point_fn)
 
 
 def _support_point_overrides(model) -> dict[str, np.ndarray]:
@@ -844,89 +856,6 @@ def _compile_lifted(model, fns: _Functions, info: CompileInfo):
         logp_func=fns.logp_fn_pt,
         expand_func=fns.expand_fn_pt,
         reparameterized_names=fns.reparameterized_names,
-    )
-
-
-def _compile_shared(model, initial_point_fn, var_names, info: CompileInfo):
-    """nutpie's own path for models with shared data (``with_data`` swaps it later)."""
-    import numba
-    from nutpie import compile_pymc as ncp
-
-    (
-        n_dim,
-        n_expanded,
-        logp_fn_pt,
-        expand_fn_pt,
-        initial_point_fn,
-        shape_info,
-        reparameterized_names,
-    ) = ncp._make_functions(
-        model,
-        mode="NUMBA",
-        compute_grad=True,
-        join_expanded=True,
-        pymc_initial_point_fn=initial_point_fn,
-        var_names=var_names,
-    )
-    logp_fn = logp_fn_pt.vm.jit_fn
-    expand_fn = expand_fn_pt.vm.jit_fn
-    shared_data: dict[str, np.ndarray] = {}
-    shared_var_keys: dict[Any, str] = {}
-    for val in [*logp_fn_pt.get_shared(), *expand_fn_pt.get_shared()]:
-        if val in shared_var_keys:
-            continue
-        key = hashlib.sha256(str(id(val)).encode()).hexdigest()[:32]
-        shared_data[key] = np.array(val.get_value(), order="C", copy=True)
-        shared_data[key].flags.writeable = False
-        shared_var_keys[val] = key
-    user_data = ncp.make_user_data(shared_var_keys, shared_data)
-
-    logp_sig, expand_sig = _signatures()
-    logp_cfunc = expand_cfunc = None
-    if not shared_var_keys:
-        none = _data_unpack([], 0, 0)
-        logp_src = _wrapper_source_fn(_LOGP_SRC, logp_fn, n_dim=n_dim, **none)
-        expand_src = _wrapper_source_fn(
-            _EXPAND_SRC, expand_fn, n_dim=n_dim, n_expanded=n_expanded, **none
-        )
-        if logp_src is not None and expand_src is not None:
-            try:
-                logp_cfunc, expand_cfunc = _cached_cfuncs(
-                    [(logp_src, logp_sig), (expand_src, expand_sig)]
-                )
-            except CompileFailed:  # compiled below in this process, which shows numba's error
-                logp_cfunc = expand_cfunc = None
-    info.cached_wrappers = logp_cfunc is not None and expand_cfunc is not None
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=numba.NumbaWarning)
-        if logp_cfunc is None:
-            keys = [shared_var_keys[v] for v in logp_fn_pt.get_shared()]
-            raw, sig = ncp._make_c_logp_func(n_dim, logp_fn, user_data, keys, shared_data)
-            logp_cfunc = numba.cfunc(sig)(raw)
-        if expand_cfunc is None:
-            keys = [shared_var_keys[v] for v in expand_fn_pt.get_shared()]
-            raw, sig = ncp._make_c_expand_func(
-                n_dim, n_expanded, expand_fn, user_data, keys, shared_data
-            )
-            expand_cfunc = numba.cfunc(sig)(raw)
-
-    dims, coords = ncp._prepare_dims_and_coords(model, shape_info, reparameterized_names)
-    return ncp.CompiledPyMCModel(
-        _n_dim=n_dim,
-        dims=dims,
-        _coords=coords,
-        _shapes={name: tuple(shape) for name, _, shape in zip(*shape_info, strict=True)},
-        compiled_logp_func=logp_cfunc,
-        compiled_expand_func=expand_cfunc,
-        initial_point_func=initial_point_fn,
-        shared_data=shared_data,
-        shared_var_keys=shared_var_keys,
-        user_data=user_data,
-        n_expanded=n_expanded,
-        shape_info=shape_info,
-        logp_func=logp_fn_pt,
-        expand_func=expand_fn_pt,
-        reparameterized_names=reparameterized_names,
     )
 
 
