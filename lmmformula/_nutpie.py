@@ -859,27 +859,6 @@ def _compile_lifted(model, fns: _Functions, info: CompileInfo):
     )
 
 
-def _trace_var_names(backend, spec) -> list[str]:
-    """The variables Bambi's ``PyMCModel._run_mcmc`` stores, without lmmformula's internal
-    block variables (``_clean_results`` would drop them anyway)."""
-    from pymc.util import get_default_varnames
-
-    model = backend.model
-    names = [
-        v.name for v in get_default_varnames(model.unobserved_value_vars, include_transformed=False)
-    ]
-    for name, variable in model.named_vars.items():
-        if name in spec.family.likelihood.params and variable in model.deterministics:
-            if name in names:
-                names.remove(name)
-    drop = set()
-    if hasattr(backend, "blocks"):
-        from lmmformula._bambi import internal_var_names
-
-        drop = internal_var_names(backend.blocks)
-    return [name for name in names if name not in drop]
-
-
 def sample_bambi(
     bambi_model,
     *,
@@ -893,9 +872,10 @@ def sample_bambi(
 ):
     """Sample a built Bambi model with nutpie directly (not through ``bambi.Model.fit``).
 
-    Seeds, cores and the returned data follow ``pm.sample(nuts_sampler="nutpie")`` and Bambi's
-    result cleaning (``PyMCModel._clean_results``: the intercept is un-centered, offsets are
-    dropped), so the result has the layout of ``bambi.Model.fit(inference_method="nutpie")``;
+    Seeds, cores and the returned data follow ``pm.sample(nuts_sampler="nutpie")``, and the
+    result goes through Bambi's own cleaning (:func:`lmmformula._bambi.finish_fit`: the
+    intercept is un-centered, offsets are dropped), so the result has the layout of
+    ``bambi.Model.fit(inference_method="nutpie")``;
     the draws themselves differ in their last bits and then chaotically, since the data enter
     the compiled code as inputs rather than constants.
 
@@ -911,9 +891,10 @@ def sample_bambi(
     from pymc.backends.arviz import patch_nutpie_idata
     from pymc.util import get_random_generator
 
-    backend = bambi_model.backend
-    model = backend.model
-    var_names = _trace_var_names(backend, bambi_model)
+    from lmmformula import _bambi
+
+    model = _bambi.pymc_model(bambi_model)
+    var_names = _bambi.sampled_var_names(bambi_model)
     start = time.perf_counter()
     compiled, info = compile_model(model, var_names=var_names)
     compiled_at = time.perf_counter()
@@ -945,8 +926,7 @@ def sample_bambi(
         )
     patch_nutpie_idata(idata, model, sampling_time=sampled_at - compiled_at)
     _add_observed_data(idata, bambi_model)
-    idata = backend._clean_results(idata, omit_offsets=True, include_response_params=False)
-    backend.fit = True
+    idata = _bambi.finish_fit(bambi_model, idata)
     timings = {
         "compile": compiled_at - start,
         "sample": sampled_at - compiled_at,
