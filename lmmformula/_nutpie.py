@@ -24,19 +24,26 @@ not depend on the model's size:
 * **Cached callbacks.** The wrappers are written as plain loops, generated from source and
   registered under a key derived from PyTensor's own cache key, so numba caches the finished
   callback too; a later process loads everything from disk.
-* **Compiled in a child process.** On a cache miss the callbacks are compiled in a forked child
-  and loaded from the cache here, so every process runs the same saved machine code and a seed
-  gives the same draws whether or not this process compiled the model
-  (:func:`_compile_in_child`).
+* **Compiled in a child process.** On a cache miss the callbacks are compiled in a fresh
+  Python process and loaded from the cache here, so every process runs the same saved machine
+  code and a seed gives the same draws whether or not this process compiled the model
+  (:func:`_compile_in_child`). The child is a new interpreter, not a fork of this one (which
+  may be running threads); it costs about 1.5 s of CPU on a cache miss (interpreter start,
+  importing numba and PyTensor, unpickling the functions) and nothing on a hit.
 * **No prior draws for the starting point.** The LKJ blocks' support point is given as numbers
   (:func:`_support_point_overrides`), and shapes are read from the model's dims
   (:func:`_static_shapes`), so no C code is compiled for the initial point on a first run.
 
-Models with shared data (``pm.Data``, swapped later by nutpie's ``with_data``) keep nutpie's
-own path. Any mismatch with nutpie's internals falls back to ``nutpie.compile_pymc_model``.
+Everything else goes through nutpie's public API: models with shared data (``pm.Data``,
+swapped later by nutpie's ``with_data``), a graph numba cannot compile with the data as inputs,
+or a nutpie without the internals used here are compiled by ``nutpie.compile_pymc_model``, and
+the starting point is given as its ``initial_points=`` (``nutpie.sample`` takes none for a
+PyMC model: its ``init_mean`` is not used by ``CompiledPyMCModel``). Sampling results go
+through Bambi's own cleaning (:func:`lmmformula._bambi.finish_fit`).
 
-Pinned to nutpie 0.16 (``pyproject.toml``); ``tests/test_suffstats.py`` checks the internals
-used here.
+Pinned to nutpie 0.16 (``pyproject.toml``); ``tests/test_nutpie_contract.py`` hashes the
+sources of the nutpie functions mirrored or called here (:data:`NUTPIE_PRIVATE_NAMES`) and
+fails when a release changes them.
 """
 
 from __future__ import annotations
@@ -188,21 +195,52 @@ def _wrapper_env(inner) -> dict:
     }
 
 
-def _wrapper_source_fn(src_template: str, inner, **fmt):
-    """The callback's Python function, generated from source under a cache key derived from
-    PyTensor's key for ``inner``; ``None`` when ``inner`` has none (an uncacheable graph)."""
-    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS, compile_numba_function_src
+@dataclass
+class _Callback:
+    """A callback's generated source, registered under a cache key derived from PyTensor's
+    key for the function it calls; everything a fresh process needs to compile it."""
 
-    inner_key = CACHED_SRC_FUNCTIONS.get(getattr(inner, "py_func", None))
+    src: str
+    name: str
+    cache_key: str
+    function: Any  # the PyTensor function (numba mode) whose compiled code the callback calls
+    kind: str  # "logp" or "expand"
+    _fn: Any = field(default=None, repr=False, compare=False)
+
+    def python_function(self):
+        """The Python function numba compiles, known to PyTensor's numba cache locator."""
+        from pytensor.link.numba.cache import compile_numba_function_src
+
+        if self._fn is None:
+            self._fn = compile_numba_function_src(
+                self.src,
+                self.name,
+                global_env=_wrapper_env(self.function.vm.jit_fn),
+                cache_key=self.cache_key,
+            )
+        return self._fn
+
+    def signature(self):
+        logp_sig, expand_sig = _signatures()
+        return logp_sig if self.kind == "logp" else expand_sig
+
+    def __getstate__(self):  # for the child process: the Python function is made there
+        return {**self.__dict__, "_fn": None}
+
+
+def _wrapper_source(src_template: str, function, kind: str, **fmt) -> _Callback | None:
+    """The callback calling ``function``'s numba code, under a cache key derived from
+    PyTensor's key for it; ``None`` when it has none (an uncacheable graph)."""
+    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
+
+    inner_key = CACHED_SRC_FUNCTIONS.get(getattr(function.vm.jit_fn, "py_func", None))
     if inner_key is None:
         return None
     text = src_template.format(key="K", **fmt)
     digest = hashlib.sha256("\n".join([_WRAPPER_VERSION, inner_key, text]).encode()).hexdigest()
     src = src_template.format(key=digest[:16], **fmt)
     name = src.split("(", 1)[0].split()[-1]
-    return compile_numba_function_src(
-        src, name, global_env=_wrapper_env(inner), cache_key=f"lmmformula_{digest}"
-    )
+    return _Callback(src, name, f"lmmformula_{digest}", function, kind)
 
 
 def _load_cached(fn, sig):
@@ -232,47 +270,94 @@ class CompileFailed(RuntimeError):
     """numba could not compile a callback (the caller falls back to another path)."""
 
 
-def _compile_in_child(jobs) -> bool | None:
-    """Compile and cache callbacks in a forked child process: ``True`` when it succeeded,
-    ``False`` when the child failed, ``None`` when no child process can be used.
+_CHILD_COMPILE_FAILED = 3  # the child's exit status when numba fails
+
+# The package's ``__init__`` (pandas, formulae: seconds) is not needed in the child: the module
+# is loaded under its own name (which numba's cache file names contain) from an empty package.
+_CHILD_CODE = """
+import sys, types
+package = types.ModuleType("lmmformula")
+package.__path__ = [sys.argv[1]]
+sys.modules["lmmformula"] = package
+from lmmformula._nutpie import _child_main
+sys.exit(_child_main(sys.argv[2]))
+"""
+
+
+def _compile_in_child(jobs: list[_Callback]) -> bool | None:
+    """Compile and cache callbacks in a fresh Python process: ``True`` when it succeeded,
+    ``False`` when numba failed there, ``None`` when no child process could do the work (the
+    jobs cannot be pickled, no interpreter starts, the child cannot import what it needs).
 
     A process that compiles numba code runs the freshly generated machine code, which can
     differ in the last bits from the code numba saves and every later process loads; summed
     over thousands of gradient evaluations that gives other draws for the same seed. Compiling
     in a child and loading the saved code here makes the first fit of a model draw exactly
-    what every later fit draws. Linux only (``None`` elsewhere: forking a process that has
-    started threads is unsafe on macOS, and Windows has no fork).
+    what every later fit draws. The child is a new interpreter (not a fork of this process,
+    whose threads may hold locks): the PyTensor functions travel pickled, and the child finds
+    their numba code in PyTensor's cache under the same keys.
     """
     import os
+    import pickle
+    import subprocess
     import sys
+    import tempfile
 
-    if not hasattr(os, "fork") or sys.platform == "darwin":
+    if not sys.executable:
         return None
+    try:
+        payload = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory(prefix="lmmformula-compile-") as tmp:
+        path = os.path.join(tmp, "jobs.pickle")
+        with open(path, "wb") as f:
+            f.write(payload)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _CHILD_CODE, package_dir, path],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except OSError:
+            return None
+    if done.returncode == _CHILD_COMPILE_FAILED:
+        return False
+    return True if done.returncode == 0 else None
+
+
+def _child_main(path: str) -> int:
+    """The child process: compile the pickled callbacks into numba's cache; exit status
+    ``_CHILD_COMPILE_FAILED`` when numba fails (any other failure means the child could not
+    do its work, and the parent compiles in its own process)."""
+    import pickle
+
     import numba
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads alive
-        pid = os.fork()
-    if pid == 0:  # the child: compile, save, leave without running any cleanup
-        code = 1
+        warnings.simplefilter("ignore")
+        with open(path, "rb") as f:
+            jobs = pickle.load(f)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for fn, sig in jobs:
-                    numba.cfunc(sig, cache=True)(fn)
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+            for job in jobs:
+                numba.cfunc(job.signature(), cache=True)(job.python_function())
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+            return _CHILD_COMPILE_FAILED
+    return 0
 
 
-def _cached_cfuncs(jobs):
-    """``numba.cfunc`` callbacks for ``[(fn, sig), ...]`` from numba's cache, compiling the
-    missing ones in a child process first (see :func:`_compile_in_child`)."""
+def _cached_cfuncs(jobs: list[_Callback]):
+    """``numba.cfunc`` callbacks from numba's cache, compiling the missing ones in a child
+    process first (see :func:`_compile_in_child`)."""
     import numba
 
-    out = [_load_cached(fn, sig) for fn, sig in jobs]
+    out = [_load_cached(job.python_function(), job.signature()) for job in jobs]
     missing = [job for job, cf in zip(jobs, out, strict=True) if cf is None]
     if missing:
         status = _compile_in_child(missing)
@@ -280,13 +365,14 @@ def _cached_cfuncs(jobs):
             raise CompileFailed("numba could not compile the model's callbacks")
         if status:
             out = [
-                cf if cf is not None else _load_cached(*job)
+                cf if cf is not None else _load_cached(job.python_function(), job.signature())
                 for job, cf in zip(jobs, out, strict=True)
             ]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=numba.NumbaWarning)
-        for i, ((fn, sig), cf) in enumerate(zip(jobs, out, strict=True)):
+        for i, (job, cf) in enumerate(zip(jobs, out, strict=True)):
             if cf is None:  # no child process, or an unusable cache: compile here
+                fn, sig = job.python_function(), job.signature()
                 try:
                     out[i] = numba.cfunc(sig, cache=True)(fn)
                 except Exception:
@@ -828,10 +914,10 @@ def _compile_lifted(model, fns: _Functions, info: CompileInfo):
     )
     logp_fn = fns.logp_fn_pt.vm.jit_fn
     expand_fn = fns.expand_fn_pt.vm.jit_fn
-    logp_src = _wrapper_source_fn(_LOGP_SRC, logp_fn, **logp_fmt)
-    expand_src = _wrapper_source_fn(_EXPAND_SRC, expand_fn, **expand_fmt)
+    logp_src = _wrapper_source(_LOGP_SRC, fns.logp_fn_pt, "logp", **logp_fmt)
+    expand_src = _wrapper_source(_EXPAND_SRC, fns.expand_fn_pt, "expand", **expand_fmt)
     if logp_src is not None and expand_src is not None:
-        logp_cfunc, expand_cfunc = _cached_cfuncs([(logp_src, logp_sig), (expand_src, expand_sig)])
+        logp_cfunc, expand_cfunc = _cached_cfuncs([logp_src, expand_src])
         info.cached_wrappers = True
     else:
         with warnings.catch_warnings():
