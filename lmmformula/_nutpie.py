@@ -381,7 +381,8 @@ def _cached_cfuncs(jobs: list[_Callback]):
 
 
 def _uncached_cfunc(src_template: str, inner, sig, **fmt):
-    """The same callback as :func:`_cached_cfunc`, compiled in this process only."""
+    """A callback like :func:`_cached_cfuncs`' (for a graph PyTensor cannot cache), compiled in
+    this process only."""
     import numba
 
     src = src_template.format(key="uncached", **fmt)
