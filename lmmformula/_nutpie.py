@@ -273,7 +273,7 @@ class CompileFailed(RuntimeError):
 _CHILD_COMPILE_FAILED = 3  # the child's exit status when numba fails
 
 # The package's ``__init__`` (pandas, formulae: seconds) is not needed in the child: the module
-# is loaded under its own name (which numba's cache file names contain) from an empty package.
+# is loaded under its own name (the pickled jobs refer to it) from an empty package.
 _CHILD_CODE = """
 import sys, types
 package = types.ModuleType("lmmformula")
