@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     from scipy import stats
 
     import lmmformula as lf
-    from lmmformula import _bambi, _nutpie
+    from lmmformula import _bambi
 
     start = time.perf_counter()
     load_start = os.getloadavg()
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     prior_post = prior["prior"].to_dataset()
     prior_y = prior["prior_predictive"].to_dataset()["y"].values[0]  # (sims, n)
 
-    var_names = _nutpie._trace_var_names(m.bambi.backend, m.bambi)
+    var_names = _bambi.sampled_var_names(m.bambi)
     compiled = nutpie.compile_pymc_model(m.pymc_model, var_names=var_names)
     compiled_at = time.perf_counter()
 

@@ -1242,3 +1242,41 @@ def add_marginal_effect_draws(posterior, bambi_model: bmb.Model, key: str):
         },
     )
     return posterior.assign({found.name: da})
+
+
+# Sampling without ``bambi.Model.fit`` (``lmmformula._nutpie.sample_bambi``): what Bambi's
+# ``PyMCModel._run_mcmc`` stores and how it cleans the result (both pinned in
+# ``tests/test_bambi_contract.py``).
+
+
+def pymc_model(bambi_model: bmb.Model) -> pm.Model:
+    """The built PyMC model."""
+    return bambi_model.backend.model
+
+
+def sampled_var_names(bambi_model: bmb.Model) -> list[str]:
+    """The variables ``PyMCModel._run_mcmc`` puts in the trace (not the likelihood's
+    deterministic parameters), without lmmformula's internal block variables (which
+    ``_clean_results`` would drop)."""
+    from pymc.util import get_default_varnames
+
+    backend = bambi_model.backend
+    model = backend.model
+    names = [
+        v.name for v in get_default_varnames(model.unobserved_value_vars, include_transformed=False)
+    ]
+    params = bambi_model.family.likelihood.params
+    likelihood = {
+        n for n, v in model.named_vars.items() if n in params and v in model.deterministics
+    }
+    drop = internal_var_names(getattr(backend, "blocks", {}))
+    return [n for n in names if n not in likelihood and n not in drop]
+
+
+def finish_fit(bambi_model: bmb.Model, idata):
+    """Bambi's own result cleaning (``PyMCModel._clean_results``: the intercept un-centred,
+    offsets dropped), and the model marked fitted, as ``bambi.Model.fit`` leaves them."""
+    backend = bambi_model.backend
+    idata = backend._clean_results(idata, omit_offsets=True, include_response_params=False)
+    backend.fit = True
+    return idata
