@@ -26,6 +26,29 @@ predictive draws.
 
 The contract test ``tests/test_bambi_contract.py`` fails loudly when a Bambi release moves any
 of the internals used here.
+
+What the next Bambi release will need
+-------------------------------------
+Bambi's development tree (``bambi/backend/pymc/``, read in November 2026) replaces the classes
+this module subclasses with free functions:
+
+* ``DistributionalComponent`` goes; ``parameters/conditional/build.py`` has
+  ``build_conditional_parameter(parameter_info, family, group_specific_state, model)``, which
+  builds every group-level term through ``terms/group_specific.py``'s
+  ``build_group_specific_term_idx(term_info, param_spec, model)`` (dense) or
+  ``build_group_specific_term_dot`` (sparse). The correlated blocks then need a hook there:
+  a registry that returns the block's coefficients for a term (what ``_Blocks.coef`` does)
+  instead of ``build_distribution``'s independent prior, or a patch of that one function.
+* Group indices and predictors become ``pm.Data`` (``{factor}__idx``, one per factor, shared
+  by the terms); the marginal and sufficient-statistics likelihoods read ``term.group_index``
+  and ``term.predictor`` as numpy and keep working, but the graph's own indices are then data
+  that nutpie's compiled code takes as inputs (``_nutpie`` lifts constants itself today).
+* Prediction re-uses the graph's state (``GroupSpecificGraphState``: per parameter the
+  contribution, the term graphs or the sparse matrix); a block's terms must register there
+  like Bambi's own, or ``predict`` on new data misses them.
+* Offsets to drop from results are listed in ``model.__bambi_attrs__["offset_names"]``
+  (``_clean_results`` reads it): the blocks' ``{key}_offset`` and ``{key}_lkj`` belong there.
+* Terms are named by ``term.label`` (alias or prefixed name), as ``_aliased`` does here.
 """
 
 from __future__ import annotations
