@@ -50,6 +50,7 @@ from bambi.backend.model_components import (
     ResponseComponent,
 )
 from bambi.backend.pymc import PyMCModel
+from bambi.backend.terms import CommonTerm
 from bambi.backend.terms import GroupSpecificTerm as _BambiGroupSpecificTerm
 from bambi.backend.terms import ResponseTerm as _BambiResponseTerm
 from bambi.backend.utils import get_distribution_from_prior, noncentered_default_for
@@ -431,6 +432,34 @@ class _LkjDistributionalComponent(DistributionalComponent):
                 out[name] = pm.Deterministic(name, coefs[:, sl], dims=term_dims)
                 pm.Deterministic(f"{name}_{sigma_key}", stds[sl], dims=expr_dims)
         return out
+
+    def build_common_terms(self, pymc_backend, bmb_model):
+        """Bambi's ``build_common_terms``; the coefficients of a ``mo(x)`` term are brms'
+        ``bsp * D * simo`` (:mod:`lmmformula._mono`) instead of independent priors."""
+        from lmmformula import _mono
+
+        mo = _mono.mo_terms(self.component)
+        if not mo:
+            return super().build_common_terms(pymc_backend, bmb_model)
+        simo_alpha = getattr(bmb_model, "lkj_simo", {}) or {}
+        coefs, columns = [], []
+        for key, term in self.component.common_terms.items():
+            common_term = CommonTerm(term)
+            for name, values in common_term.coords.items():
+                pymc_backend.model.add_coords({name: values})
+            if key in mo:
+                alpha = simo_alpha.get(key, _mono.DEFAULT_SIMO_ALPHA)
+                dims = list(common_term.coords)
+                dist = get_distribution_from_prior(term.prior)
+                coefs.append(_mono.build_mo_coefficients(mo[key], term.prior, dist, alpha, dims))
+            else:
+                coefs.append(common_term.build(bmb_model))
+            columns.append(term.data)
+        data = np.column_stack(columns)
+        if self.has_intercept and bmb_model.center_predictors:  # as Bambi: centre, keep X
+            self.design_matrix_without_intercept = data
+            data = data - data.mean(0)
+        self.output += pt.dot(data, pt.concatenate([pt.atleast_1d(c) for c in coefs], axis=0))
 
     def build_group_specific_terms(self, pymc_backend, bmb_model):
         """Bambi's ``build_group_specific_terms`` with correlated blocks built jointly."""
