@@ -169,6 +169,7 @@ class Mo:
         for i, v in enumerate(values):
             key = self._key(v)
             if key not in lookup:
+                v = v.item() if isinstance(v, np.generic) else v
                 raise DataError(
                     f"mo({name}): the value {v!r} was not a level of {name!r} in the fit "
                     f"(levels: {', '.join(map(repr, self.levels))})."

@@ -1705,5 +1705,5 @@ def prior_summary(model: Model) -> pd.DataFrame:
             rows.append((_lkj(_in_force(model, slot)), "cor", "", slot.group, source, basis))
     for slot in slots:
         if slot.cls not in _CLASS_LEVELS:
-            slot_row(slot)
+            slot_row(slot, slot.coef)  # a mo() simplex has brms' coef (mox1)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
