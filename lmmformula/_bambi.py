@@ -62,7 +62,7 @@ from bambi.utils import as_dataset
 from formulae.terms import terms as _formulae_terms
 from pytensor import sparse as ps
 
-from lmmformula import _marginal, _suffstats
+from lmmformula import _marginal, _mono, _suffstats
 from lmmformula.errors import ModelError, PriorError, UnsupportedSyntaxError
 
 SUFFSTATS_Y = "suffstats_y"
@@ -287,9 +287,12 @@ def term_predictor(term) -> np.ndarray:
 
 def _term_columns(term) -> tuple[int, list[str]]:
     """Number of columns of a Bambi group-specific term and their labels."""
+    name = term.alias or term.name
+    mo_label = _mono.group_label(name)
+    if mo_label is not None:  # one varying slope of mo(x), brms' r_g[, mox] (lmmformula._mono)
+        return 1, [mo_label]
     predictor = term_predictor(term)
     ncol = 1 if predictor.ndim == 1 else predictor.shape[1]
-    name = term.alias or term.name
     if ncol == 1:
         return 1, [name]
     expr, factor = name.split("|", 1)
@@ -380,6 +383,8 @@ class _LkjDistributionalComponent(DistributionalComponent):
                     f"the sigma of the group-level term {name!r} must have a prior (a Prior), "
                     f"got {sigma_prior!r}."
                 )
+            if _mono.group_label(name) is not None:
+                sigma_prior = _mono.scalar_prior(sigma_prior, f"the sd of {name}")
             mu = prior.args.get("mu", 0.0)
             if isinstance(mu, Prior):
                 raise PriorError(
@@ -425,7 +430,12 @@ class _LkjDistributionalComponent(DistributionalComponent):
             sigma_key = term.hyperprior_alias.get("sigma", "sigma")
             term_dims = list(_BambiGroupSpecificTerm(term, spec.noncentered).coords)
             expr_dims = [d for d in term_dims if not d.endswith("__factor_dim")]
-            if sl.stop - sl.start == 1 and not expr_dims:
+            if _mono.group_label(name) is not None:
+                info = _mono.population_term(name, _mono.mo_terms(self.component))
+                out[name] = _mono.build_group_mo(
+                    info, name, coefs[:, sl.start], term_dims, factor_dim, stds[sl.start]
+                )
+            elif sl.stop - sl.start == 1 and not expr_dims:
                 out[name] = pm.Deterministic(name, coefs[:, sl.start], dims=term_dims)
                 pm.Deterministic(f"{name}_{sigma_key}", stds[sl.start])
             else:
@@ -490,6 +500,16 @@ class _LkjDistributionalComponent(DistributionalComponent):
                 continue
             if name in block_coefs:
                 coefs.append(block_coefs[name])
+            elif _mono.group_label(name) is not None:  # (0 + mo(x)|g), (mo(x)||g)
+                info = _mono.population_term(name, _mono.mo_terms(self.component))
+                gs = _BambiGroupSpecificTerm(term, noncentered_default)
+                noncentered = term.prior.noncentered
+                noncentered = noncentered_default if noncentered is None else noncentered
+                coefs.append(
+                    _mono.build_uncorrelated_group_mo(
+                        info, name, term, list(gs.coords), bool(noncentered)
+                    )
+                )
             else:
                 coefs.append(_BambiGroupSpecificTerm(term, noncentered_default).build(bmb_model))
             columns.append(term.data)
@@ -853,10 +873,15 @@ def term_info(bambi_model: bmb.Model) -> dict[str, TermInfo]:
     out = {}
     for name, term in group_specific_terms(bambi_model).items():
         name = term.alias or name
+        mo_label = _mono.group_label(name)
+        if mo_label is not None:  # the varying slope of mo(x): mox|g, sd mox|g_sigma
+            name = mo_label
         expr, factor = name.split("|", 1)
         _, labels = _term_columns(term)
         coords = list(term.coords)
         expr_dims = [d for d in coords if not d.endswith("__factor_dim")]
+        if mo_label is not None:
+            expr_dims = []
         sigma_key = term.hyperprior_alias.get("sigma", "sigma")
         out[name] = TermInfo(
             name=name,

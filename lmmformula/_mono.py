@@ -290,3 +290,113 @@ def mo_draws(info: MoTerm, posterior: Any) -> dict[str, np.ndarray]:
     for k in range(simo.shape[-1]):
         out[f"{info.simo}[{k + 1}]"] = simo[:, :, k]
     return out
+
+
+# -- group-level mo(x): (1 + mo(x) | g) ---------------------------------------------------------
+# brms: mu += (bsp + r_g) * mo(x), the varying slope r_g multiplying the population's monotonic
+# transform (the same simplex). Bambi's group-level term keeps its D indicator columns (so its
+# predict and log-likelihood work), with the (levels, D) coefficients r_g * D * simo; the results
+# layer reads the one varying slope r_g, stored as ``mox|g`` (brms' ``r_g[, mox]``).
+def group_term_of(name: str) -> str | None:
+    """The population-level term (``mo(x)``) of a group-level term named ``mo(x)|g``, or None;
+    refuses mo() combined with other variables inside a bar."""
+    expr, _, _factor = name.partition("|")
+    if MO_CALL.fullmatch(expr):
+        return expr
+    if MO_CALL.search(expr):
+        raise ModelError(
+            f"the group-level term {name!r} combines mo() with other variables; only mo(x) on "
+            "its own is supported inside a bar, as in (1 + mo(x) | g)."
+        )
+    return None
+
+
+def group_label(name: str) -> str | None:
+    """The results layer's name of a group-level ``mo(x)|g`` term: ``mox|g`` (else None)."""
+    expr = group_term_of(name)
+    if expr is None:
+        return None
+    match = MO_CALL.fullmatch(expr)
+    assert match is not None
+    return f"{mo_name(match.group(1))}|{name.partition('|')[2]}"
+
+
+def population_term(name: str, population: dict[str, MoTerm]) -> MoTerm:
+    """The population-level ``mo()`` term a group-level one multiplies (a ModelError when the
+    formula has none, as brms requires)."""
+    expr = group_term_of(name)
+    assert expr is not None
+    if expr not in population:
+        raise ModelError(
+            f"the group-level term {name!r} varies the population-level {expr}, which the "
+            f"formula lacks: add {expr} to the population-level part, as in "
+            f"y ~ {expr} + (1 + {expr} | g) (brms' group-level mo() multiplies the population "
+            "term's simplex)."
+        )
+    return population[expr]
+
+
+def scalar_prior(prior: Any, what: str) -> Any:
+    """``prior`` with array arguments reduced to one number (all equal), for a one-number
+    parameter; a ModelError otherwise."""
+    import copy
+
+    out = copy.copy(prior)
+    out.args = dict(prior.args)
+    for key, value in prior.args.items():
+        if hasattr(value, "args") or np.ndim(value) == 0:
+            continue
+        arr = np.asarray(value, dtype=float).ravel()
+        if not np.all(arr == arr[0]):
+            raise ModelError(
+                f"{what} is one number, so its prior's {key} must be one number, got "
+                f"{arr.tolist()}."
+            )
+        out.args[key] = float(arr[0])
+    return out
+
+
+def build_group_mo(
+    info: MoTerm,
+    name: str,
+    r: Any,
+    term_dims: list[str],
+    factor_dim: str,
+    sigma: Any = None,
+    r_is_variable: bool = False,
+):
+    """The deterministics of a group-level ``mo(x)|g`` term from its varying slopes ``r``
+    (one per level): ``mox|g`` (unless ``r`` is that variable already), its sd
+    ``mox|g_sigma`` (when ``sigma`` is given) and the term's (levels, D) coefficients
+    ``r * D * simo`` under the term's name. Called inside the PyMC model by the seam."""
+    import pymc as pm
+
+    model = pm.modelcontext(None)
+    label = group_label(name)
+    assert label is not None
+    if not r_is_variable:
+        pm.Deterministic(label, r, dims=factor_dim)
+    if sigma is not None:
+        pm.Deterministic(f"{label}_sigma", sigma)
+    simo = model[info.simo]
+    return pm.Deterministic(name, r[:, None] * info.n_steps * simo[None, :], dims=term_dims)
+
+
+def build_uncorrelated_group_mo(
+    info: MoTerm, name: str, term: Any, term_dims: list[str], noncentered: bool
+):
+    """A group-level ``mo(x)|g`` outside a correlated block: ``r ~ Normal(0, sd)``, the sd with
+    the term's prior on sigma, non-centred (``r = sd * z``) or centred."""
+    import pymc as pm
+
+    label = group_label(name)
+    assert label is not None
+    factor_dim = next(d for d in term_dims if d.endswith("__factor_dim"))
+    sigma_prior = scalar_prior(term.prior.args["sigma"], f"the sd of {label}")
+    dist = sigma_prior.dist or getattr(pm, sigma_prior.name)
+    sigma = dist(f"{label}_sigma", **sigma_prior.args)
+    if noncentered:
+        z = pm.Normal(f"{label}_offset", mu=0.0, sigma=1.0, dims=factor_dim)
+        return build_group_mo(info, name, z * sigma, term_dims, factor_dim)
+    r = pm.Normal(label, mu=0.0, sigma=sigma, dims=factor_dim)
+    return build_group_mo(info, name, r, term_dims, factor_dim, r_is_variable=True)

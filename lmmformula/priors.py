@@ -673,7 +673,7 @@ def _slots(model: Model) -> list[_Slot]:
     for name, info in mo.items():  # brms' simo_mox1: the simplex of mo(x)
         out.append(_Slot("simo", info.coef + "1", "", name, "simplex"))
     for name in parent.group_specific_terms:
-        expr, factor = name.split("|", 1)
+        expr, factor = (_mono.group_label(name) or name).split("|", 1)  # mo(x)|g: brms' mox
         out.append(_Slot("sd", coef_label(expr), factor, name, "positive"))
     cor_factors: dict[str, None] = {}
     for key, terms in model.translation.correlated.items():
@@ -1476,6 +1476,15 @@ def lmmformula_default_priors(
             name = f"{rule.sd_dist}"
             if term.kind == "intercept":
                 out[slot] = _Default(half(rule.sd * s), _basis(f"{name}({unit})", scale))
+                continue
+            if _mono.group_label(slot.term) is not None:  # mo(x)|g: one slope per step
+                size = _rms_of(_columns(term.predictor).sum(axis=1))
+                text = (
+                    f"{name}({unit} / rms(x)), x the category codes of {slot.term.split('|')[0]}"
+                    f", rms(x) = {_fmt(size)}"
+                )
+                value = half(rule.sd * s / size if size > 0 else rule.sd * s)
+                out[slot] = _Default(value, _basis(text, scale))
                 continue
             cols = _columns(term.predictor)
             sizes, texts = _column_sizes(cols, _rms_of, f"rms({slot.coef})")
