@@ -742,6 +742,7 @@ class LkjBambiModel(bmb.Model):
         self.lkj_marginal: str | None = None  # issue 14: set by lmmformula.model.Model
         with r_bar_coding(bars):
             super().__init__(formula, data, **kwargs)
+        _mono.check_terms(parent_component(self))
         name = self.response_term.name
         if "/" in name and self.response_term.alias is None:
             # PyMC refuses '/' in variable names (I(awards / applications) ~ ...); the

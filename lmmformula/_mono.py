@@ -400,3 +400,12 @@ def build_uncorrelated_group_mo(
         return build_group_mo(info, name, z * sigma, term_dims, factor_dim)
     r = pm.Normal(label, mu=0.0, sigma=sigma, dims=factor_dim)
     return build_group_mo(info, name, r, term_dims, factor_dim, r_is_variable=True)
+
+
+def check_terms(component: Any) -> None:
+    """Refuse, when the model is created, the mo() terms the seam cannot build: mo() combined
+    with other variables, and a group-level mo(x) without the population-level one."""
+    population = mo_terms(component)
+    for name, term in component.group_specific_terms.items():
+        if group_label(term.alias or name) is not None:
+            population_term(term.alias or name, population)
