@@ -466,7 +466,9 @@ class Fit:
             new observations (brms' ``posterior_predict``). For an ordinal (cumulative) or
             categorical model ``"mean"`` is the probability of each category, as brms'
             ``posterior_epred``: the summary has one row per observation and category
-            (a ``(obs, category)`` index), the draws a category dimension.
+            (a ``(obs, category)`` index), the draws a category dimension; ``"response"``
+            draws the category's position, 0 for the first (Bambi's), where brms' draws
+            count from 1.
         include_group_effects : bool
             ``False`` predicts from population-level effects only (``re_formula = NA``).
         allow_new_levels : bool

@@ -1019,6 +1019,8 @@ def _ordinal_thresholds(model: Model, bambi_priors: dict[str, Any]) -> dict[str,
     prior = bambi_priors.get(_ordinal.THRESHOLD)
     if prior is None or not _ordinal.is_ordinal(model.bambi.family):
         return bambi_priors
+    if model.bambi.family.name != "cumulative":  # sratio's thresholds are not ordered
+        return bambi_priors
     n = _ordinal.n_thresholds(model.bambi)
     return {**bambi_priors, _ordinal.THRESHOLD: _ordinal.ordered_prior(prior, n)}
 
