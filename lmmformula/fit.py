@@ -340,6 +340,7 @@ class Fit:
                 table[key] = np.broadcast_to(arr[..., None], (*arr.shape, n_levels))
             for col, arr in cols.items():
                 key = _pretty_term(col)
+                key = f"bsp_{key}" if f"bsp_{key}" in table else key  # mo(x): bsp + r_g
                 table[key] = table[key] + arr if key in table else arr
             out[factor] = pd.DataFrame(
                 {k: v.mean(axis=(0, 1)) for k, v in table.items()},

@@ -324,3 +324,31 @@ def test_group_level_refusals() -> None:
     frame["z"] = np.linspace(0, 1, len(frame))
     with pytest.raises(ModelError, match=r"combines mo\(\) with other variables"):
         _model("y ~ mo(x) + (1 + mo(x):z|g)", frame)
+
+
+def test_group_level_accessors() -> None:
+    """ranef, coef and varcorr of (1 + mo(x)|g) name the varying slope mox, as brms does;
+    coef adds it to bsp_mox (brms' coef: bsp + r_g)."""
+    frame = _group_frame(n=120)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = lf.fit(
+            "y ~ mo(x) + (1 + mo(x)|g)",
+            frame,
+            draws=60,
+            tune=60,
+            chains=1,
+            random_seed=1,
+            progressbar=False,
+        )
+    post = fit.posterior
+    r = post["mox|g"].transpose("chain", "draw", ...).values
+    np.testing.assert_allclose(fit.ranef()["g"]["mox"], r.mean(axis=(0, 1)))
+    bsp = post["bsp_mox"].values[..., None]
+    np.testing.assert_allclose(fit.coef()["g"]["bsp_mox"], (bsp + r).mean(axis=(0, 1)))
+    labels = set(fit._varcorr_table()["label"])
+    assert {"sd(Intercept)", "sd(mox)", "cor(Intercept,mox)"} <= labels
+    # the term's (levels, D) coefficients are r_g * D * simo
+    simo = post["simo_mox1"].transpose("chain", "draw", ...).values
+    coefs = post["mo(x)|g"].transpose("chain", "draw", "g__factor_dim", ...).values
+    np.testing.assert_allclose(coefs, r[..., None] * 3 * simo[:, :, None, :], rtol=1e-10)
