@@ -246,8 +246,21 @@ def mo_terms(component: Any) -> dict[str, MoTerm]:
 
 
 def check_mo_columns(frame: Any, formula: str) -> None:
-    """Refuse, before Bambi sees the data, a ``mo()`` column that is not an ordered predictor
-    (a :class:`~lmmformula.errors.DataError` naming the column and the fix)."""
+    """Refuse, before Bambi sees the data, a ``mo()`` call on anything but one column
+    (a ModelError) and a ``mo()`` column that is not an ordered predictor (a
+    :class:`~lmmformula.errors.DataError` naming the column and the fix)."""
+    for match in re.finditer(r"\bmo\(", formula):
+        depth, end = 0, match.end() - 1
+        for end in range(match.end() - 1, len(formula)):
+            depth += {"(": 1, ")": -1}.get(formula[end], 0)
+            if depth == 0:
+                break
+        call = formula[match.start() : end + 1]
+        if not MO_CALL.fullmatch(call):
+            raise ModelError(
+                f"{call}: mo() takes one column of the data, as in mo(x) (brms' id= and "
+                "other arguments are not supported; transform the column first)."
+            )
     for name in mo_variables(formula):
         if name in frame.columns:
             _levels_of(frame[name], name)

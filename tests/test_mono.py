@@ -150,6 +150,10 @@ def test_refusals() -> None:
         _model("y ~ mo(z)", frame)
     with pytest.raises(ModelError, match=r"only mo\(x\) on its own"):
         _model("y ~ mo(x):z", frame)
+    with pytest.raises(ModelError, match=r"mo\(x, id = 'a'\): mo\(\) takes one column"):
+        _model("y ~ mo(x, id = 'a')", frame)
+    with pytest.raises(ModelError, match=r"mo\(np.log\(x \+ 1\)\): mo\(\) takes one column"):
+        _model("y ~ mo(np.log(x + 1))", frame)
 
 
 def test_design_has_the_cumulative_indicators() -> None:
