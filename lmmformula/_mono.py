@@ -415,9 +415,19 @@ def build_uncorrelated_group_mo(
     return build_group_mo(info, name, r, term_dims, factor_dim, r_is_variable=True)
 
 
-def check_terms(component: Any) -> None:
+def check_terms(bambi_model: Any) -> None:
     """Refuse, when the model is created, the mo() terms the seam cannot build: mo() combined
-    with other variables, and a group-level mo(x) without the population-level one."""
+    with other variables, a group-level mo(x) without the population-level one, and mo() in
+    the formula of a distributional parameter (``bf(..., sigma ~ mo(x))``)."""
+    parent = bambi_model.family.likelihood.parent
+    for name, other in bambi_model.parameters.items():
+        terms = {**getattr(other, "common_terms", {}), **getattr(other, "group_specific_terms", {})}
+        if name != parent and any(MO_CALL.search(key) for key in terms):
+            raise ModelError(
+                f"mo() in the formula of the distributional parameter {name!r} is not supported "
+                "yet; use it in the formula of the mean."
+            )
+    component = bambi_model.parameters[parent]
     population = mo_terms(component)
     for name, term in component.group_specific_terms.items():
         if group_label(term.alias or name) is not None:

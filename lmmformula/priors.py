@@ -62,7 +62,7 @@ __all__ = [
     "resolve_priors",
 ]
 
-SUMMARY_COLUMNS = ["prior", "class", "coef", "group", "source", "basis"]
+SUMMARY_COLUMNS = ["prior", "class", "coef", "group", "dpar", "source", "basis"]
 BAMBI_BASIS = "Bambi's default"
 """``basis`` of a prior that lmmformula leaves to Bambi (e.g. a negative binomial's alpha)."""
 AUTO_SCALED = "(auto-scaled)"
@@ -424,6 +424,9 @@ class PriorSpec:
         term's expression (``"Intercept"`` or e.g. ``"TEMP"``). Empty: the whole class.
     group : str
         For ``sd`` and ``cor``, the grouping factor. Empty: every grouping factor.
+    dpar : str
+        brms' distributional parameter whose formula has the parameters (``"sigma"`` in
+        ``bf(y ~ x, sigma ~ z)``); empty for the main formula.
 
     Examples
     --------
@@ -439,10 +442,11 @@ class PriorSpec:
     cls: str = "b"
     coef: str = ""
     group: str = ""
+    dpar: str = ""
     _parsed: _Parsed | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for attr in ("cls", "coef", "group"):
+        for attr in ("cls", "coef", "group", "dpar"):
             value = getattr(self, attr)
             if value is None:
                 object.__setattr__(self, attr, "")
@@ -476,6 +480,11 @@ class PriorSpec:
                 f"class {self.cls!r} has no groups; group={self.group!r} applies only to "
                 "classes 'sd' and 'cor'."
             )
+        if self.dpar and self.cls not in ("Intercept", "b", "sd"):
+            raise PriorError(
+                f"dpar={self.dpar!r} applies to the classes 'Intercept', 'b' and 'sd' of that "
+                f"parameter's formula, not to {self.cls!r}."
+            )
         if self.cls == "sd" and self.coef and not self.group:
             raise PriorError(
                 f"a prior on the sd of coef={self.coef!r} needs group=...: the grouping factor "
@@ -490,10 +499,10 @@ class PriorSpec:
 
     def _key(self) -> tuple:
         prior = self.prior if isinstance(self.prior, str) else repr(_encode_bambi(self.prior))
-        return (prior, self.cls, self.coef, self.group)
+        return (prior, self.cls, self.coef, self.group, self.dpar)
 
-    def _target(self) -> tuple[str, str, str]:
-        return (self.cls, self.coef, self.group)
+    def _target(self) -> tuple[str, str, str, str]:
+        return (self.cls, self.coef, self.group, self.dpar)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PriorSpec):
@@ -503,9 +512,18 @@ class PriorSpec:
     def __hash__(self) -> int:
         return hash(self._key())
 
+    def __repr__(self) -> str:
+        dpar = f", dpar={self.dpar!r}" if self.dpar else ""
+        return (
+            f"PriorSpec(prior={self.prior!r}, cls={self.cls!r}, coef={self.coef!r}, "
+            f"group={self.group!r}{dpar})"
+        )
+
     def __str__(self) -> str:
         parts = [repr(self.text), f"cls={self.cls!r}"]
-        parts += [f"{k}={getattr(self, k)!r}" for k in ("coef", "group") if getattr(self, k)]
+        parts += [
+            f"{k}={getattr(self, k)!r}" for k in ("coef", "group", "dpar") if getattr(self, k)
+        ]
         return f"prior({', '.join(parts)})"
 
     # serialization -------------------------------------------------------------------------
@@ -519,7 +537,10 @@ class PriorSpec:
         {'prior': 'halfcauchy(1)', 'class': 'sd', 'coef': '', 'group': 'station'}
         """
         prior = self.prior if isinstance(self.prior, str) else {"bambi": _encode_bambi(self.prior)}
-        return {"prior": prior, "class": self.cls, "coef": self.coef, "group": self.group}
+        out = {"prior": prior, "class": self.cls, "coef": self.coef, "group": self.group}
+        if self.dpar:
+            out["dpar"] = self.dpar
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PriorSpec:
@@ -531,7 +552,13 @@ class PriorSpec:
             raise PriorError(f"not a stored prior specification: {d!r}") from exc
         if isinstance(prior, Mapping) and "bambi" in prior:
             prior = _decode_bambi(prior["bambi"])
-        return cls(prior, cls=klass, coef=d.get("coef", ""), group=d.get("group", ""))
+        return cls(
+            prior,
+            cls=klass,
+            coef=d.get("coef", ""),
+            group=d.get("group", ""),
+            dpar=d.get("dpar", ""),
+        )
 
 
 def _encode_bambi(value: _bambi.Prior) -> dict[str, Any]:
@@ -561,7 +588,9 @@ def _decode_bambi(d: Mapping[str, Any]) -> _bambi.Prior:
     return _bambi.Prior(d["name"], **{k: dec(v) for k, v in d["args"].items()})
 
 
-def prior(prior: str | _bambi.Prior, cls: str = "b", coef: str = "", group: str = "") -> PriorSpec:
+def prior(
+    prior: str | _bambi.Prior, cls: str = "b", coef: str = "", group: str = "", dpar: str = ""
+) -> PriorSpec:
     """A prior on a class of parameters, brms style (``set_prior``/``prior_string``).
 
     Parameters
@@ -583,6 +612,11 @@ def prior(prior: str | _bambi.Prior, cls: str = "b", coef: str = "", group: str 
         expression such as ``"Intercept"`` or ``"TEMP"`` (``cls="sd"``, with ``group``).
     group : str
         A grouping factor (``cls="sd"`` or ``"cor"``).
+    dpar : str
+        The distributional parameter whose formula has the parameters, brms' ``dpar``:
+        ``lf.prior("normal(0, 1)", cls="b", dpar="sigma")`` is a prior on the coefficients of
+        ``sigma ~ ...`` in ``bf(y ~ x, sigma ~ z)`` (on the log scale of sigma). Empty: the main
+        formula. Classes ``Intercept``, ``b`` and ``sd`` take a ``dpar``.
 
     Returns
     -------
@@ -623,7 +657,7 @@ def prior(prior: str | _bambi.Prior, cls: str = "b", coef: str = "", group: str 
     5   halfcauchy(1)         sd  Intercept  station
     6   halfcauchy(1)      sigma
     """
-    return PriorSpec(prior, cls=cls, coef=coef, group=group)
+    return PriorSpec(prior, cls=cls, coef=coef, group=group, dpar=dpar)
 
 
 # -- what the model has priors on ------------------------------------------------------------
@@ -636,6 +670,7 @@ class _Slot:
     group: str
     term: str  # Bambi term name, auxiliary parameter name, or the factor (cor)
     support: str  # "real", "positive", "unit", "cor"
+    dpar: str = ""  # the distributional parameter's formula (bf()), "" for the main one
 
 
 def _aux_support(model: Model, name: str) -> str:
@@ -675,6 +710,14 @@ def _slots(model: Model) -> list[_Slot]:
     for name in parent.group_specific_terms:
         expr, factor = (_mono.group_label(name) or name).split("|", 1)  # mo(x)|g: brms' mox
         out.append(_Slot("sd", coef_label(expr), factor, name, "positive"))
+    for dpar, component in _bambi.dpar_components(model.bambi).items():
+        if component.intercept_term is not None:
+            out.append(_Slot("Intercept", "", "", "Intercept", "real", dpar))
+        for name in component.common_terms:
+            out.append(_Slot("b", name, "", name, "real", dpar))
+        for name in component.group_specific_terms:
+            expr, factor = name.split("|", 1)
+            out.append(_Slot("sd", coef_label(expr), factor, name, "positive", dpar))
     cor_factors: dict[str, None] = {}
     for key, terms in model.translation.correlated.items():
         if _bambi.block_size(model.bambi, tuple(terms)) > 1:
@@ -691,6 +734,13 @@ def _slots(model: Model) -> list[_Slot]:
     return out
 
 
+def _component(model: Model, slot: _Slot):
+    """The Bambi component whose term the slot is (the parent's or a dpar's)."""
+    if slot.dpar:
+        return _bambi.dpar_components(model.bambi)[slot.dpar]
+    return _bambi.parent_component(model.bambi)
+
+
 def _join(names) -> str:
     names = list(dict.fromkeys(names))
     return ", ".join(names) if names else "none"
@@ -698,6 +748,22 @@ def _join(names) -> str:
 
 def _canonical_class(spec: PriorSpec, model: Model, slots: list[_Slot]) -> str:
     """The class name as the model knows it; brms' ``shape``/``phi`` map to Bambi's names."""
+    if spec.dpar:
+        dpars = list(_bambi.dpar_components(model.bambi))
+        if spec.dpar not in dpars:
+            raise PriorError(
+                f"{spec}: the model has no formula for the distributional parameter "
+                f"{spec.dpar!r}; modelled by a formula: {_join(dpars)} (write them in "
+                "bf(y ~ ..., sigma ~ ...))."
+            )
+        present = {s.cls for s in slots if s.dpar == spec.dpar}
+        if spec.cls not in present:
+            raise PriorError(
+                f"{spec}: the formula of {spec.dpar!r} has no parameters of class "
+                f"{spec.cls!r}; valid classes: {_join(c for c in _CLASS_LEVELS if c in present)}."
+            )
+        return spec.cls
+    slots = [s for s in slots if not s.dpar]
     present = {s.cls for s in slots}
     if spec.cls in present:
         return spec.cls
@@ -729,6 +795,7 @@ def _canonical_class(spec: PriorSpec, model: Model, slots: list[_Slot]) -> str:
 
 def _check_targets(spec: PriorSpec, cls: str, slots: list[_Slot]) -> None:
     """Refuse a coef or group the model does not have, listing the valid ones."""
+    slots = [s for s in slots if s.dpar == spec.dpar]
     mine = [s for s in slots if s.cls == cls]
     if cls == "b" and spec.coef:
         has_intercept = any(s.cls == "Intercept" for s in slots)
@@ -770,6 +837,8 @@ def _specificity(
 
     With brms' ``0 + Intercept`` (``intercept_as_b``) the intercept is one of the ``b``
     coefficients, so a prior on the whole class ``b`` covers it too."""
+    if spec.dpar != slot.dpar:
+        return None
     if slot.cls == "Intercept":
         if cls == "Intercept":
             return 0
@@ -941,13 +1010,15 @@ def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resol
     for slot in slots:
         best, best_score = None, -1
         for spec, cls in canonical:
-            score = _specificity(spec, cls, slot, model.translation.intercept_as_b)
+            score = _specificity(
+                spec, cls, slot, model.translation.intercept_as_b and not slot.dpar
+            )
             if score is not None and score > best_score:
                 best, best_score = spec, score
         if best is not None:
             resolved[slot] = _Resolved(_resolve_value(best, slot), "user", best, str(best))
     by_level = {
-        (cls, spec.coef if cls != "sd" else coef_label(spec.coef), spec.group): spec
+        (cls, spec.coef if cls != "sd" else coef_label(spec.coef), spec.group, spec.dpar): spec
         for spec, cls in canonical
     }
     return slots, resolved, by_level
@@ -965,11 +1036,30 @@ class ResolvedPriors:
     block_eta : dict of str to float
         The LKJ shape of the correlated blocks of each grouping factor that a ``cor`` prior
         names; the others keep the model's ``lkj_eta``.
+    base : str
+        Whose defaults fill what the user did not name: ``"lmmformula"``, ``"brms"`` or
+        ``"bambi"``.
+    slots : tuple
+        Every parameter (or set of parameters) that takes one prior, in the summary's order.
+    entries : dict
+        Per slot, the prior in force with its source (``"user"`` or ``"default"``) and basis
+        (the rule and its numbers, or the specification); slots left to Bambi are absent.
+    by_level : dict
+        The user's specifications by (class, coef, group, dpar), for the summary's class rows.
+    mapping : dict or None
+        A Bambi dict of priors given instead of specifications, and ``sources``: which slots
+        it names.
     """
 
     bambi_priors: dict[str, Any]
     block_eta: dict[str, float]
-    simo: dict[str, float] = field(default_factory=dict)
+    base: str = "lmmformula"
+    slots: tuple[Any, ...] = ()
+    entries: dict[Any, Any] = field(default_factory=dict)
+    by_level: dict[tuple[str, str, str, str], Any] = field(default_factory=dict)
+    mapping: Mapping[str, Any] | None = None
+    sources: dict[Any, str] = field(default_factory=dict)
+    simo: dict[str, float] = field(default_factory=dict)  # mo() simplexes: term -> alpha
 
 
 def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
@@ -996,22 +1086,39 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
         As :func:`apply_priors`.
     """
     if isinstance(priors, Mapping):
-        slots = _slots(model)
+        slots, resolved, by_level = _resolve(model, None)
         sources = _mapping_sources(model, slots, priors)
-        unnamed = [slot for slot in slots if sources.get(slot) == "default"]
-        defaults = lmmformula_default_priors(model, unnamed)
-        simo = {s.term: float(d.value.args["a"]) for s, d in defaults.items() if s.cls == "simo"}
-        kept = {slot: d.value for slot, d in defaults.items() if slot.cls != "simo"}
-        bambi_priors = _ordinal_thresholds(model, _bambi_dict(kept))
-        return ResolvedPriors({**bambi_priors, **dict(priors)}, {}, simo)
-    _, resolved, _ = _resolve(model, priors)
+        unnamed = {s: r.value for s, r in resolved.items() if sources.get(s) == "default"}
+        simo = {s.term: float(v.args["a"]) for s, v in unnamed.items() if s.cls == "simo"}
+        kept = {s: v for s, v in unnamed.items() if s.cls != "simo"}
+        return ResolvedPriors(
+            {**_ordinal_thresholds(model, _bambi_dict(kept)), **dict(priors)},
+            {},
+            base=LMMFORMULA,
+            slots=tuple(slots),
+            entries=resolved,
+            by_level=by_level,
+            mapping=dict(priors),
+            sources=sources,
+            simo=simo,
+        )
+    base, _ = _normalize(priors)
+    slots, resolved, by_level = _resolve(model, priors)
     block_eta = {
         slot.group: float(res.value) for slot, res in resolved.items() if slot.cls == "cor"
     }
     kept = {s: r.value for s, r in resolved.items() if s.cls not in ("cor", "simo")}
     bambi_priors = _ordinal_thresholds(model, _bambi_dict(kept))
     simo = {s.term: float(r.value.args["a"]) for s, r in resolved.items() if s.cls == "simo"}
-    return ResolvedPriors(bambi_priors, block_eta, simo)
+    return ResolvedPriors(
+        bambi_priors,
+        block_eta,
+        base=base,
+        slots=tuple(slots),
+        entries=resolved,
+        by_level=by_level,
+        simo=simo,
+    )
 
 
 def _ordinal_thresholds(model: Model, bambi_priors: dict[str, Any]) -> dict[str, Any]:
@@ -1066,8 +1173,9 @@ def apply_priors(model: Model, priors: Any) -> None:
         _bambi.set_priors(model.bambi, resolved.bambi_priors)
     if hasattr(model, "blocks"):  # applied after construction: keep the model consistent
         model.user_priors = priors
+        model.resolved_priors = resolved
         model.blocks = model._effective_blocks()
-        model.bambi.lkj_blocks = dict(model.blocks)
+        model.bambi.set_plan(model._build_plan())
 
 
 def _bambi_dict(values: Mapping[_Slot, Any]) -> dict[str, Any]:
@@ -1075,7 +1183,9 @@ def _bambi_dict(values: Mapping[_Slot, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for slot, value in values.items():
         if slot.cls == "sd":
-            out[slot.term] = _bambi.Prior("Normal", mu=0.0, sigma=value)
+            value = _bambi.Prior("Normal", mu=0.0, sigma=value)
+        if slot.dpar:  # Bambi's nested dict for a distributional parameter's terms
+            out.setdefault(slot.dpar, {})[slot.term] = value
         else:
             out[slot.term] = value
     return out
@@ -1200,6 +1310,14 @@ def brms_default_priors(model: Model, slots: list[_Slot] | None = None) -> dict[
     family = model.bambi.family.name
     out: dict[_Slot, Any] = {}
     for slot in slots:
+        if slot.dpar:  # brms' def_dpar_prior: student_t(3, 0, 2.5) on the link scale, b flat
+            if slot.cls == "Intercept":
+                out[slot] = _bambi.Prior("StudentT", nu=3.0, mu=0.0, sigma=2.5)
+            elif slot.cls == "b":
+                out[slot] = _bambi.Prior("Flat")
+            else:
+                out[slot] = _bambi.Prior("HalfStudentT", nu=3.0, sigma=2.5)
+            continue
         if slot.cls == "Intercept":
             out[slot] = _bambi.Prior("StudentT", nu=3.0, mu=location, sigma=scale)
         elif slot.cls == "b":
@@ -1434,6 +1552,9 @@ def lmmformula_default_priors(
     has_intercept = parent.intercept_term is not None
     mo = _mono.mo_terms(parent)
     for slot in slots:
+        if slot.dpar:
+            out[slot] = _dpar_default(model, slot, scale, half)
+            continue
         if slot.cls == "simo":
             value = _bambi.Prior("Dirichlet", a=_mono.DEFAULT_SIMO_ALPHA)
             out[slot] = _Default(value, "dirichlet(1): uniform on the simplex (brms' default)")
@@ -1507,6 +1628,47 @@ def lmmformula_default_priors(
     return out
 
 
+def _dpar_default(model: Model, slot: _Slot, scale: _OutcomeScale, half) -> _Default:
+    """lmmformula's default prior for a term of a distributional parameter's formula, on the
+    scale of that parameter's link (log for sigma):
+
+    - Intercept: ``normal(log(sd(y)), 1)`` for ``sigma`` of a real-valued family (the
+      residual sd within a factor of e^2 of sd(y) with 95% prior mass), ``normal(0, 2.5)``
+      otherwise;
+    - b: ``normal(0, 1 / sd(x))`` per numeric column, ``normal(0, 1)`` per indicator (one
+      sd of x multiplies the parameter by e^{+-2} at two prior sds);
+    - sd: ``halfnormal(1)``, ``halfnormal(1 / rms(x))`` per numeric column.
+    """
+    component = _component(model, slot)
+    link = _bambi.dpar_link(model.bambi, slot.dpar)
+
+    def normal(mu: Any, sigma: Any) -> _bambi.Prior:
+        return _bambi.Prior("Normal", mu=mu, sigma=sigma, auto_scale=False)
+
+    if slot.cls == "Intercept":
+        real = model.bambi.family.name in _REAL_FAMILIES
+        if slot.dpar == "sigma" and link == "log" and real and model.link_name == "identity":
+            s = float(scale.scale)
+            text = f"normal(log(sd(y)), 1), {slot.dpar} on the log scale; sd(y) = {_fmt(s)}"
+            return _Default(normal(float(np.log(s)), 1.0), text)
+        return _Default(normal(0.0, 2.5), f"normal(0, 2.5) on the {link} scale of {slot.dpar}")
+    if slot.cls == "b":
+        cols = _columns(component.common_terms[slot.term].data)
+        sizes, parts = _column_sizes(cols, _sd_of, f"sd({slot.coef})")
+        sigmas = np.asarray([1.0 / size for size in sizes])
+        value = normal(_squeeze(np.zeros(len(sigmas))), _squeeze(sigmas))
+        detail = ", ".join(parts)
+        return _Default(value, f"normal(0, 1 / sd(x)) on the {link} scale of {slot.dpar}; {detail}")
+    term = component.group_specific_terms[slot.term]
+    if term.kind == "intercept":
+        return _Default(half(1.0), f"halfnormal(1) on the {link} scale of {slot.dpar}")
+    sizes, texts = _column_sizes(_columns(term.predictor), _rms_of, f"rms({slot.coef})")
+    value = half(np.asarray([1.0 / size for size in sizes]))
+    return _Default(
+        value, f"halfnormal(1 / rms(x)) on the {link} scale of {slot.dpar}; {', '.join(texts)}"
+    )
+
+
 def _squeeze(arr: np.ndarray) -> Any:
     arr = np.asarray(arr, dtype=float)
     return float(arr.ravel()[0]) if arr.size == 1 else arr
@@ -1527,16 +1689,23 @@ def _lkj_eta_default() -> float:
 
 
 def _mapping_sources(
-    model: Model, slots: list[_Slot], mapping: Mapping[str, Any] | None = None
+    model: Model, slots: list[_Slot], mapping: Mapping[str, Any]
 ) -> dict[_Slot, str]:
-    """Which slots a Bambi dict of priors set (``priors={...}``; the model's own by default)."""
-    priors = dict(model.user_priors if mapping is None else mapping)
+    """Which slots a Bambi dict of priors (``priors={...}``) sets."""
+    priors = dict(mapping)
     parent_name = _bambi.parent_name(model.bambi)
     nested = priors.get(parent_name) if isinstance(priors.get(parent_name), Mapping) else {}
     keys = set(priors) | set(nested)
     out = {}
     for slot in slots:
         if slot.cls == "cor":
+            continue
+        if slot.dpar:
+            sub = priors.get(slot.dpar)
+            sub = sub if isinstance(sub, Mapping) else {}
+            hit = slot.term in sub or (slot.cls == "b" and "common" in sub)
+            hit |= slot.cls == "sd" and "group_specific" in sub
+            out[slot] = "user" if hit else "default"
             continue
         hit = slot.term in keys
         hit |= slot.cls == "b" and "common" in keys
@@ -1547,13 +1716,14 @@ def _mapping_sources(
 
 def _in_force(model: Model, slot: _Slot) -> Any:
     """The prior Bambi holds for ``slot`` (for ``sd``: the prior on the term's sigma)."""
-    parent = _bambi.parent_component(model.bambi)
+    parent = _component(model, slot)
     if slot.cls == "Intercept" and slot.term == _ordinal.THRESHOLD:
         return model.bambi.parameters[slot.term].prior
     if slot.cls == "Intercept":
         return parent.intercept_term.prior
     if slot.cls == "simo":
-        alpha = (getattr(model.bambi, "lkj_simo", None) or {}).get(slot.term)
+        resolved = getattr(model, "resolved_priors", None)
+        alpha = (getattr(resolved, "simo", None) or {}).get(slot.term)
         return _bambi.Prior("Dirichlet", a=_mono.DEFAULT_SIMO_ALPHA if alpha is None else alpha)
     if slot.cls == "b":
         return parent.common_terms[slot.term].prior
@@ -1619,14 +1789,14 @@ def prior_summary(model: Model) -> pd.DataFrame:
     >>> print(table.loc[2, "basis"])
     normal(0, 2.5 sd(y) / sd(Days)), sd(Days) = 2.88; sd(y) = 56.33
     """
-    user = model.user_priors
-    mapping = isinstance(user, Mapping)
-    slots, resolved, by_level = _resolve(model, None if mapping else user)
-    base, _ = (LMMFORMULA, []) if mapping else _normalize(user)
-    brms = base == BRMS
+    rp = model.resolved_priors  # what the model was built with: nothing is resolved again
+    user = rp.mapping
+    mapping = user is not None
+    slots, resolved, by_level = list(rp.slots), rp.entries, rp.by_level
+    brms = rp.base == BRMS
     brms_values = brms_default_priors(model, slots) if brms else {}
-    sources = _mapping_sources(model, slots) if mapping else {}
-    rows: list[tuple[str, str, str, str, str, str]] = []
+    sources = rp.sources
+    rows: list[tuple[str, ...]] = []
     per_term = "scaled per term: see the rows below"
 
     def source_of(slot: _Slot) -> str:
@@ -1641,31 +1811,38 @@ def prior_summary(model: Model) -> pd.DataFrame:
         res = resolved.get(slot)
         return res.basis if res is not None and res.basis else BAMBI_BASIS
 
+    def add(prior: str, cls: str, coef: str, group: str, dpar: str, source: str, basis: str):
+        rows.append((prior, cls, coef, group, dpar, source, basis))
+
     def level_row(
-        cls: str, group: str, members: list[_Slot], brms_text: str | None, default_text: str
+        cls: str,
+        group: str,
+        members: list[_Slot],
+        brms_text: str | None,
+        default_text: str,
+        dpar: str = "",
     ) -> None:
         """A class row (group "") or a per-group row: the most specific prior at that level."""
-        for key in ([(cls, "", group)] if group else []) + [(cls, "", "")]:
+        for key in ([(cls, "", group, dpar)] if group else []) + [(cls, "", "", dpar)]:
             spec = by_level.get(key)
             if spec is not None:
                 # render through the first member so the half rule shows (normal -> halfnormal)
                 value = _resolve_value(spec, members[0])
                 text = _lkj(value) if cls == "cor" else _stan_text(value)
-                rows.append((text, cls, "", group, "user", str(spec)))
+                add(text, cls, "", group, dpar, "user", str(spec))
                 return
         if mapping and cls in ("b", "sd"):
             key = "common" if cls == "b" else "group_specific"
-            bambi_level = dict(user).get(key)
+            level = dict(user).get(dpar) if dpar else dict(user)
+            bambi_level = level.get(key) if isinstance(level, Mapping) else None
             if bambi_level is not None:
-                rows.append(
-                    (_stan_text(bambi_level), cls, "", group, "user", f"priors dict ({key!r})")
-                )
+                add(_stan_text(bambi_level), cls, "", group, dpar, "user", f"priors dict ({key!r})")
                 return
         if brms_text is not None:
-            rows.append((brms_text, cls, "", group, "default", _brms_basis(members[0])))
+            add(brms_text, cls, "", group, dpar, "default", _brms_basis(members[0]))
         else:
             basis = per_term if default_text == AUTO_SCALED else ""
-            rows.append((default_text, cls, "", group, "default", basis))
+            add(default_text, cls, "", group, dpar, "default", basis)
 
     def brms_text(members: list[_Slot]) -> str | None:
         if not brms or not members or members[0] not in brms_values:
@@ -1673,31 +1850,38 @@ def prior_summary(model: Model) -> pd.DataFrame:
         value = brms_values[members[0]]
         return _lkj(value) if members[0].cls == "cor" else _stan_text(value)
 
-    by_cls: dict[str, list[_Slot]] = {}
-    for slot in slots:
-        by_cls.setdefault(slot.cls, []).append(slot)
-
     def slot_row(slot: _Slot, coef: str = "", group: str = "") -> None:
         text = _stan_text(_in_force(model, slot))
-        rows.append((text, slot.cls, coef, group, source_of(slot), basis_of(slot)))
+        add(text, slot.cls, coef, group, slot.dpar, source_of(slot), basis_of(slot))
 
-    for slot in by_cls.get("Intercept", []):
-        slot_row(slot)
-    if by_cls.get("b"):
-        members = by_cls["b"]
-        level_row("b", "", members, brms_text(members), AUTO_SCALED)
-        for slot in members:
-            slot_row(slot, slot.coef)
-    if by_cls.get("sd"):
-        members = by_cls["sd"]
-        level_row("sd", "", members, brms_text(members), AUTO_SCALED)
-        for group in dict.fromkeys(s.group for s in members):
-            in_group = [s for s in members if s.group == group]
-            level_row("sd", group, in_group, brms_text(in_group), AUTO_SCALED)
-            for slot in in_group:
-                slot_row(slot, slot.coef, group)
-    if by_cls.get("cor"):
-        members = by_cls["cor"]
+    def term_rows(dpar: str) -> None:
+        """The Intercept, b and sd rows of one formula (brms' ``dpar``; "" for the main one)."""
+        by_cls: dict[str, list[_Slot]] = {}
+        for slot in slots:
+            if slot.dpar == dpar:
+                by_cls.setdefault(slot.cls, []).append(slot)
+        for slot in by_cls.get("Intercept", []):
+            slot_row(slot)
+        if by_cls.get("b"):
+            members = by_cls["b"]
+            level_row("b", "", members, brms_text(members), AUTO_SCALED, dpar)
+            for slot in members:
+                slot_row(slot, slot.coef)
+        if by_cls.get("sd"):
+            members = by_cls["sd"]
+            level_row("sd", "", members, brms_text(members), AUTO_SCALED, dpar)
+            for group in dict.fromkeys(s.group for s in members):
+                in_group = [s for s in members if s.group == group]
+                level_row("sd", group, in_group, brms_text(in_group), AUTO_SCALED, dpar)
+                for slot in in_group:
+                    slot_row(slot, slot.coef, group)
+
+    term_rows("")
+    for dpar in dict.fromkeys(s.dpar for s in slots if s.dpar):
+        term_rows(dpar)
+    cors = [s for s in slots if s.cls == "cor"]
+    if cors:
+        members = cors
         # lkj_eta= is the user's choice when it differs from its default
         eta_user = model.lkj_eta != _lkj_eta_default()
         eta_source = "user" if eta_user else "default"
@@ -1707,13 +1891,13 @@ def prior_summary(model: Model) -> pd.DataFrame:
             else f"lmmformula: lkj({_fmt(model.lkj_eta)}), the lkj_eta default"
         )
         level_row("cor", "", members, brms_text(members), _lkj(model.lkj_eta))
-        if rows[-1][4] == "default" and not brms:
-            rows[-1] = (*rows[-1][:4], eta_source, eta_basis)
+        if rows[-1][5] == "default" and not brms:
+            rows[-1] = (*rows[-1][:5], eta_source, eta_basis)
         for slot in members:
             res = resolved.get(slot)
             source = res.source if res is not None else eta_source
             basis = res.basis if res is not None else eta_basis
-            rows.append((_lkj(_in_force(model, slot)), "cor", "", slot.group, source, basis))
+            add(_lkj(_in_force(model, slot)), "cor", "", slot.group, "", source, basis)
     for slot in slots:
         if slot.cls not in _CLASS_LEVELS:
             slot_row(slot, slot.coef)  # a mo() simplex has brms' coef (mox1)

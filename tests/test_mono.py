@@ -328,6 +328,8 @@ def test_group_level_refusals() -> None:
     frame["z"] = np.linspace(0, 1, len(frame))
     with pytest.raises(ModelError, match=r"combines mo\(\) with other variables"):
         _model("y ~ mo(x) + (1 + mo(x):z|g)", frame)
+    with pytest.raises(ModelError, match=r"distributional parameter 'sigma' is not supported"):
+        _model("bf(y ~ mo(x), sigma ~ mo(x))", frame)
 
 
 def test_group_level_accessors() -> None:
