@@ -432,3 +432,9 @@ def check_terms(bambi_model: Any) -> None:
     for name, term in component.group_specific_terms.items():
         if group_label(term.alias or name) is not None:
             population_term(term.alias or name, population)
+
+
+def is_mo_slot(term: str) -> bool:
+    """Whether a Bambi term name is a population-level ``mo(x)`` or a group-level
+    ``mo(x)|g`` (whose priors are lmmformula's even with Bambi's defaults)."""
+    return bool(MO_CALL.fullmatch(term)) or group_label(term) is not None

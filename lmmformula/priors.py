@@ -1007,6 +1007,10 @@ def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resol
     elif base == LMMFORMULA:
         for slot, default in lmmformula_default_priors(model, slots).items():
             resolved[slot] = _Resolved(default.value, "default", basis=default.basis)
+    else:  # Bambi has no prior for mo()'s one slope and simplex: lmmformula's (_mono)
+        mo_slots = [s for s in slots if s.cls == "simo" or _mono.is_mo_slot(s.term)]
+        for slot, default in lmmformula_default_priors(model, mo_slots).items():
+            resolved[slot] = _Resolved(default.value, "default", basis=default.basis)
     for slot in slots:
         best, best_score = None, -1
         for spec, cls in canonical:

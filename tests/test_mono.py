@@ -123,6 +123,12 @@ def test_default_priors_and_summary_names() -> None:
     brms = brms.set_index(["class", "coef"])
     assert brms.loc[("b", "mox"), "prior"] == "(flat)"
     assert brms.loc[("simo", "mox1"), "prior"] == "dirichlet(1)"
+    # Bambi has no prior for mo()'s one slope: priors="bambi" keeps lmmformula's there
+    bambi = _model("y ~ mo(x) + z", frame, priors="bambi")
+    bambi.build()
+    assert bambi.prior_summary().set_index(["class", "coef"]).loc[("b", "mox"), "prior"] == (
+        f"normal(0, {want:.4g})"
+    )
 
 
 def test_prior_errors() -> None:
