@@ -73,6 +73,7 @@ from bambi.backend.model_components import (
     ResponseComponent,
 )
 from bambi.backend.pymc import PyMCModel
+from bambi.backend.terms import CommonTerm
 from bambi.backend.terms import GroupSpecificTerm as _BambiGroupSpecificTerm
 from bambi.backend.terms import ResponseTerm as _BambiResponseTerm
 from bambi.backend.utils import get_distribution_from_prior, noncentered_default_for
@@ -84,7 +85,7 @@ from bambi.utils import as_dataset
 from formulae.terms import terms as _formulae_terms
 from pytensor import sparse as ps
 
-from lmmformula import _marginal, _suffstats
+from lmmformula import _marginal, _mono, _suffstats
 from lmmformula.errors import ModelError, PriorError, UnsupportedSyntaxError
 
 SUFFSTATS_Y = "suffstats_y"
@@ -200,6 +201,9 @@ class BuildPlan:
     suffstats_shared : bool
         With ``suffstats``, keep the response's statistics as shared data so that a compiled
         model can take another response (the SBC benchmark).
+    simo : dict of str to float
+        The Dirichlet concentration of each ``mo()`` term's simplex, by Bambi term name
+        (:mod:`lmmformula._mono`; brms' default 1 for a term not named).
     """
 
     blocks: dict[str, BlockSpec] = field(default_factory=dict)
@@ -207,6 +211,7 @@ class BuildPlan:
     suffstats: bool = False
     marginal: str | None = None
     suffstats_shared: bool = False
+    simo: dict[str, float] = field(default_factory=dict)
 
 
 class _PriorScaler(bambi_priors.PriorScaler):
@@ -337,9 +342,12 @@ def term_predictor(term) -> np.ndarray:
 
 def _term_columns(term) -> tuple[int, list[str]]:
     """Number of columns of a Bambi group-specific term and their labels."""
+    name = term.alias or term.name
+    mo_label = _mono.group_label(name)
+    if mo_label is not None:  # one varying slope of mo(x), brms' r_g[, mox] (lmmformula._mono)
+        return 1, [mo_label]
     predictor = term_predictor(term)
     ncol = 1 if predictor.ndim == 1 else predictor.shape[1]
-    name = term.alias or term.name
     if ncol == 1:
         return 1, [name]
     expr, factor = name.split("|", 1)
@@ -391,10 +399,11 @@ def _sd_dist(sd_priors: list[tuple[Prior, int]]):
 
 
 def _build_block(
-    pymc_backend, spec: BlockSpec, terms: dict, eta: float
+    pymc_backend, spec: BlockSpec, terms: dict, eta: float, mo: dict | None = None
 ) -> dict[str, pt.TensorVariable]:
     """One correlated block as one ``LKJCholeskyCov``: the coefficients of its terms (of
-    any component: brms' ``|ID|`` joins terms of several formulas), by term name."""
+    any component: brms' ``|ID|`` joins terms of several formulas), by term name. ``mo``:
+    the population-level ``mo()`` terms a group-level ``mo(x)|g`` multiplies."""
     model = pymc_backend.model
     block_terms = [terms[name] for name in spec.terms]
     for term in block_terms:
@@ -425,6 +434,8 @@ def _build_block(
                 f"the sigma of the group-level term {name!r} must have a prior (a Prior), "
                 f"got {sigma_prior!r}."
             )
+        if _mono.group_label(name) is not None:
+            sigma_prior = _mono.scalar_prior(sigma_prior, f"the sd of {name}")
         mu = prior.args.get("mu", 0.0)
         if isinstance(mu, Prior):
             raise PriorError(
@@ -470,7 +481,12 @@ def _build_block(
         sigma_key = term.hyperprior_alias.get("sigma", "sigma")
         term_dims = list(_BambiGroupSpecificTerm(term, spec.noncentered).coords)
         expr_dims = [d for d in term_dims if not d.endswith("__factor_dim")]
-        if sl.stop - sl.start == 1 and not expr_dims:
+        if _mono.group_label(name) is not None:  # r_g * D * simo (lmmformula._mono)
+            info = _mono.population_term(name, mo or {})
+            out[name] = _mono.build_group_mo(
+                info, name, coefs[:, sl.start], term_dims, factor_dim, stds[sl.start]
+            )
+        elif sl.stop - sl.start == 1 and not expr_dims:
             out[name] = pm.Deterministic(name, coefs[:, sl.start], dims=term_dims)
             pm.Deterministic(f"{name}_{sigma_key}", stds[sl.start])
         else:
@@ -493,7 +509,8 @@ class _Blocks:
         if name not in self.coefs:
             spec = self.specs[self.of_term[name]]
             terms = group_specific_terms(bmb_model)
-            self.coefs.update(_build_block(pymc_backend, spec, terms, self.eta))
+            mo = _mono.mo_terms(parent_component(bmb_model))
+            self.coefs.update(_build_block(pymc_backend, spec, terms, self.eta, mo))
         return self.coefs[name]
 
 
@@ -505,6 +522,34 @@ class _LkjDistributionalComponent(DistributionalComponent):
         self.blocks = blocks
         self.marginal = marginal  # issue 14: a (1|g) integrated out (lmmformula._marginal)
         self.marginal_sigma = None
+
+    def build_common_terms(self, pymc_backend, bmb_model):
+        """Bambi's ``build_common_terms``; the coefficients of a ``mo(x)`` term are brms'
+        ``bsp * D * simo`` (:mod:`lmmformula._mono`) instead of independent priors."""
+        from lmmformula import _mono
+
+        mo = _mono.mo_terms(self.component)
+        if not mo:
+            return super().build_common_terms(pymc_backend, bmb_model)
+        simo_alpha = getattr(getattr(bmb_model, "plan", None), "simo", None) or {}
+        coefs, columns = [], []
+        for key, term in self.component.common_terms.items():
+            common_term = CommonTerm(term)
+            for name, values in common_term.coords.items():
+                pymc_backend.model.add_coords({name: values})
+            if key in mo:
+                alpha = simo_alpha.get(key, _mono.DEFAULT_SIMO_ALPHA)
+                dims = list(common_term.coords)
+                dist = get_distribution_from_prior(term.prior)
+                coefs.append(_mono.build_mo_coefficients(mo[key], term.prior, dist, alpha, dims))
+            else:
+                coefs.append(common_term.build(bmb_model))
+            columns.append(term.data)
+        data = np.column_stack(columns)
+        if self.has_intercept and bmb_model.center_predictors:  # as Bambi: centre, keep X
+            self.design_matrix_without_intercept = data
+            data = data - data.mean(0)
+        self.output += pt.dot(data, pt.concatenate([pt.atleast_1d(c) for c in coefs], axis=0))
 
     def build_group_specific_terms(self, pymc_backend, bmb_model):
         """Bambi's ``build_group_specific_terms`` with correlated blocks built jointly."""
@@ -532,6 +577,16 @@ class _LkjDistributionalComponent(DistributionalComponent):
                 continue
             if name in self.blocks.of_term:
                 coefs.append(self.blocks.coef(name, pymc_backend, bmb_model))
+            elif _mono.group_label(name) is not None:  # (0 + mo(x)|g), (mo(x)||g)
+                info = _mono.population_term(name, _mono.mo_terms(self.component))
+                gs = _BambiGroupSpecificTerm(term, noncentered_default)
+                noncentered = term.prior.noncentered
+                noncentered = noncentered_default if noncentered is None else noncentered
+                coefs.append(
+                    _mono.build_uncorrelated_group_mo(
+                        info, name, term, list(gs.coords), bool(noncentered)
+                    )
+                )
             else:
                 coefs.append(_BambiGroupSpecificTerm(term, noncentered_default).build(bmb_model))
             columns.append(term.data)
@@ -757,6 +812,7 @@ class LkjBambiModel(bmb.Model):
             formula = bmb.Formula(*formula)
         with r_bar_coding(bars):
             super().__init__(formula, data, **kwargs)
+        _mono.check_terms(self)
         name = self.response_term.name
         if "/" in name and self.response_term.alias is None:
             # PyMC refuses '/' in variable names (I(awards / applications) ~ ...); the
@@ -939,10 +995,15 @@ def term_info(bambi_model: bmb.Model) -> dict[str, TermInfo]:
     out = {}
     for name, term in group_specific_terms(bambi_model).items():
         name = term.alias or name
+        mo_label = _mono.group_label(name)
+        if mo_label is not None:  # the varying slope of mo(x): mox|g, sd mox|g_sigma
+            name = mo_label
         expr, factor = name.split("|", 1)
         _, labels = _term_columns(term)
         coords = list(term.coords)
         expr_dims = [d for d in coords if not d.endswith("__factor_dim")]
+        if mo_label is not None:
+            expr_dims = []
         sigma_key = term.hyperprior_alias.get("sigma", "sigma")
         out[name] = TermInfo(
             name=name,

@@ -293,9 +293,11 @@ def bambi_namespace() -> dict[str, Any]:
     """
     import numpy
 
+    from lmmformula._mono import Mo
     from lmmformula.contrasts import contr
 
     return {
+        "mo": Mo,  # brms' monotonic effects (lmmformula._mono)
         "np": numpy,
         "numpy": numpy,
         "sqrt": numpy.sqrt,
@@ -1390,7 +1392,6 @@ _SPECIALS = {
     "s": "Smooth terms are not supported; Bambi offers B-splines in the fixed part: bs(x, df=5).",
     "t2": "Smooth terms are not supported; Bambi offers B-splines in the fixed part: bs(x, df=5).",
     "gp": "Use Bambi's approximate Gaussian process in the fixed part: hsgp(x, m=10, c=2).",
-    "mo": "Monotonic effects have no Bambi equivalent; use C(x) or x as a number.",
     "me": "Measurement-error terms have no Bambi equivalent.",
     "mi": "Missing-value imputation is not supported: drop or impute missing rows first.",
     "cs": (
