@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import pytensor.tensor as pt
 import pytest
+from pymc_points import value_point
 from scipy import stats
 
 import lmmformula as lf
@@ -44,17 +44,6 @@ def _probabilities(thresholds: np.ndarray, eta: np.ndarray, link: str) -> np.nda
     return np.diff(np.concatenate([zeros, cdf, ones], axis=-1), axis=-1)
 
 
-def _point(pm_model, values):
-    out = {}
-    for rv in pm_model.free_RVs:
-        value = pt.as_tensor(np.asarray(values[rv.name], dtype=float))
-        transform = pm_model.rvs_to_transforms.get(rv)
-        if transform is not None:
-            value = transform.forward(value, *rv.owner.inputs)
-        out[pm_model.rvs_to_values[rv].name] = np.asarray(value.eval(), dtype=float)
-    return out
-
-
 def _model(formula, frame, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -77,7 +66,7 @@ def test_log_density_equals_numpy(link: str) -> None:
             "1|g_sigma": rng.uniform(0.2, 1.5),
             "1|g_offset": rng.normal(size=9),
         }
-        got = pm_model.compile_logp(jacobian=False, mode=MODE)(_point(pm_model, values))
+        got = pm_model.compile_logp(jacobian=False, mode=MODE)(value_point(pm_model, values))
         eta = (
             values["x"] * frame["x"].to_numpy()
             + (values["1|g_sigma"] * values["1|g_offset"])[level]

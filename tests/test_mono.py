@@ -14,8 +14,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytensor
-import pytensor.tensor as pt
 import pytest
+from pymc_points import value_point
 from scipy import stats
 
 import lmmformula as lf
@@ -50,18 +50,6 @@ def _mo_numpy(codes: np.ndarray, bsp: float, simo: np.ndarray) -> np.ndarray:
     return bsp * len(simo) * partial[codes]
 
 
-def _point(pm_model, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """PyMC's value-variable point from constrained values of the free variables."""
-    out = {}
-    for rv in pm_model.free_RVs:
-        value = pt.as_tensor(np.asarray(values[rv.name], dtype=float))
-        transform = pm_model.rvs_to_transforms.get(rv)
-        if transform is not None:
-            value = transform.forward(value, *rv.owner.inputs)
-        out[pm_model.rvs_to_values[rv].name] = np.asarray(value.eval(), dtype=float)
-    return out
-
-
 def _model(formula, frame, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -91,7 +79,7 @@ def test_log_density_equals_numpy(suffstats: bool, categorical: bool) -> None:
             "z": rng.normal(),
             "sigma": rng.uniform(0.3, 2.0),
         }
-        got = pm_model.compile_logp(jacobian=False, mode=MODE)(_point(pm_model, values))
+        got = pm_model.compile_logp(jacobian=False, mode=MODE)(value_point(pm_model, values))
 
         codes = np.asarray(_frame()["x"])  # the same rows, coded 0..3 whatever the dtype
         # Bambi centres the population-level columns (the intercept is at their means)
@@ -275,7 +263,7 @@ def test_group_level_log_density_equals_numpy() -> None:
             "mox|g_sigma": rng.uniform(0.1, 0.5),
             "mox|g_offset": rng.normal(size=6),
         }
-        got = pm_model.compile_logp(jacobian=False, mode=MODE)(_point(pm_model, values))
+        got = pm_model.compile_logp(jacobian=False, mode=MODE)(value_point(pm_model, values))
         mo_pop = _mo_numpy(codes, values["bsp_mox"], values["simo_mox1"])
         r = values["mox|g_sigma"] * values["mox|g_offset"]
         u0 = values["1|g_sigma"] * values["1|g_offset"]
@@ -312,7 +300,8 @@ def test_group_level_block_likelihood_equals_numpy(suffstats: bool) -> None:
     level = np.array([int(s[1:]) for s in frame["g"]])
     rng = np.random.default_rng(12)
     point = {
-        k: v + rng.normal(scale=0.3, size=np.shape(v)) for k, v in pm_model.initial_point().items()
+        k: v + rng.normal(scale=0.3, size=np.shape(v))
+        for k, v in pm_model.initialvalue_point().items()
     }
     names = ["1|g", "mox|g", "Intercept", "bsp_mox", "simo_mox1", "sigma"]
     outs = pm_model.replace_rvs_by_values([pm_model[n] for n in names])
