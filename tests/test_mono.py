@@ -301,7 +301,7 @@ def test_group_level_block_likelihood_equals_numpy(suffstats: bool) -> None:
     rng = np.random.default_rng(12)
     point = {
         k: v + rng.normal(scale=0.3, size=np.shape(v))
-        for k, v in pm_model.initialvalue_point().items()
+        for k, v in pm_model.initial_point().items()
     }
     names = ["1|g", "mox|g", "Intercept", "bsp_mox", "simo_mox1", "sigma"]
     outs = pm_model.replace_rvs_by_values([pm_model[n] for n in names])
