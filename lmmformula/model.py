@@ -32,6 +32,15 @@ def _family_name(family: Any) -> str:
     return family if isinstance(family, str) else getattr(family, "name", str(family))
 
 
+# brms' names of distributional parameters -> Bambi's (same parameter, or psi = 1 - zi)
+_BRMS_DPARS = {
+    "shape": ("alpha", "lam"),
+    "phi": ("kappa",),
+    "zi": ("psi",),
+    "hu": ("psi",),
+}
+
+
 class Model:
     """A Bayesian multilevel model read from an lme4/brms formula.
 
@@ -184,6 +193,14 @@ class Model:
         except Exception:  # a family Bambi does not know is refused when Bambi builds it
             return
         for dpar in self.translation.dpar_formulas:
+            named = [b for b in _BRMS_DPARS.get(dpar, ()) if b in others]
+            if dpar not in others and named:
+                flip = " (psi = 1 - zi: its coefficients are zi's with the sign flipped)"
+                raise ModelError(
+                    f"bf() has a formula for brms' {dpar!r}, which the "
+                    f"{self.family_spelled!r} family calls {named[0]!r}"
+                    f"{flip if dpar in ('zi', 'hu') else ''}; write {named[0]} ~ ... instead."
+                )
             if dpar not in others:
                 raise ModelError(
                     f"bf() has a formula for {dpar!r}, which is not a parameter of the "
