@@ -409,9 +409,17 @@ class _LkjDistributionalComponent(DistributionalComponent):
         mean = np.concatenate(means)
         has_mean = bool(np.any(mean != 0))
 
+        cov_chol = getattr(self, "cov_chol", {}).get(spec.terms[0])  # gr(g, cov = K)
+        if cov_chol is not None and not spec.noncentered:
+            raise ModelError(
+                f"the block on gr({spec.factor}, cov = ...) is built non-centered "
+                f"(chol(K) z L'); leave noncentered on for {spec.factor!r}."
+            )
         if spec.noncentered:
             z = pm.Normal(spec.offset_name, mu=0.0, sigma=1.0, dims=(factor_dim, row_dim))
             coefs = pt.dot(z, chol.T)
+            if cov_chol is not None:
+                coefs = pt.dot(cov_chol, coefs)
             if has_mean:
                 coefs = coefs + mean
         else:
@@ -445,6 +453,9 @@ class _LkjDistributionalComponent(DistributionalComponent):
             )
 
         block_coefs: dict[str, pt.TensorVariable] = {}
+        # brms' gp() and gr(g, cov = K) terms (lmmformula._gp): term name -> builder
+        special = getattr(bmb_model, "lkj_special_terms", {})
+        self.cov_chol = getattr(bmb_model, "lkj_cov_chol", {})
         noncentered_default = noncentered_default_for(bmb_model, self.component.name)
         for term in self.component.group_specific_terms.values():
             for name, values in _BambiGroupSpecificTerm(term, noncentered_default).coords.items():
@@ -461,6 +472,9 @@ class _LkjDistributionalComponent(DistributionalComponent):
                 continue
             if name in block_coefs:
                 coefs.append(block_coefs[name])
+            elif key in special:
+                dims = list(_BambiGroupSpecificTerm(term, noncentered_default).coords)
+                coefs.append(special[key](term, dims))
             else:
                 coefs.append(_BambiGroupSpecificTerm(term, noncentered_default).build(bmb_model))
             columns.append(term.data)
@@ -1006,6 +1020,7 @@ def marginal_candidates(bambi_model: bmb.Model) -> dict[str, _marginal.MarginalT
     if marginal_unsupported(bambi_model) is not None:
         return {}
     in_blocks = {t for spec in getattr(bambi_model, "lkj_blocks", {}).values() for t in spec.terms}
+    in_blocks |= set(getattr(bambi_model, "lkj_special_terms", {}))  # gp(), gr(cov =)
     out = {}
     for key, term in group_specific_terms(bambi_model).items():
         name = term.alias or key

@@ -350,7 +350,13 @@ class Fit:
         by_factor: dict[str, list[_bambi.TermInfo]] = {}
         for info in self._terms().values():
             by_factor.setdefault(info.factor, []).append(info)
+        gp_plans = {p.column: (n, p) for n, p in getattr(self.model, "gp_plans", {}).items()}
         for factor, infos in by_factor.items():
+            if factor in gp_plans:  # brms' sdgp(gpx), lscale(gpx) (lmmformula._gp)
+                from lmmformula._gp import summary_draws
+
+                out += summary_draws(post, *gp_plans[factor])
+                continue
             for info in infos:
                 sd = post[info.sigma_name].transpose("chain", "draw", ...).values
                 columns = [info.name] if info.expr_dim is None else info.columns

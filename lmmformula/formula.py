@@ -87,6 +87,8 @@ from lmmformula.errors import FormulaSyntaxError, UnsupportedSyntaxError
 
 __all__ = [
     "Bar",
+    "CovTerm",
+    "GPTerm",
     "GroupTerm",
     "Response",
     "Token",
@@ -130,6 +132,71 @@ class GroupTerm:
     factor: str
     block: str | None
     bar: int = 0
+
+
+@dataclass(frozen=True)
+class GPTerm:
+    """brms' ``gp(x1, ..., xk, by = , k = , c = )`` as written (built by :mod:`lmmformula._gp`).
+
+    Attributes
+    ----------
+    text : str
+        The call as written, e.g. ``"gp(x, k = 20)"``.
+    label : str
+        brms' label: ``gp`` followed by the covariates' (and ``by``'s) names, e.g. ``"gpx"``,
+        ``"gplatlon"``; the summary's ``sdgp(gpx)`` and ``lscale(gpx)``.
+    column : str
+        The derived grouping column (one level per unique covariate combination) that the
+        model layer adds to its copy of the data; the Bambi formula has ``(1|column)``.
+    covariates : tuple of str
+        The covariates.
+    by : str or None
+        A factor: one GP per level.
+    k : int or None
+        Number of basis functions per dimension of the approximate GP; ``None``: exact GP.
+    c : tuple of float
+        brms' boundary factor per covariate (approximate GP only; default 5/4).
+    scale : bool
+        brms' ``scale``: divide the covariates by the largest distance between two points.
+    start, end : int
+        The span of the call in the formula.
+    """
+
+    text: str
+    label: str
+    column: str
+    covariates: tuple[str, ...]
+    by: str | None = None
+    k: int | None = None
+    c: tuple[float, ...] = (1.25,)
+    scale: bool = True
+    start: int = 0
+    end: int = 0
+
+    @property
+    def term(self) -> str:
+        """Bambi's name of the derived group-level term."""
+        return f"1|{self.column}"
+
+
+@dataclass(frozen=True)
+class CovTerm:
+    """brms' ``gr(g, cov = K)``: the levels of ``g`` correlated as the known matrix K.
+
+    Attributes
+    ----------
+    factor : str
+        The grouping factor.
+    key : str
+        The name of the matrix in ``data2``.
+    start, end : int
+        The span of ``gr(...)`` in the formula.
+    """
+
+    factor: str
+    key: str
+    start: int = 0
+    end: int = 0
 
 
 @dataclass(frozen=True)
@@ -210,6 +277,12 @@ class Translation:
     intercept_as_b : bool
         brms' ``0 + Intercept + ...``: the intercept is sampled as an ordinary
         population-level effect, the predictors uncentred.
+    gp_terms : tuple of GPTerm
+        brms' ``gp()`` terms; each is also a ``(1|column)`` term of the Bambi formula whose
+        effects the model builds as the GP's values at the unique covariate combinations.
+    cov_terms : dict of str to CovTerm
+        Group-level terms on ``gr(g, cov = K)`` (by Bambi name, e.g. ``"1|g"``): their levels
+        are correlated as the matrix ``data2[K]``.
     """
 
     formula: str
@@ -224,6 +297,8 @@ class Translation:
     bars: tuple[str, ...] = field(default=())
     interaction_factors: dict[str, tuple[str, ...]] = field(default_factory=dict)
     intercept_as_b: bool = False
+    gp_terms: tuple[GPTerm, ...] = ()
+    cov_terms: dict[str, CovTerm] = field(default_factory=dict)
 
     def block_factor(self, key: str) -> str:
         """The grouping factor of the correlated block ``key``."""
@@ -1334,7 +1409,6 @@ _ADDITIONS_UNSUPPORTED = {
 _SPECIALS = {
     "s": "Smooth terms are not supported; Bambi offers B-splines in the fixed part: bs(x, df=5).",
     "t2": "Smooth terms are not supported; Bambi offers B-splines in the fixed part: bs(x, df=5).",
-    "gp": "Use Bambi's approximate Gaussian process in the fixed part: hsgp(x, m=10, c=2).",
     "mo": "Monotonic effects have no Bambi equivalent; use C(x) or x as a number.",
     "me": "Measurement-error terms have no Bambi equivalent.",
     "mi": "Missing-value imputation is not supported: drop or impute missing rows first.",
@@ -1342,7 +1416,6 @@ _SPECIALS = {
         "brms' category-specific effects and glmmTMB's compound symmetry have no equivalent; "
         "write (x|g) for an unstructured block."
     ),
-    "gr": "Write the grouping factor itself: (1|g); gr()'s by=, cor= and cov= are not supported.",
     "mm": "Multi-membership grouping has no Bambi equivalent.",
     "mmc": "Multi-membership grouping has no Bambi equivalent.",
     "ar": "Autocorrelation structures are not supported.",
@@ -1361,6 +1434,249 @@ _SPECIALS = {
     "rr": "Only unstructured (x|g) and diagonal (x||g) covariances are supported.",
     "homdiag": "Only unstructured (x|g) and diagonal (x||g) covariances are supported.",
 }
+
+
+# -- brms' gp() and gr() ---------------------------------------------------------------------
+_GP_OPTIONS = ("by", "k", "c", "scale", "cov", "iso", "gr", "cmc")
+
+
+def _named_args(f: _Formula, call: _Call, names: tuple[str, ...]) -> tuple[list, dict]:
+    """Positional argument spans and named ``name = value`` arguments of ``call``."""
+    positional, named = [], {}
+    for lo, hi in call.args:
+        toks = [t for t in f.tokens if lo <= t.start and t.end <= hi]
+        if len(toks) >= 2 and toks[0].kind == "name" and toks[1].text == "=":
+            name = toks[0].text
+            if name not in names:
+                raise UnsupportedSyntaxError(
+                    f"{call.func}() has no argument {name!r} that lmmformula supports",
+                    f.text,
+                    lo,
+                    hi,
+                    hint=f"{call.func}() takes {', '.join(names)}.",
+                )
+            named[name] = (f.text[toks[1].end : hi].strip(), toks[min(2, len(toks) - 1)].start, hi)
+        else:
+            if named:
+                raise FormulaSyntaxError(
+                    f"a positional argument after a named one in {call.func}()", f.text, lo, hi
+                )
+            positional.append((lo, hi))
+    return positional, named
+
+
+def _number(f: _Formula, text: str, lo: int, hi: int, what: str) -> float:
+    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(?:/\s*([0-9.eE+-]+)\s*)?", text)
+    try:
+        assert m is not None
+        value = float(m.group(1)) / (float(m.group(2)) if m.group(2) else 1.0)
+    except (AssertionError, ValueError, ZeroDivisionError):
+        raise FormulaSyntaxError(
+            f"{what} must be a number, not '{text}'", f.text, lo, hi, hint=f"e.g. {what} = 20"
+        ) from None
+    return value
+
+
+def _flag(f: _Formula, value: tuple[str, int, int], name: str, want: bool, hint: str) -> bool:
+    text, lo, hi = value
+    if text not in ("TRUE", "FALSE", "True", "False", "T", "F"):
+        raise FormulaSyntaxError(f"{name} must be TRUE or FALSE", f.text, lo, hi)
+    flag = text in ("TRUE", "True", "T")
+    if flag != want:
+        raise UnsupportedSyntaxError(f"gp(..., {name} = {text}) is not supported", f.text, lo, hi, hint=hint)
+    return flag
+
+
+def _gp_term(f: _Formula, call: _Call) -> GPTerm:
+    """brms' ``gp()`` call read into a :class:`GPTerm` (brms' defaults for what is not given)."""
+    positional, named = _named_args(f, call, _GP_OPTIONS)
+    if not positional:
+        raise FormulaSyntaxError(
+            "gp() needs one or more covariates", f.text, call.start, call.end, hint="Write gp(x)."
+        )
+    covariates = []
+    for lo, hi in positional:
+        if not _is_simple(f, (lo, hi)) or f.text[lo:hi].strip()[0].isdigit():
+            raise UnsupportedSyntaxError(
+                f"gp() takes column names, not '{f.text[lo:hi]}'",
+                f.text,
+                lo,
+                hi,
+                hint="Compute the covariate as a column of the data first.",
+            )
+        covariates.append(f.text[lo:hi].strip().strip("`"))
+    by = None
+    if "by" in named:
+        text, lo, hi = named["by"]
+        if not _is_simple(f, (lo, hi)):
+            raise UnsupportedSyntaxError(
+                "gp(..., by = ) takes a column name", f.text, lo, hi, hint="e.g. by = f"
+            )
+        by = text.strip("`")
+    k = None
+    if "k" in named:
+        text, lo, hi = named["k"]
+        if text != "NA":
+            value = _number(f, text, lo, hi, "k")
+            if value < 1 or value != int(value):
+                raise FormulaSyntaxError(
+                    "gp(..., k = ) must be a positive whole number (brms: 'k' must be positive)",
+                    f.text,
+                    lo,
+                    hi,
+                )
+            k = int(value)
+    c = 5 / 4
+    if "c" in named:
+        text, lo, hi = named["c"]
+        c = _number(f, text, lo, hi, "c")
+        if c <= 0:
+            raise FormulaSyntaxError("gp(..., c = ) must be positive", f.text, lo, hi)
+    scale = True
+    if "scale" in named:
+        text, lo, hi = named["scale"]
+        if text not in ("TRUE", "FALSE", "True", "False", "T", "F"):
+            raise FormulaSyntaxError("scale must be TRUE or FALSE", f.text, lo, hi)
+        scale = text in ("TRUE", "True", "T")
+    if "cov" in named:
+        text, lo, hi = named["cov"]
+        if text.strip("'\"") != "exp_quad":
+            raise UnsupportedSyntaxError(
+                f"gp(..., cov = {text}): only the squared-exponential kernel is supported",
+                f.text,
+                lo,
+                hi,
+                hint='Leave cov out (brms\' default "exp_quad").',
+            )
+    if "iso" in named and len(covariates) > 1:
+        _flag(f, named["iso"], "iso", True, "Only isotropic GPs are supported; leave iso out.")
+    if "gr" in named:
+        _flag(f, named["gr"], "gr", True, "GPs are evaluated on the unique points; leave gr out.")
+    if "cmc" in named:
+        _flag(f, named["cmc"], "cmc", True, "One GP per level of by is supported; leave cmc out.")
+    label = "gp" + "".join(re.sub(r"[^\w]", "", v) for v in covariates)
+    if by is not None:
+        label += re.sub(r"[^\w]", "", by)
+    return GPTerm(
+        text=f.text[call.start : call.end],
+        label=label,
+        column=label,
+        covariates=tuple(covariates),
+        by=by,
+        k=k,
+        c=(c,) * len(covariates),
+        scale=scale,
+        start=call.start,
+        end=call.end,
+    )
+
+
+def _gr_bar(f: _Formula, bar: Bar) -> tuple[Bar, CovTerm | None]:
+    """brms' ``gr(g)`` and ``gr(g, cov = K)`` as the grouping factor: the bar on ``g``, and
+    the known covariance where given."""
+    node = bar.factor_node
+    if not (isinstance(node, _Call) and node.func == "gr"):
+        return bar, None
+    positional, named = _named_args(f, node, ("cov", "by", "cor", "id", "dist", "cases"))
+    if len(positional) != 1 or not _is_simple(f, positional[0]):
+        raise UnsupportedSyntaxError(
+            "gr() takes one grouping column", f.text, node.start, node.end, hint="e.g. gr(g)"
+        )
+    lo, hi = positional[0]
+    factor = f.text[lo:hi].strip()
+    for name in ("by", "cor", "id", "dist", "cases"):
+        if name in named:
+            _, vlo, vhi = named[name]
+            raise UnsupportedSyntaxError(
+                f"gr(..., {name} = ) is not supported",
+                f.text,
+                vlo,
+                vhi,
+                hint=f"gr({factor}) and gr({factor}, cov = K) are.",
+            )
+    inner = _Atom(lo, hi, "name", factor)
+    new = replace(bar, factor=factor, factor_node=inner)
+    if "cov" not in named:
+        return new, None
+    text, vlo, vhi = named["cov"]
+    if not _PLAIN_NAME.fullmatch(text):
+        raise UnsupportedSyntaxError(
+            "gr(..., cov = ) names a matrix passed in data2",
+            f.text,
+            vlo,
+            vhi,
+            hint="Write gr(g, cov = K) and pass data2={'K': K}.",
+        )
+    return new, CovTerm(factor=factor, key=text, start=vlo, end=vhi)
+
+
+def _split_gp(
+    f: _Formula, fixed_nodes: list[tuple[str, _Node]]
+) -> tuple[list[GPTerm], list[tuple[str, _Node]]]:
+    """The ``gp()`` addends of the fixed part, read; and the other addends."""
+    gps: list[GPTerm] = []
+    rest: list[tuple[str, _Node]] = []
+    for sign, node in fixed_nodes:
+        if isinstance(node, _Call) and node.func == "gp":
+            if sign == "-":
+                raise FormulaSyntaxError(
+                    "a gp() term cannot be subtracted", f.text, node.start, node.end
+                )
+            gp = _gp_term(f, node)
+            if any(g.label == gp.label for g in gps):
+                raise UnsupportedSyntaxError(
+                    f"{gp.text} appears twice", f.text, node.start, node.end, hint="Give it once."
+                )
+            gps.append(gp)
+        else:
+            rest.append((sign, node))
+    return gps, rest
+
+
+def _addends_text(f: _Formula, nodes: list[tuple[str, _Node]]) -> str:
+    """The fixed part written from its addends (``1`` when none is left)."""
+    if not nodes:
+        return "1"
+    parts = []
+    for i, (sign, node) in enumerate(nodes):
+        text = f.node_text(node)
+        parts.append((("-" if sign == "-" else "") + text) if i == 0 else f" {sign} {text}")
+    return "".join(parts)
+
+
+def seen_names(group_terms: list[GroupTerm]) -> set[str]:
+    return {g.factor for g in group_terms}
+
+
+def _plain_names(f: _Formula) -> set[str]:
+    return {t.text for t in f.tokens if t.kind == "name"} - {"gp", "gr"}
+
+
+def _check_gp_gr_places(f: _Formula, gp_terms: list[GPTerm], bars) -> None:
+    """gp() only as a term of the fixed part, gr() only as a bar's grouping factor."""
+    allowed = {g.start for g in gp_terms}
+    allowed |= {b.factor_node.start for b in bars if b.factor_node is not None}
+    for i, t in enumerate(f.tokens[:-1]):
+        if t.kind == "name" and t.text in ("gp", "gr") and f.tokens[i + 1].text == "(":
+            if t.start in allowed and t.text == "gp":
+                continue
+            if t.text == "gr" and any(
+                b.factor_node is not None and b.factor_node.start == t.start
+                for b in bars
+            ):
+                continue
+            hint = (
+                "Write gp() as a term of its own: y ~ x + gp(x1, x2)."
+                if t.text == "gp"
+                else "Write gr() as the grouping factor of a bar: (1 | gr(g, cov = K))."
+            )
+            raise UnsupportedSyntaxError(
+                f"{t.text}() is not supported here",
+                f.text,
+                t.start,
+                f.tokens[f.match[i + 1]].end,
+                hint=hint,
+            )
 
 
 def _is_simple(f: _Formula, span: tuple[int, int]) -> bool:
@@ -1712,6 +2028,9 @@ def translate(formula: str) -> Translation:
     response, notes = _read_response(f)
     fixed = _fixed_text(f)
     fixed_nodes = _rhs_parts(f)[0]
+    gp_terms, fixed_nodes = _split_gp(f, fixed_nodes)  # brms' gp(): lmmformula._gp
+    if gp_terms:
+        fixed = _addends_text(f, fixed_nodes)
     fixed, intercept_as_b = _brms_intercept(f, fixed_nodes, fixed, notes)
     lo, hi = (
         (fixed_nodes[0][1].start, fixed_nodes[-1][1].end)
@@ -1724,6 +2043,13 @@ def translate(formula: str) -> Translation:
     )
 
     written = find_bars(f)
+    _check_gp_gr_places(f, gp_terms, written)
+    cov_at: dict[int, CovTerm] = {}  # brms' gr(g, cov = K), by the bar's start
+    for i, bar in enumerate(written):
+        written_bar, cov = _gr_bar(f, bar)
+        written = (*written[:i], written_bar, *written[i + 1 :])
+        if cov is not None:
+            cov_at[bar.start] = cov
     bars = expand_double_verts(expand_nested(written))
     if any(b.op == "||" for b in written):
         notes.append(
@@ -1781,7 +2107,23 @@ def translate(formula: str) -> Translation:
             correlated[block] = tuple(name for name, _, _ in terms)
         group_terms += [GroupTerm(name, expr, fac, block, k) for name, expr, fac in terms]
 
-    rhs = " + ".join([fixed] + [text for _, text, _ in per_bar])
+    cov_terms = {
+        name: cov_at[bar.start] for bar, _, terms in per_bar if bar.start in cov_at
+        for name, _, _ in terms
+    }
+    gp_bars = []
+    for gp in gp_terms:
+        if gp.column in seen_names(group_terms) or gp.column in _plain_names(f):
+            raise UnsupportedSyntaxError(
+                f"{gp.text}: its label {gp.column!r} is also a name in the formula",
+                f.text,
+                gp.start,
+                gp.end,
+                hint="Rename that column.",
+            )
+        group_terms.append(GroupTerm(gp.term, "1", gp.column, None, len(per_bar) + len(gp_bars)))
+        gp_bars.append(f"(1|{gp.column})")
+    rhs = " + ".join([fixed] + [text for _, text, _ in per_bar] + gp_bars)
     bambi_formula = f"{response.bambi} ~ {rhs}"
     desc = _formulae_description(bambi_formula, f, 0, len(f.text), "the translated formula")
     built = {t.name for t in desc.terms if isinstance(t, GroupSpecificTerm)}
@@ -1807,9 +2149,19 @@ def translate(formula: str) -> Translation:
             f,
             {v for v in desc.var_names if v not in interactions}
             | {p for parts in interactions.values() for p in parts},
+        )
+        if not gp_terms
+        else _variables(
+            f,
+            {v for v in desc.var_names if v not in interactions}
+            - {gp.column for gp in gp_terms}
+            | {p for parts in interactions.values() for p in parts}
+            | {v for gp in gp_terms for v in (*gp.covariates, *([gp.by] if gp.by else []))},
         ),
         notes=tuple(notes),
-        bars=tuple(text for _, text, _ in per_bar),
+        bars=tuple(text for _, text, _ in per_bar) + tuple(gp_bars),
         interaction_factors=interactions,
         intercept_as_b=intercept_as_b,
+        gp_terms=tuple(gp_terms),
+        cov_terms=cov_terms,
     )

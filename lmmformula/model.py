@@ -82,6 +82,7 @@ class Model:
         na_action: str = "drop",
         suffstats: bool | str = "auto",
         marginalize: bool | str = "auto",
+        data2: Mapping[str, Any] | None = None,
         **bambi_kwargs: Any,
     ) -> None:
         if isinstance(suffstats, (bool, np.bool_)):
@@ -143,6 +144,10 @@ class Model:
         self._apply_term_noncentered(self.bambi)
         self.blocks = self._effective_blocks()
         self.bambi.lkj_blocks = dict(self.blocks)
+        from lmmformula._gp import attach_specials  # brms' gp() and gr(g, cov = K)
+
+        self.data2 = data2
+        self.gp_plans = attach_specials(self, data2)
         self.likelihood, self.likelihood_reason = self._choose_likelihood(suffstats)
         self.bambi.lkj_suffstats = self.likelihood == "sufficient statistics"
         # issue 14: integrate the largest gaussian (1|g) out exactly (lmmformula._marginal)
@@ -477,6 +482,7 @@ def model(
     na_action: str = "drop",
     suffstats: bool | str = "auto",
     marginalize: bool | str = "auto",
+    data2: Mapping[str, Any] | None = None,
     **bambi_kwargs: Any,
 ) -> Model:
     """Read an lme4/brms formula and build the Bayesian multilevel model it means.
@@ -521,6 +527,10 @@ def model(
         sample; :mod:`lmmformula._marginal`). ``"auto"`` does so on the full-data likelihood
         when that factor has at least 100 levels, ``True`` whenever possible (an error
         otherwise), ``False`` never.
+    data2 : dict, optional
+        brms' ``data2``: the matrices named by ``gr(g, cov = K)`` in the formula, each a
+        pandas DataFrame whose index and columns are the levels of ``g`` (matched by name), or
+        a numpy array whose rows and columns follow the sorted levels of ``g``.
     **bambi_kwargs
         Passed to ``bambi.Model``.
 
@@ -547,6 +557,7 @@ def model(
         na_action=na_action,
         suffstats=suffstats,
         marginalize=marginalize,
+        data2=data2,
         **bambi_kwargs,
     )
 
