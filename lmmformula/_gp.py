@@ -197,6 +197,7 @@ class GPPlan:
 
     term: Any  # formula.GPTerm
     groups: list[GPGroup] = field(default_factory=list)
+    lscale_override: Any = None  # the user's prior of lscale (a bambi.Prior), if any
 
     @property
     def label(self) -> str:
@@ -432,6 +433,12 @@ def _lscale_variable(plan: GPPlan, by_dim: str | None) -> Any:
     import pytensor.tensor as pt
 
     name = f"{plan.label}_lscale"
+    if plan.lscale_override is not None:
+        from bambi.backend.utils import get_distribution_from_prior
+
+        prior = plan.lscale_override
+        dist = get_distribution_from_prior(prior)
+        return dist(name, **prior.args, **({"dims": by_dim} if by_dim else {}))
     priors = [g.lscale_prior for g in plan.groups]
     if by_dim is None:
         kind, p1, p2 = priors[0]
@@ -554,6 +561,8 @@ def attach_specials(model: Any, data2: Any) -> dict[str, GPPlan]:
     plans: dict[str, GPPlan] = {}
     for gp in translation.gp_terms:
         plan = plan_gp(model.data, gp)
+        resolved = getattr(model, "resolved_priors", None)
+        plan.lscale_override = getattr(resolved, "lscale", {}).get(gp.label)
         plans[gp.term] = plan
         special[gp.term] = _GPBuilder(plan)
     bm.lkj_special_terms = special

@@ -464,10 +464,10 @@ class PriorSpec:
                     f"{self.prior!r} is a prior for correlation matrices; give it cls='cor', "
                     f"not {self.cls!r}."
                 )
-        if self.coef and self.cls not in ("b", "sd"):
+        if self.coef and self.cls not in ("b", "sd", "sdgp", "lscale"):
             raise PriorError(
                 f"class {self.cls!r} has no coefficients; coef={self.coef!r} applies only to "
-                "classes 'b' and 'sd'."
+                "classes 'b', 'sd', 'sdgp' and 'lscale'."
             )
         if self.group and self.cls not in ("sd", "cor"):
             raise PriorError(
@@ -664,8 +664,14 @@ def _slots(model: Model) -> list[_Slot]:
         out.append(_Slot("Intercept", "", "", "Intercept", "real"))
     for name in parent.common_terms:
         out.append(_Slot("b", name, "", name, "real"))
+    gp_terms = {gp.term: gp for gp in getattr(model.translation, "gp_terms", ())}
     for name in parent.group_specific_terms:
         expr, factor = name.split("|", 1)
+        if name in gp_terms:  # brms' gp(): classes sdgp and lscale, coef = the GP's label
+            label = gp_terms[name].label
+            out.append(_Slot("sdgp", label, "", name, "positive"))
+            out.append(_Slot("lscale", label, "", f"{label}_lscale", "positive"))
+            continue
         out.append(_Slot("sd", coef_label(expr), factor, name, "positive"))
     cor_factors: dict[str, None] = {}
     for key, terms in model.translation.correlated.items():
@@ -769,6 +775,10 @@ def _specificity(
         if not spec.coef:
             return 0
         return 1 if spec.coef == slot.coef else None
+    if slot.cls in ("sdgp", "lscale"):
+        if spec.coef and spec.coef != slot.coef:
+            return None
+        return int(bool(spec.coef))
     if slot.cls in ("sd", "cor"):
         if spec.group and spec.group != slot.group:
             return None
@@ -943,6 +953,7 @@ class ResolvedPriors:
 
     bambi_priors: dict[str, Any]
     block_eta: dict[str, float]
+    lscale: dict[str, Any] = field(default_factory=dict)  # brms' gp(): label -> prior
 
 
 def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
@@ -973,14 +984,23 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
         sources = _mapping_sources(model, slots, priors)
         unnamed = [slot for slot in slots if sources.get(slot) == "default"]
         defaults = lmmformula_default_priors(model, unnamed)
-        bambi_priors = _bambi_dict({slot: d.value for slot, d in defaults.items()})
+        bambi_priors = _bambi_dict(
+            {slot: d.value for slot, d in defaults.items() if slot.cls != "lscale"}
+        )
         return ResolvedPriors({**bambi_priors, **dict(priors)}, {})
     _, resolved, _ = _resolve(model, priors)
     block_eta = {
         slot.group: float(res.value) for slot, res in resolved.items() if slot.cls == "cor"
     }
-    bambi_priors = _bambi_dict({s: r.value for s, r in resolved.items() if s.cls != "cor"})
-    return ResolvedPriors(bambi_priors, block_eta)
+    bambi_priors = _bambi_dict(
+        {s: r.value for s, r in resolved.items() if s.cls not in ("cor", "lscale")}
+    )
+    lscale = {
+        slot.coef: res.value
+        for slot, res in resolved.items()
+        if slot.cls == "lscale" and res.source == "user"
+    }
+    return ResolvedPriors(bambi_priors, block_eta, lscale)
 
 
 def apply_priors(model: Model, priors: Any) -> None:
@@ -1032,7 +1052,7 @@ def _bambi_dict(values: Mapping[_Slot, Any]) -> dict[str, Any]:
     """Bambi's ``priors`` dict for slot -> prior (an ``sd`` prior is the sigma of a Normal)."""
     out: dict[str, Any] = {}
     for slot, value in values.items():
-        if slot.cls == "sd":
+        if slot.cls in ("sd", "sdgp"):
             out[slot.term] = _bambi.Prior("Normal", mu=0.0, sigma=value)
         else:
             out[slot.term] = value
@@ -1093,12 +1113,20 @@ def brms_scale_location(model: Model, link: str | None = None) -> tuple[float, f
     return location, scale
 
 
+_GP_LSCALE_BASIS = (
+    "brms: inv_gamma tuned so that P(lscale < smallest distance) = P(lscale > largest) = 0.01 "
+    "(def_lscale_prior; normal(0, 0.5) on lscale > 0 where the tuning fails)"
+)
+
+
 _BRMS_BASIS = {
     "Intercept": "brms: student_t(3, round(median(link(y)), 1), max(2.5, round(mad(link(y)), 1)))",
     "b": "brms: flat (improper)",
     "sd": "brms: student_t(3, 0, max(2.5, round(mad(link(y)), 1))) on sd >= 0",
     "cor": "brms: lkj(1)",
     "sigma": "brms: student_t(3, 0, max(2.5, round(mad(y), 1))) on sigma >= 0",
+    "sdgp": "brms: the sd's default, student_t(3, 0, max(2.5, round(mad(link(y)), 1))) >= 0",
+    "lscale": _GP_LSCALE_BASIS,
 }
 
 
@@ -1161,8 +1189,10 @@ def brms_default_priors(model: Model, slots: list[_Slot] | None = None) -> dict[
             out[slot] = _bambi.Prior("StudentT", nu=3.0, mu=location, sigma=scale)
         elif slot.cls == "b":
             out[slot] = _bambi.Prior("Flat")
-        elif slot.cls == "sd":
+        elif slot.cls in ("sd", "sdgp"):  # brms: sdgp's default is the sd's
             out[slot] = _bambi.Prior("HalfStudentT", nu=3.0, sigma=scale)
+        elif slot.cls == "lscale":
+            out[slot] = _gp_lscale_default(model, slot)
         elif slot.cls == "cor":
             out[slot] = 1.0
         elif slot.cls == "sigma":
@@ -1413,6 +1443,11 @@ def lmmformula_default_priors(
                 text = f"normal(0, {unit} / sd(x)) per column, {unit} for indicator columns"
             value = normal(_squeeze(np.zeros(len(sigmas))), _squeeze(np.asarray(sigmas)))
             out[slot] = _Default(value, _basis(text, scale))
+        elif slot.cls == "sdgp":  # as a varying intercept's sd
+            text = f"{rule.sd_dist}({_times(rule.sd, scale)}), as a varying intercept's sd"
+            out[slot] = _Default(half(rule.sd * s), _basis(text, scale))
+        elif slot.cls == "lscale":
+            out[slot] = _Default(_gp_lscale_default(model, slot), _GP_LSCALE_BASIS)
         elif slot.cls == "sd":
             term = parent.group_specific_terms[slot.term]
             unit = _times(rule.sd, scale)
@@ -1437,6 +1472,18 @@ def lmmformula_default_priors(
             value = _bambi.Prior("Exponential", scale=rule.sigma * s, auto_scale=False)
             out[slot] = _Default(value, _basis(text, scale))
     return out
+
+
+def _gp_lscale_default(model: Model, slot: _Slot) -> Any:
+    """brms' tuned default prior of a GP's length-scale (:func:`lmmformula._gp.lscale_prior`);
+    with ``by``, the prior of the first level (each level keeps its own in the model)."""
+    from lmmformula._gp import plan_gp
+
+    gp = next(g for g in model.translation.gp_terms if g.label == slot.coef)
+    kind, p1, p2 = plan_gp(model.data, gp).groups[0].lscale_prior
+    if kind == "inv_gamma":
+        return _bambi.Prior("InverseGamma", alpha=p1, beta=p2)
+    return _bambi.Prior("HalfNormal", sigma=p2)
 
 
 def _squeeze(arr: np.ndarray) -> Any:
@@ -1484,7 +1531,11 @@ def _in_force(model: Model, slot: _Slot) -> Any:
         return parent.intercept_term.prior
     if slot.cls == "b":
         return parent.common_terms[slot.term].prior
-    if slot.cls == "sd":
+    if slot.cls == "lscale":  # brms' gp(): the user's, else brms' tuned default
+        override = getattr(model, "resolved_priors", None)
+        override = getattr(override, "lscale", {}).get(slot.coef)
+        return override if override is not None else _gp_lscale_default(model, slot)
+    if slot.cls in ("sd", "sdgp"):
         prior = parent.group_specific_terms[slot.term].prior
         if isinstance(prior, _bambi.Prior) and isinstance(prior.args.get("sigma"), _bambi.Prior):
             return prior.args["sigma"]
@@ -1643,5 +1694,5 @@ def prior_summary(model: Model) -> pd.DataFrame:
             rows.append((_lkj(_in_force(model, slot)), "cor", "", slot.group, source, basis))
     for slot in slots:
         if slot.cls not in _CLASS_LEVELS:
-            slot_row(slot)
+            slot_row(slot, slot.coef if slot.cls in ("sdgp", "lscale") else "")
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
