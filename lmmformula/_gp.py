@@ -159,7 +159,19 @@ def _fmt(value: Any) -> str:
 
 def combo_labels(frame: pd.DataFrame, covariates: tuple[str, ...], by: str | None) -> np.ndarray:
     """One label per row naming its covariate combination (and ``by`` level): the derived
-    grouping column of a GP term. Equal values give equal labels in the fitted and new data."""
+    grouping column of a GP term. Equal values give equal labels in the fitted and new data.
+
+    Raises
+    ------
+    DataError
+        When a covariate is not numeric.
+    """
+    for c in covariates:
+        if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]):
+            raise DataError(
+                f"gp(): the covariate {c!r} must be numeric (brms: 'Predictors of Gaussian "
+                "processes should be numeric vectors')."
+            )
     cols = [frame[c].to_numpy(dtype=float) for c in covariates]
     parts = [np.array([_fmt(v) for v in col], dtype=object) for col in cols]
     labels = parts[0]
