@@ -424,7 +424,7 @@ def build_gp(plan: GPPlan, term: Any, levels: list[str], sd_prior: Any, dims: li
         suffix = "" if n_groups == 1 else f"_{j}"
         if plan.approximate:
             phi, slambda = plan.basis(g, g.x_raw)
-            z = pm.Normal(f"{plan.label}_zgp{suffix}", 0.0, 1.0, shape=phi.shape[1])
+            z = _zgp(model, f"{plan.label}_zgp{suffix}", phi.shape[1])
             spd = spd_exp_quad(slambda, sd_j, ls_j, xp=pt)
             f = pt.dot(phi, pt.sqrt(spd) * z)
         else:
@@ -432,10 +432,19 @@ def build_gp(plan: GPPlan, term: Any, levels: list[str], sd_prior: Any, dims: li
             d2 = sq_dist(x)
             corr = pt.exp(-d2 / (2 * ls_j**2)) + GP_NUGGET * np.eye(len(x))
             chol = pt.linalg.cholesky(corr)
-            z = pm.Normal(f"{plan.label}_zgp{suffix}", 0.0, 1.0, shape=len(x))
+            z = _zgp(model, f"{plan.label}_zgp{suffix}", len(x))
             f = sd_j * pt.dot(chol, z)
         values = pt.set_subtensor(values[idx], f)
     return pm.Deterministic(name, values, dims=dims)
+
+
+def _zgp(model: Any, name: str, n: int) -> Any:
+    """brms' ``zgp``: standard normals with a named dimension (so Bambi keeps the draws)."""
+    import pymc as pm
+
+    dim = f"{name}__dim"
+    model.add_coords({dim: np.arange(n)})
+    return pm.Normal(name, 0.0, 1.0, dims=dim)
 
 
 def _lscale_variable(plan: GPPlan, by_dim: str | None) -> Any:
