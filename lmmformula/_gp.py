@@ -35,12 +35,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lmmformula.errors import DataError, ModelError
 from lmmformula._text import point_at
+from lmmformula.errors import DataError, ModelError
 
 __all__ = [
-    "GPPlan",
     "GP_NUGGET",
+    "GPPlan",
     "combo_labels",
     "conditional_mean_cov",
     "cov_cholesky",
@@ -395,12 +395,11 @@ def build_gp(plan: GPPlan, term: Any, levels: list[str], sd_prior: Any, dims: li
     ``<label>_zgp``. Call inside the PyMC model."""
     import pymc as pm
     import pytensor.tensor as pt
-    from bambi.priors import Prior
     from bambi.backend.utils import get_distribution_from_prior
+    from bambi.priors import Prior
 
     model = pm.modelcontext(None)
     name = term.alias or term.name
-    factor_dim = dims[0]
     n_groups = len(plan.groups)
     by_dim = None
     if plan.term.by is not None:
@@ -668,7 +667,9 @@ class _GPPredict:
             sdgp = _flat(posterior[f"{name}_sigma"])
             lscale = _flat(posterior[f"{plan.label}_lscale"])
             if plan.approximate:
-                suffixes = [""] if len(plan.groups) == 1 else [f"_{j}" for j in range(len(plan.groups))]
+                suffixes = (
+                    [""] if len(plan.groups) == 1 else [f"_{j}" for j in range(len(plan.groups))]
+                )
                 zgp = [_flat(posterior[f"{plan.label}_zgp{sfx}"]) for sfx in suffixes]
                 f_new = hs_new_values(plan, zgp, sdgp, lscale, x_new, by_new)
             else:

@@ -1483,7 +1483,9 @@ def _flag(f: _Formula, value: tuple[str, int, int], name: str, want: bool, hint:
         raise FormulaSyntaxError(f"{name} must be TRUE or FALSE", f.text, lo, hi)
     flag = text in ("TRUE", "True", "T")
     if flag != want:
-        raise UnsupportedSyntaxError(f"gp(..., {name} = {text}) is not supported", f.text, lo, hi, hint=hint)
+        raise UnsupportedSyntaxError(
+            f"gp(..., {name} = {text}) is not supported", f.text, lo, hi, hint=hint
+        )
     return flag
 
 
@@ -1644,7 +1646,7 @@ def _addends_text(f: _Formula, nodes: list[tuple[str, _Node]]) -> str:
     return "".join(parts)
 
 
-def seen_names(group_terms: list[GroupTerm]) -> set[str]:
+def _factors_of(group_terms: list[GroupTerm]) -> set[str]:
     return {g.factor for g in group_terms}
 
 
@@ -1661,8 +1663,7 @@ def _check_gp_gr_places(f: _Formula, gp_terms: list[GPTerm], bars) -> None:
             if t.start in allowed and t.text == "gp":
                 continue
             if t.text == "gr" and any(
-                b.factor_node is not None and b.factor_node.start == t.start
-                for b in bars
+                b.factor_node is not None and b.factor_node.start == t.start for b in bars
             ):
                 continue
             hint = (
@@ -2108,12 +2109,14 @@ def translate(formula: str) -> Translation:
         group_terms += [GroupTerm(name, expr, fac, block, k) for name, expr, fac in terms]
 
     cov_terms = {
-        name: cov_at[bar.start] for bar, _, terms in per_bar if bar.start in cov_at
+        name: cov_at[bar.start]
+        for bar, _, terms in per_bar
+        if bar.start in cov_at
         for name, _, _ in terms
     }
     gp_bars = []
     for gp in gp_terms:
-        if gp.column in seen_names(group_terms) or gp.column in _plain_names(f):
+        if gp.column in _factors_of(group_terms) or gp.column in _plain_names(f):
             raise UnsupportedSyntaxError(
                 f"{gp.text}: its label {gp.column!r} is also a name in the formula",
                 f.text,
@@ -2147,16 +2150,9 @@ def translate(formula: str) -> Translation:
         family=family,
         variables=_variables(
             f,
-            {v for v in desc.var_names if v not in interactions}
-            | {p for parts in interactions.values() for p in parts},
-        )
-        if not gp_terms
-        else _variables(
-            f,
-            {v for v in desc.var_names if v not in interactions}
-            - {gp.column for gp in gp_terms}
+            {v for v in desc.var_names if v not in interactions} - {g.column for g in gp_terms}
             | {p for parts in interactions.values() for p in parts}
-            | {v for gp in gp_terms for v in (*gp.covariates, *([gp.by] if gp.by else []))},
+            | {v for g in gp_terms for v in (*g.covariates, *([g.by] if g.by else []))},
         ),
         notes=tuple(notes),
         bars=tuple(text for _, text, _ in per_bar) + tuple(gp_bars),

@@ -61,7 +61,12 @@ def test_translate_gp_terms():
     ("formula", "error", "message", "caret"),
     [
         ("y ~ (gp(x)|g)", UnsupportedSyntaxError, "gp() is not supported here", "gp(x)"),
-        ("y ~ gp(x, cov = 'matern32')", UnsupportedSyntaxError, "squared-exponential", "'matern32'"),
+        (
+            "y ~ gp(x, cov = 'matern32')",
+            UnsupportedSyntaxError,
+            "squared-exponential",
+            "'matern32'",
+        ),
         ("y ~ gp(x, k = 0)", FormulaSyntaxError, "positive whole number", "0"),
         ("y ~ gp(x, k = 2.5)", FormulaSyntaxError, "positive whole number", "2.5"),
         ("y ~ gp(x, c = -1)", FormulaSyntaxError, "must be positive", "-1"),
@@ -284,9 +289,7 @@ def exact_fit():
 def approx_fit():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return lf.fit(
-            "y ~ gp(x, k = 20)", gp1d(), priors=BRMS_GP_PRIORS, random_seed=12, **SAMPLER
-        )
+        return lf.fit("y ~ gp(x, k = 20)", gp1d(), priors=BRMS_GP_PRIORS, random_seed=12, **SAMPLER)
 
 
 GRID = pd.DataFrame({"x": np.linspace(0.1, 9.9, 43)})  # none of them a fitted x

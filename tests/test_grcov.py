@@ -109,7 +109,9 @@ def test_numpy_matrix_follows_sorted_levels():
     data, k = grcov()
     by_name = lf.model("y ~ (1 | gr(g, cov = K))", data, data2={"K": k})
     by_position = lf.model("y ~ (1 | gr(g, cov = K))", data, data2={"K": k.to_numpy()})
-    np.testing.assert_array_equal(by_name.bambi.lkj_cov_chol["1|g"], by_position.bambi.lkj_cov_chol["1|g"])
+    np.testing.assert_array_equal(
+        by_name.bambi.lkj_cov_chol["1|g"], by_position.bambi.lkj_cov_chol["1|g"]
+    )
 
 
 @pytest.mark.parametrize(
