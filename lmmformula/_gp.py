@@ -331,6 +331,8 @@ def cov_cholesky(term: Any, levels: list[str], data2: Any, formula: str) -> np.n
         return_hint = f"Pass data2={{{term.key!r}: K}} (data2 holds {have})."
         raise fail(f"gr(..., cov = {term.key}): {term.key!r} is not in data2", return_hint)
     matrix = data2[term.key]
+    if isinstance(matrix, dict) and set(matrix) == {"index", "columns", "values"}:
+        matrix = pd.DataFrame(matrix["values"], index=matrix["index"], columns=matrix["columns"])
     levels = [str(v) for v in levels]
     if isinstance(matrix, pd.DataFrame):
         index = [str(v) for v in matrix.index]
@@ -378,6 +380,33 @@ def cov_cholesky(term: Any, levels: list[str], data2: Any, formula: str) -> np.n
             f"{smallest:.3g})",
             "brms needs a positive definite cov; add a small value to its diagonal.",
         ) from None
+
+
+def encode_data2(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """brms' data2 matrices as plain lists (``{"index", "columns", "values"}``, rows and columns
+    named by level), so that a saved fit can rebuild its model."""
+    return {
+        key: {
+            "index": [str(v) for v in frame.index],
+            "columns": [str(v) for v in frame.columns],
+            "values": frame.to_numpy(dtype=float).tolist(),
+        }
+        for key, frame in frames.items()
+    }
+
+
+def _as_frame(matrix: Any, levels: list[str]) -> pd.DataFrame | None:
+    """A data2 matrix as a DataFrame named by level (a numpy array's rows follow the sorted
+    levels); None when it cannot be read (cov_cholesky says why)."""
+    if isinstance(matrix, dict) and set(matrix) == {"index", "columns", "values"}:
+        return pd.DataFrame(matrix["values"], index=matrix["index"], columns=matrix["columns"])
+    if isinstance(matrix, pd.DataFrame):
+        return matrix
+    arr = np.asarray(matrix, dtype=float)
+    if arr.ndim != 2 or arr.shape != (len(levels), len(levels)):
+        return None
+    ordered = sorted(levels)
+    return pd.DataFrame(arr, index=ordered, columns=ordered)
 
 
 def check_cov_option(term: Any, noncentered: bool) -> None:
@@ -571,10 +600,15 @@ def attach_specials(model: Any, data2: Any) -> dict[str, GPPlan]:
     in_blocks = {n for b in model.blocks.values() for n in b.terms}
     special: dict[str, Any] = {}
     cov_chol: dict[str, np.ndarray] = {}
+    model.cov_frames = {}  # data2's matrices as level-named frames (saved with a fit)
     for name, cov in translation.cov_terms.items():
         term = terms[name]
-        chol = cov_cholesky(cov, [str(g) for g in term.groups], data2, translation.formula)
+        levels = [str(g) for g in term.groups]
+        chol = cov_cholesky(cov, levels, data2, translation.formula)
         cov_chol[name] = chol
+        frame = _as_frame(data2[cov.key], levels)
+        if frame is not None:
+            model.cov_frames[cov.key] = frame
         if name not in in_blocks:
             check_cov_option(cov, model.noncentered.get(cov.factor, True))
             special[name] = _CovBuilder(chol)

@@ -444,7 +444,14 @@ class Model:
             "na_action": self.na_action,
             "suffstats": self.suffstats,
             "marginalize": self.marginalize,
-        }
+        } | self._data2_spec()
+
+    def _data2_spec(self) -> dict[str, Any]:
+        """brms' data2 matrices that gr(g, cov = K) uses, as plain lists (saved with a fit)."""
+        from lmmformula._gp import encode_data2
+
+        used = encode_data2(getattr(self, "cov_frames", {}))
+        return {"data2": used} if used else {}
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], data: Any, priors: Any = None) -> Model:

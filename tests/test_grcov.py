@@ -196,3 +196,14 @@ def test_same_posterior_as_brms(grcov_fit):
         # error of either fit is below 0.1 sd at these ESS), sds within 30%
         assert abs(draws.mean() - mean) < 0.3 * sd, (ours, draws.mean(), mean, sd)
         assert abs(draws.std(ddof=1) / sd - 1) < 0.3, (ours, draws.std(), sd)
+
+
+def test_saved_fit_keeps_the_matrix(grcov_fit, tmp_path):
+    """data2's matrix is saved with the fit (level-named), so the model is rebuilt on load."""
+    path = tmp_path / "grcov.nc"
+    grcov_fit.save(path)
+    loaded = lf.load_fit(path)
+    np.testing.assert_allclose(
+        loaded.model.bambi.lkj_cov_chol["1|g"], grcov_fit.model.bambi.lkj_cov_chol["1|g"]
+    )
+    np.testing.assert_allclose(loaded.predict()["estimate"], grcov_fit.predict()["estimate"])
