@@ -353,3 +353,42 @@ def test_same_posterior_as_brms(name, exact_fit, approx_fit):
     for par, draws in pairs.items():
         mean, sd = brms[par]
         assert _agrees(draws, mean, sd), (par, float(draws.mean()), float(draws.std()), mean, sd)
+
+
+def test_conditional_at_fitted_and_far_points(exact_fit):
+    """The exact GP's conditional reproduces the fitted values at (almost) a fitted point and
+    falls back to the prior mean (0: the Intercept alone) far from the data."""
+    d = gp1d()
+    x0 = float(d["x"].iloc[40])
+    near = exact_fit.predict(pd.DataFrame({"x": [x0 + 1e-7]}), summary=False, random_seed=1)
+    at = exact_fit.predict(pd.DataFrame({"x": [x0]}), summary=False)
+    np.testing.assert_allclose(near.values, at.values, atol=1e-3)
+    far = exact_fit.predict(pd.DataFrame({"x": [1000.0]}), summary=False, random_seed=2)
+    intercept = exact_fit.posterior["Intercept"].values
+    sdgp = exact_fit.posterior["1|gpx_sigma"].values
+    spread = far.values[..., 0] - intercept  # per draw, f ~ N(0, sdgp^2) there
+    assert abs(np.mean(spread / sdgp)) < 0.1
+    assert np.std(spread / sdgp) == pytest.approx(1.0, abs=0.1)
+
+
+def test_by_factor_fit_and_prediction():
+    rng = np.random.default_rng(8)
+    xs = np.linspace(0, 6, 11)
+    d = pd.DataFrame({"x": np.tile(np.repeat(xs, 3), 2), "f": np.repeat(["a", "b"], 33)})
+    truth = np.where(d["f"] == "a", np.sin(d["x"]), np.cos(d["x"]))
+    d["y"] = truth + rng.normal(0, 0.2, len(d))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = lf.fit(
+            "y ~ gp(x, by = f)", d, random_seed=5, **{**SAMPLER, "draws": 150, "tune": 250}
+        )
+    rows = list(fit.summary().group_level["gpxf"].index)
+    assert rows == ["sdgp(gpxfa)", "lscale(gpxfa)", "sdgp(gpxfb)", "lscale(gpxfb)"]
+    grid = pd.DataFrame(
+        {"x": np.tile(np.linspace(0.2, 5.8, 15), 2), "f": np.repeat(["a", "b"], 15)}
+    )
+    want = np.where(grid["f"] == "a", np.sin(grid["x"]), np.cos(grid["x"]))
+    got = fit.predict(grid, random_seed=3)["estimate"]
+    assert np.corrcoef(got, want)[0, 1] > 0.95
+    with pytest.raises(DataError, match="has levels not seen in the fit: 'c'"):
+        fit.predict(pd.DataFrame({"x": [1.0], "f": ["c"]}))
