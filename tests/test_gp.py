@@ -31,7 +31,7 @@ BRMS_GP_PRIORS = [
     lf.prior("inv_gamma(5, 1)", cls="lscale", coef="gpx"),
     lf.prior("normal(0, 1)", cls="sigma"),
 ]
-SAMPLER = {"draws": 400, "tune": 400, "chains": 2, "progressbar": False}
+SAMPLER = {"draws": 500, "tune": 700, "chains": 2, "progressbar": False, "target_accept": 0.95}
 
 
 def gp1d() -> pd.DataFrame:
@@ -332,10 +332,12 @@ def _brms_posterior(ref: dict) -> dict[str, tuple[float, float]]:
 
 
 def _agrees(ours_draws: np.ndarray, brms_mean: float, brms_sd: float, tol: float = 0.3) -> bool:
-    """Posterior means within ``tol`` brms posterior sds (Monte Carlo error of both fits is
-    ~ sd / sqrt(ESS) < 0.1 sd here; prior and model identical), sds within 30%."""
+    """Same data, model and priors, so the posteriors agree up to Monte Carlo error: means
+    within ``tol`` brms posterior sds (our bulk ESS is >= 100, brms' 4000 draws, so the Monte
+    Carlo error of the difference is below 0.11 sd: 0.3 is about 3 standard errors), sds
+    within 25% (the relative error of an sd at ESS 100 is about 7%)."""
     mean, sd = float(np.mean(ours_draws)), float(np.std(ours_draws, ddof=1))
-    return abs(mean - brms_mean) < tol * brms_sd and abs(sd / brms_sd - 1) < 0.3
+    return abs(mean - brms_mean) < tol * brms_sd and abs(sd / brms_sd - 1) < 0.25
 
 
 @pytest.mark.parametrize("name", ["gp1d", "gp1d_approx"])
