@@ -33,6 +33,12 @@ written                          read as
 ``y | weights(w) ~ ...``         Bambi's ``weighted(y, w)`` (brms)
 ``p(s, n) ~ ...``                binomial (Bambi)
 ``(a + b)^2``                    ``(a + b)**2`` (formulae spells R's ``^`` as ``**``)
+``gp(x1, ..., xk)``              brms' exact Gaussian process on the unique covariate
+                                 combinations: ``(1|gpx1...)`` in the Bambi formula, built by
+                                 :mod:`lmmformula._gp` (``k =``, ``c =``: brms' Hilbert-space
+                                 approximation; ``by = f``: one GP per level of ``f``)
+``(1|gr(g, cov = K))``           ``(1|g)`` with the levels correlated as ``data2["K"]`` (brms);
+                                 ``gr(g)`` alone is ``g``
 ===============================  ============================================================
 
 Everything else in the fixed part passes to Bambi untouched (``x*z``, ``C(x)``, ``scale(x)``,
@@ -1407,8 +1413,14 @@ _ADDITIONS_UNSUPPORTED = {
 }
 
 _SPECIALS = {
-    "s": "Smooth terms are not supported; Bambi offers B-splines in the fixed part: bs(x, df=5).",
-    "t2": "Smooth terms are not supported; Bambi offers B-splines in the fixed part: bs(x, df=5).",
+    "s": (
+        "Smooth terms are not supported; write a Gaussian process, gp(x) (brms' gp(); "
+        "gp(x, k = 20) for the fast approximation), or B-splines in the fixed part: bs(x, df=5)."
+    ),
+    "t2": (
+        "Smooth terms are not supported; write a Gaussian process, gp(x1, x2) (brms' gp()), or "
+        "B-splines in the fixed part: bs(x, df=5)."
+    ),
     "mo": "Monotonic effects have no Bambi equivalent; use C(x) or x as a number.",
     "me": "Measurement-error terms have no Bambi equivalent.",
     "mi": "Missing-value imputation is not supported: drop or impute missing rows first.",
