@@ -223,12 +223,6 @@ class GPPlan:
     def approximate(self) -> bool:
         return self.term.k is not None
 
-    def group_of(self, label: str) -> tuple[GPGroup, int] | None:
-        for g in self.groups:
-            if label in g.index:
-                return g, g.index[label]
-        return None
-
     def sd_names(self) -> list[str]:
         """brms' names of the GP's sd parameters: ``sdgp(gpx)``, ``sdgp(gpxfacA)``, ..."""
         return [f"sdgp({self.label}{g.level or ''})" for g in self.groups]
@@ -302,7 +296,6 @@ def plan_gp(frame: pd.DataFrame, term: Any) -> GPPlan:
             L=L,
             lscale_prior=lscale_prior(xs),
         )
-        group.index = {lab: i for i, lab in enumerate(group.labels)}  # type: ignore[attr-defined]
         plan.groups.append(group)
     return plan
 

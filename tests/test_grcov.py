@@ -81,6 +81,12 @@ def test_log_density_equals_numpy():
     )
     got = float(m.pymc_model.compile_logp()(point))
     assert got == pytest.approx(want, rel=1e-9)
+    # the sufficient-statistics likelihood gives the same density
+    m_ss = lf.model(
+        "y ~ 1 + (1 | gr(g, cov = K))", data, priors=PRIORS, data2={"K": k}, suffstats=True
+    )
+    assert m_ss.likelihood == "sufficient statistics"
+    assert float(m_ss.pymc_model.compile_logp()(point)) == pytest.approx(want, rel=1e-9)
 
 
 def test_block_on_known_covariance():
