@@ -107,6 +107,7 @@ class Summary:
     family_specific: pd.DataFrame
     diagnostics: Diagnostics
     notes: list[str] = field(default_factory=list)
+    gp_terms: pd.DataFrame | None = None  # brms' "Gaussian Process Terms": sdgp(), lscale()
 
     def __str__(self) -> str:
         def fmt(table: pd.DataFrame) -> str:
@@ -132,6 +133,10 @@ class Summary:
             lines += ["", "Multilevel Hyperparameters:"]
             for factor, table in self.group_level.items():
                 lines += [f"~{factor}", fmt(table), ""]
+        if self.gp_terms is not None and len(self.gp_terms):
+            if not self.group_level:
+                lines.append("")
+            lines += ["Gaussian Process Terms:", fmt(self.gp_terms), ""]
         lines += ["Regression Coefficients:", fmt(self.population)]
         if len(self.family_specific):
             lines += ["", "Further Distributional Parameters:", fmt(self.family_specific)]
@@ -408,7 +413,8 @@ class Fit:
         m = self.model
         post = self.posterior
         d = self.diagnostics()
-        groups = m.group_sizes
+        gp_columns = {p.column for p in getattr(m, "gp_plans", {}).values()}  # brms' gp()
+        groups = {g: n for g, n in m.group_sizes.items() if g not in gp_columns}
         header = [
             f" Family: {m.family_spelled} ({'links: ' + m.link_name})",
             f"Formula: {m.formula}",
@@ -445,7 +451,16 @@ class Fit:
             if name in post and set(post[name].dims) <= {"chain", "draw"}:
                 family_draws[name] = post[name].values
         family_specific = _describe(family_draws)
-        return Summary(header, group_level, population, family_specific, d)
+        gp_rows = full[full["grp"].isin(gp_columns)]
+        gp_terms = gp_rows.drop(columns=["grp", "var1", "var2"]).set_index("label")
+        return Summary(
+            header,
+            group_level,
+            population,
+            family_specific,
+            d,
+            gp_terms=gp_terms if len(gp_rows) else None,
+        )
 
     # -- prediction --------------------------------------------------------------------
     def predict(

@@ -314,8 +314,11 @@ def test_approximate_gp_agrees_with_exact(exact_fit, approx_fit):
 
 
 def test_summary_rows_are_brms(exact_fit):
-    table = exact_fit.summary().group_level["gpx"]
-    assert list(table.index) == ["sdgp(gpx)", "lscale(gpx)"]
+    summary = exact_fit.summary()
+    assert list(summary.gp_terms.index) == ["sdgp(gpx)", "lscale(gpx)"]  # as brms prints them
+    assert "gpx" not in summary.group_level
+    text = str(summary)
+    assert "Gaussian Process Terms:" in text and "groups" not in text.splitlines()[2]
     loglik = exact_fit.log_likelihood()  # brms' log_lik: one column per row, GP included
     assert loglik.sizes["__obs__"] == 120 and np.isfinite(loglik.values).all()
 
@@ -384,7 +387,7 @@ def test_by_factor_fit_and_prediction():
         fit = lf.fit(
             "y ~ gp(x, by = f)", d, random_seed=5, **{**SAMPLER, "draws": 150, "tune": 250}
         )
-    rows = list(fit.summary().group_level["gpxf"].index)
+    rows = list(fit.summary().gp_terms.index)
     assert rows == ["sdgp(gpxfa)", "lscale(gpxfa)", "sdgp(gpxfb)", "lscale(gpxfb)"]
     grid = pd.DataFrame(
         {"x": np.tile(np.linspace(0.2, 5.8, 15), 2), "f": np.repeat(["a", "b"], 15)}
