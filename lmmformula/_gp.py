@@ -4,7 +4,8 @@ The formula layer reads ``gp(x1, ..., xk, k = , c = , by = )`` into a
 :class:`lmmformula.formula.GPTerm` and ``(1 | gr(g, cov = K))`` into a
 :class:`lmmformula.formula.CovTerm`. This module holds the rest, with brms' meaning
 (``R/formula-gp.R``, ``R/data-predictor.R``, ``R/priors.R``, ``R/predictor.R`` and the Stan
-chunks ``fun_gp_exp_quad.stan``, ``fun_spd_gp_exp_quad.stan`` of brms 2.22):
+chunks ``fun_gp_exp_quad.stan``, ``fun_spd_gp_exp_quad.stan`` of brms 2.23.1, commit
+29ccd23; the tests check the numbers against brms 2.18.0):
 
 - **Auto-grouping** (``gp(..., gr = TRUE)``, brms' default): the GP is evaluated on the unique
   covariate combinations only. The model layer adds a derived grouping column (one label per
@@ -24,7 +25,12 @@ chunks ``fun_gp_exp_quad.stan``, ``fun_spd_gp_exp_quad.stan`` of brms 2.22):
   deviations of group-level effects"); ``lscale`` brms' tuned inverse gamma
   (:func:`lscale_prior`, brms' ``def_lscale_prior``).
 - **Prediction** at new covariate values (exact form): the GP's conditional given the fitted
-  values at the training points, per draw (brms' ``.predictor_gp_new``).
+  values at the training points, per draw (brms' ``.predictor_gp_new``); the approximate form
+  evaluates its basis at the new points. ``include_group_effects=False`` leaves the GP out
+  too (it is a group-level term of the Bambi model), unlike brms' ``re_formula = NA``.
+- **gr(g, cov = K)**: ``b = sd * chol(K) z`` for an uncorrelated term; ``chol(K) z (diag(sd)
+  L)'`` for a correlated block (brms' ``Lcov``), K's rows and columns matched to the levels by
+  name.
 """
 
 from __future__ import annotations
