@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     import pymc as pm
 
     import lmmformula as lf
-    from lmmformula import _nutpie
+    from lmmformula import _bambi, _nutpie
 
     load_start = os.getloadavg()
     rows = []
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
             m = lf.model(formula, df, **kwargs)
             m.build()
             compiled, _ = _nutpie.compile_model(
-                m.pymc_model, var_names=_nutpie._trace_var_names(m.bambi.backend, m.bambi)
+                m.pymc_model, var_names=_bambi.sampled_var_names(m.bambi)
             )
             rows.append(
                 (case, f"{label}: {m.likelihood}", compiled.n_dim, per_call(compiled, calls))

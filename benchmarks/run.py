@@ -233,7 +233,7 @@ def worker(args) -> dict:
     import pymc as pm
 
     import lmmformula as lf
-    from lmmformula import _nutpie
+    from lmmformula import _bambi, _nutpie
 
     imported["import"] = (time.perf_counter() - _T0, time.process_time() - _C0)
     t, c = time.perf_counter(), time.process_time()
@@ -271,9 +271,7 @@ def worker(args) -> dict:
         out["likelihood"] = m.likelihood
         if args.compile_only:
             t0 = clock()
-            _nutpie.compile_model(
-                m.pymc_model, var_names=_nutpie._trace_var_names(m.bambi.backend, m.bambi)
-            )
+            _nutpie.compile_model(m.pymc_model, var_names=_bambi.sampled_var_names(m.bambi))
             out["compile"] = since(t0)
         else:
             t0 = clock()

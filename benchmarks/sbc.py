@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     from scipy import stats
 
     import lmmformula as lf
-    from lmmformula import _bambi, _nutpie
+    from lmmformula import _bambi
 
     start = time.perf_counter()
     load_start = os.getloadavg()
@@ -97,13 +98,13 @@ def main(argv=None) -> int:
         "x|g": bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfNormal", sigma=1)),
     }
     m = lf.model("y ~ x + (x|g)", df, priors=priors, lkj_eta=2.0, suffstats=True)
-    m.bambi.lkj_suffstats_shared = True
+    m.bambi.set_plan(replace(m.bambi.plan, suffstats_shared=True))
     m.build()
     prior = m.bambi.prior_predictive(draws=args.sims, random_seed=args.seed)
     prior_post = prior["prior"].to_dataset()
     prior_y = prior["prior_predictive"].to_dataset()["y"].values[0]  # (sims, n)
 
-    var_names = _nutpie._trace_var_names(m.bambi.backend, m.bambi)
+    var_names = _bambi.sampled_var_names(m.bambi)
     compiled = nutpie.compile_pymc_model(m.pymc_model, var_names=var_names)
     compiled_at = time.perf_counter()
 

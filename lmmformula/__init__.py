@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmmformula import errors
 from lmmformula.datasets import describe_dataset, list_datasets, load_dataset
-from lmmformula.formula import Translation, translate
+from lmmformula.formula import Translation, bf, translate
 
 if TYPE_CHECKING:  # pragma: no cover
     from lmmformula._frame import MissingDataWarning
@@ -86,6 +86,7 @@ __all__ = [
     "SamplingWarning",
     "Translation",
     "__version__",
+    "bf",
     "compare",
     "describe_dataset",
     "errors",

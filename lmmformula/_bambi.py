@@ -34,6 +34,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from typing import Any
 
 import bambi as bmb
 import bambi.families as bambi_families
@@ -158,6 +159,41 @@ class BlockSpec:
 
 
 # -- Bambi's prior scaling of multi-column numeric terms in logit/probit models -----------------
+@dataclass(frozen=True)
+class BuildPlan:
+    """What the seam builds on top of Bambi's terms, handed to :class:`LkjBambiModel` once,
+    before its PyMC graph is built (:meth:`LkjBambiModel.set_plan`), as a value.
+
+    Attributes
+    ----------
+    blocks : dict of str to BlockSpec
+        The correlated blocks (each one ``LKJCholeskyCov``), keyed as
+        ``Translation.correlated``.
+    eta : float
+        The LKJ shape of blocks whose own ``eta`` is ``None``.
+    suffstats : bool
+        Sample on exact per-cell sufficient statistics (gaussian identity link).
+    marginal : str or None
+        The Bambi name of a ``1|g`` integrated out of the likelihood.
+    suffstats_shared : bool
+        With ``suffstats``, keep the response's statistics as shared data so that a compiled
+        model can take another response (the SBC benchmark).
+    special : dict of str to callable
+        brms' ``gp()`` and ``gr(g, cov = K)`` terms outside blocks (:mod:`lmmformula._gp`):
+        term name -> ``builder(term, dims)`` returning the term's coefficients.
+    cov_chol : dict of str to numpy.ndarray
+        For terms on ``gr(g, cov = K)``: the Cholesky factor of K over the term's levels.
+    """
+
+    blocks: dict[str, BlockSpec] = field(default_factory=dict)
+    eta: float = DEFAULT_LKJ_ETA
+    suffstats: bool = False
+    marginal: str | None = None
+    suffstats_shared: bool = False
+    special: dict[str, Any] = field(default_factory=dict)
+    cov_chol: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class _PriorScaler(bambi_priors.PriorScaler):
     """Bambi's ``PriorScaler``, with multi-column numeric terms (``poly(x, 2)``, ``bs(x)``) of
     logit/probit binomial and bernoulli models scaled column by column: Bambi 0.21 assigns
@@ -309,7 +345,7 @@ def block_column_labels(block_terms) -> list[str]:
 
 def block_size(bambi_model: bmb.Model, terms: tuple[str, ...]) -> int:
     """Number of columns a block of terms spans (1 means no correlation to model)."""
-    gs = parent_component(bambi_model).group_specific_terms
+    gs = group_specific_terms(bambi_model)
     return sum(_term_columns(gs[name])[0] for name in terms)
 
 
@@ -339,106 +375,137 @@ def _sd_dist(sd_priors: list[tuple[Prior, int]]):
     return pm.CustomDist.dist(*params, dist=generate, ndim_supp=1, class_name="BlockSD")
 
 
+def _build_block(
+    pymc_backend, spec: BlockSpec, terms: dict, eta: float, cov_chol: np.ndarray | None = None
+) -> dict[str, pt.TensorVariable]:
+    """One correlated block as one ``LKJCholeskyCov``: the coefficients of its terms (of
+    any component: brms' ``|ID|`` joins terms of several formulas), by term name."""
+    model = pymc_backend.model
+    block_terms = [terms[name] for name in spec.terms]
+    for term in block_terms:
+        for name, values in _BambiGroupSpecificTerm(term, spec.noncentered).coords.items():
+            if name not in model.coords:
+                model.add_coords({name: values})
+    group_sizes = {len(t.groups) for t in block_terms}
+    if len(group_sizes) != 1:  # pragma: no cover - a Bambi invariant
+        raise ModelError(f"terms of the block on {spec.factor!r} disagree on the groups")
+
+    sd_priors: list[tuple[Prior, int]] = []
+    means: list[np.ndarray] = []
+    slices: dict[str, slice] = {}
+    start = 0
+    for term in block_terms:
+        name = term.alias or term.name
+        prior = term.prior
+        if not isinstance(prior, Prior) or prior.name != "Normal":
+            raise PriorError(
+                f"the group-level term {name!r} is in a correlated block, which needs a "
+                f"Normal prior with a prior on its sigma; got {prior}. Give it "
+                "Prior('Normal', mu=0, sigma=Prior('HalfNormal', sigma=...)), or write "
+                "the term with '||' to keep it uncorrelated."
+            )
+        sigma_prior = prior.args.get("sigma")
+        if not isinstance(sigma_prior, Prior):
+            raise PriorError(
+                f"the sigma of the group-level term {name!r} must have a prior (a Prior), "
+                f"got {sigma_prior!r}."
+            )
+        mu = prior.args.get("mu", 0.0)
+        if isinstance(mu, Prior):
+            raise PriorError(
+                f"a prior on the mean of the group-level term {name!r} is not supported in "
+                "a correlated block; give a fixed mean (usually 0)."
+            )
+        ncol, _ = _term_columns(term)
+        sd_priors.append((sigma_prior, ncol))
+        means.append(np.broadcast_to(np.asarray(mu, dtype=float), (ncol,)))
+        slices[name] = slice(start, start + ncol)
+        start += ncol
+
+    size = start
+    labels = block_column_labels(block_terms)
+    factor_dim = f"{spec.factor}__factor_dim"
+    row_dim, col_dim = spec.dims
+    model.add_coords({row_dim: labels, col_dim: labels})
+
+    chol, corr, stds = pm.LKJCholeskyCov(
+        spec.chol_name,
+        n=size,
+        eta=eta if spec.eta is None else spec.eta,
+        sd_dist=_sd_dist(sd_priors),
+        compute_corr=True,
+        store_in_trace=False,
+    )
+    pm.Deterministic(spec.corr_name, corr, dims=(row_dim, col_dim))
+    mean = np.concatenate(means)
+    has_mean = bool(np.any(mean != 0))
+
+    if cov_chol is not None and not spec.noncentered:  # gr(g, cov = K)
+        raise ModelError(
+            f"the block on gr({spec.factor}, cov = ...) is built non-centered "
+            f"(chol(K) z L'); leave noncentered on for {spec.factor!r}."
+        )
+    if spec.noncentered:
+        z = pm.Normal(spec.offset_name, mu=0.0, sigma=1.0, dims=(factor_dim, row_dim))
+        coefs = pt.dot(z, chol.T)
+        if cov_chol is not None:
+            coefs = pt.dot(cov_chol, coefs)
+        if has_mean:
+            coefs = coefs + mean
+    else:
+        coefs = pm.MvNormal(spec.centered_name, mu=mean, chol=chol, dims=(factor_dim, row_dim))
+
+    out = {}
+    for term in block_terms:
+        name = term.alias or term.name
+        sl = slices[name]
+        sigma_key = term.hyperprior_alias.get("sigma", "sigma")
+        term_dims = list(_BambiGroupSpecificTerm(term, spec.noncentered).coords)
+        expr_dims = [d for d in term_dims if not d.endswith("__factor_dim")]
+        if sl.stop - sl.start == 1 and not expr_dims:
+            out[name] = pm.Deterministic(name, coefs[:, sl.start], dims=term_dims)
+            pm.Deterministic(f"{name}_{sigma_key}", stds[sl.start])
+        else:
+            out[name] = pm.Deterministic(name, coefs[:, sl], dims=term_dims)
+            pm.Deterministic(f"{name}_{sigma_key}", stds[sl], dims=expr_dims)
+    return out
+
+
+class _Blocks:
+    """The correlated blocks of a model, each built once, when the first component that has
+    one of its terms builds its group-specific terms."""
+
+    def __init__(
+        self,
+        specs: dict[str, BlockSpec],
+        eta: float,
+        special: dict[str, Any] | None = None,
+        cov_chol: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        self.specs = specs
+        self.eta = eta
+        self.special = dict(special or {})  # brms' gp() and gr(g, cov = K): lmmformula._gp
+        self.cov_chol = dict(cov_chol or {})
+        self.coefs: dict[str, pt.TensorVariable] = {}
+        self.of_term = {name: key for key, spec in specs.items() for name in spec.terms}
+
+    def coef(self, name: str, pymc_backend, bmb_model) -> pt.TensorVariable:
+        if name not in self.coefs:
+            spec = self.specs[self.of_term[name]]
+            terms = group_specific_terms(bmb_model)
+            cov_chol = self.cov_chol.get(spec.terms[0])
+            self.coefs.update(_build_block(pymc_backend, spec, terms, self.eta, cov_chol))
+        return self.coefs[name]
+
+
 class _LkjDistributionalComponent(DistributionalComponent):
     """Bambi's distributional component with correlated blocks built jointly."""
 
-    def __init__(
-        self, component, blocks: dict[str, BlockSpec], eta: float, marginal: str | None = None
-    ):
+    def __init__(self, component, blocks: _Blocks, marginal: str | None = None):
         super().__init__(component)
         self.blocks = blocks
-        self.eta = eta
         self.marginal = marginal  # issue 14: a (1|g) integrated out (lmmformula._marginal)
         self.marginal_sigma = None
-
-    def _build_block(self, pymc_backend, spec: BlockSpec) -> dict[str, pt.TensorVariable]:
-        terms = self.component.group_specific_terms
-        model = pymc_backend.model
-        block_terms = [terms[name] for name in spec.terms]
-        group_sizes = {len(t.groups) for t in block_terms}
-        if len(group_sizes) != 1:  # pragma: no cover - a Bambi invariant
-            raise ModelError(f"terms of the block on {spec.factor!r} disagree on the groups")
-
-        sd_priors: list[tuple[Prior, int]] = []
-        means: list[np.ndarray] = []
-        slices: dict[str, slice] = {}
-        start = 0
-        for term in block_terms:
-            name = term.alias or term.name
-            prior = term.prior
-            if not isinstance(prior, Prior) or prior.name != "Normal":
-                raise PriorError(
-                    f"the group-level term {name!r} is in a correlated block, which needs a "
-                    f"Normal prior with a prior on its sigma; got {prior}. Give it "
-                    "Prior('Normal', mu=0, sigma=Prior('HalfNormal', sigma=...)), or write "
-                    "the term with '||' to keep it uncorrelated."
-                )
-            sigma_prior = prior.args.get("sigma")
-            if not isinstance(sigma_prior, Prior):
-                raise PriorError(
-                    f"the sigma of the group-level term {name!r} must have a prior (a Prior), "
-                    f"got {sigma_prior!r}."
-                )
-            mu = prior.args.get("mu", 0.0)
-            if isinstance(mu, Prior):
-                raise PriorError(
-                    f"a prior on the mean of the group-level term {name!r} is not supported in "
-                    "a correlated block; give a fixed mean (usually 0)."
-                )
-            ncol, _ = _term_columns(term)
-            sd_priors.append((sigma_prior, ncol))
-            means.append(np.broadcast_to(np.asarray(mu, dtype=float), (ncol,)))
-            slices[name] = slice(start, start + ncol)
-            start += ncol
-
-        size = start
-        labels = block_column_labels(block_terms)
-        factor_dim = f"{spec.factor}__factor_dim"
-        row_dim, col_dim = spec.dims
-        model.add_coords({row_dim: labels, col_dim: labels})
-
-        chol, corr, stds = pm.LKJCholeskyCov(
-            spec.chol_name,
-            n=size,
-            eta=self.eta if spec.eta is None else spec.eta,
-            sd_dist=_sd_dist(sd_priors),
-            compute_corr=True,
-            store_in_trace=False,
-        )
-        pm.Deterministic(spec.corr_name, corr, dims=(row_dim, col_dim))
-        mean = np.concatenate(means)
-        has_mean = bool(np.any(mean != 0))
-
-        cov_chol = getattr(self, "cov_chol", {}).get(spec.terms[0])  # gr(g, cov = K)
-        if cov_chol is not None and not spec.noncentered:
-            raise ModelError(
-                f"the block on gr({spec.factor}, cov = ...) is built non-centered "
-                f"(chol(K) z L'); leave noncentered on for {spec.factor!r}."
-            )
-        if spec.noncentered:
-            z = pm.Normal(spec.offset_name, mu=0.0, sigma=1.0, dims=(factor_dim, row_dim))
-            coefs = pt.dot(z, chol.T)
-            if cov_chol is not None:
-                coefs = pt.dot(cov_chol, coefs)
-            if has_mean:
-                coefs = coefs + mean
-        else:
-            coefs = pm.MvNormal(spec.centered_name, mu=mean, chol=chol, dims=(factor_dim, row_dim))
-
-        out = {}
-        for term in block_terms:
-            name = term.alias or term.name
-            sl = slices[name]
-            sigma_key = term.hyperprior_alias.get("sigma", "sigma")
-            term_dims = list(_BambiGroupSpecificTerm(term, spec.noncentered).coords)
-            expr_dims = [d for d in term_dims if not d.endswith("__factor_dim")]
-            if sl.stop - sl.start == 1 and not expr_dims:
-                out[name] = pm.Deterministic(name, coefs[:, sl.start], dims=term_dims)
-                pm.Deterministic(f"{name}_{sigma_key}", stds[sl.start])
-            else:
-                out[name] = pm.Deterministic(name, coefs[:, sl], dims=term_dims)
-                pm.Deterministic(f"{name}_{sigma_key}", stds[sl], dims=expr_dims)
-        return out
 
     def build_group_specific_terms(self, pymc_backend, bmb_model):
         """Bambi's ``build_group_specific_terms`` with correlated blocks built jointly."""
@@ -446,23 +513,17 @@ class _LkjDistributionalComponent(DistributionalComponent):
             return
 
         as_multivariate = isinstance(bmb_model.family, (MultivariateFamily, Categorical))
-        if as_multivariate and self.blocks:
+        if as_multivariate and self.blocks.specs:
             raise ModelError(
                 f"correlated group-level blocks are not available for the "
                 f"{bmb_model.family.name!r} family; write the terms with '||' (uncorrelated)."
             )
 
-        block_coefs: dict[str, pt.TensorVariable] = {}
-        # brms' gp() and gr(g, cov = K) terms (lmmformula._gp): term name -> builder
-        special = getattr(bmb_model, "lkj_special_terms", {})
-        self.cov_chol = getattr(bmb_model, "lkj_cov_chol", {})
         noncentered_default = noncentered_default_for(bmb_model, self.component.name)
         for term in self.component.group_specific_terms.values():
             for name, values in _BambiGroupSpecificTerm(term, noncentered_default).coords.items():
                 if name not in pymc_backend.model.coords:
                     pymc_backend.model.add_coords({name: values})
-        for spec in self.blocks.values():
-            block_coefs.update(self._build_block(pymc_backend, spec))
 
         coefs, columns, predictors, group_indexes = [], [], [], []
         for key, term in self.component.group_specific_terms.items():
@@ -470,11 +531,11 @@ class _LkjDistributionalComponent(DistributionalComponent):
             if key == self.marginal:  # issue 14: only its sd; the effects are integrated out
                 self.marginal_sigma = _marginal_sigma(term, noncentered_default)
                 continue
-            if name in block_coefs:
-                coefs.append(block_coefs[name])
-            elif key in special:
+            if name in self.blocks.of_term:
+                coefs.append(self.blocks.coef(name, pymc_backend, bmb_model))
+            elif key in self.blocks.special:
                 dims = list(_BambiGroupSpecificTerm(term, noncentered_default).coords)
-                coefs.append(special[key](term, dims))
+                coefs.append(self.blocks.special[key](term, dims))
             else:
                 coefs.append(_BambiGroupSpecificTerm(term, noncentered_default).build(bmb_model))
             columns.append(term.data)
@@ -573,13 +634,13 @@ class _LkjPyMCModel(PyMCModel):
             for name, component in spec.marginal_parameters.items():
                 self.components[name] = ConstantComponent(component)
                 self.components[name].build(self, spec)
+            plan = getattr(spec, "plan", None)  # gp() and gr(cov =) terms: lmmformula._gp
+            blocks = _Blocks(
+                self.blocks, self.eta, getattr(plan, "special", {}), getattr(plan, "cov_chol", {})
+            )
             for name, component in spec.conditional_parameters.items():
-                if name == parent:
-                    built = _LkjDistributionalComponent(
-                        component, self.blocks, self.eta, self.marginal
-                    )
-                else:
-                    built = DistributionalComponent(component)
+                marginal = self.marginal if name == parent else None
+                built = _LkjDistributionalComponent(component, blocks, marginal)
                 self.components[name] = built
                 built.build(self, spec)
             weights = getattr(spec, "lkj_precision_weights", None)
@@ -671,10 +732,10 @@ class LkjBambiModel(bmb.Model):
     ----------
     formula, data, family, priors, link, noncentered, **kwargs
         As for ``bambi.Model``.
-    blocks : dict of str to BlockSpec
-        The correlated blocks, keyed by grouping factor.
-    lkj_eta : float
-        Shape of the LKJ prior on every block's correlation matrix.
+    plan : BuildPlan, optional
+        What to build on Bambi's terms (the correlated blocks, their LKJ shape, the
+        likelihood); the model layer hands it over with :meth:`set_plan` once it has
+        resolved the priors.
     precision_weights : numpy.ndarray, optional
         Per row, lme4's precision weights of a gaussian model: the response's sd is
         ``sigma / sqrt(w)``.
@@ -689,9 +750,7 @@ class LkjBambiModel(bmb.Model):
         formula,
         data,
         *,
-        blocks: dict[str, BlockSpec],
-        lkj_eta: float = DEFAULT_LKJ_ETA,
-        suffstats: bool = False,
+        plan: BuildPlan | None = None,
         bars=(),
         precision_weights: np.ndarray | None = None,
         **kwargs,
@@ -700,11 +759,9 @@ class LkjBambiModel(bmb.Model):
         self.lkj_precision_weights = (
             None if precision_weights is None else np.asarray(precision_weights, dtype=float)
         )
-        self.lkj_blocks = dict(blocks)
-        self.lkj_eta = float(lkj_eta)
-        self.lkj_suffstats = bool(suffstats)
-        self.lkj_suffstats_shared = False
-        self.lkj_marginal: str | None = None  # issue 14: set by lmmformula.model.Model
+        self.plan = plan or BuildPlan()
+        if isinstance(formula, tuple):  # brms' bf(): the main formula, then one per dpar
+            formula = bmb.Formula(*formula)
         with r_bar_coding(bars):
             super().__init__(formula, data, **kwargs)
         name = self.response_term.name
@@ -713,13 +770,18 @@ class LkjBambiModel(bmb.Model):
             # division slash U+2215 reads the same
             self.set_alias({name: name.replace("/", "\u2215")})
 
+    def set_plan(self, plan: BuildPlan) -> None:
+        """Hand over what to build on Bambi's terms (the model layer does so once, after it
+        has resolved the priors and chosen the likelihood, before the graph exists)."""
+        if not isinstance(plan, BuildPlan):  # pragma: no cover - a programming error
+            raise TypeError(f"a BuildPlan, not {type(plan).__name__}")
+        self.plan = plan
+        self.built = False
+
     def build(self):
+        plan = self.plan
         self.backend = _LkjPyMCModel(
-            self.lkj_blocks,
-            self.lkj_eta,
-            self.lkj_suffstats,
-            getattr(self, "lkj_suffstats_shared", False),
-            getattr(self, "lkj_marginal", None),
+            plan.blocks, plan.eta, plan.suffstats, plan.suffstats_shared, plan.marginal
         )
         self.backend.build(self)
         self.built = True
@@ -730,7 +792,7 @@ class LkjBambiModel(bmb.Model):
         self._check_built()
         if getattr(self.backend, "row_wise", True):
             return self.backend
-        backend = _LkjPyMCModel(self.lkj_blocks, self.lkj_eta, suffstats=False)
+        backend = _LkjPyMCModel(self.plan.blocks, self.plan.eta, suffstats=False)
         backend.build(self)
         return backend
 
@@ -807,8 +869,54 @@ def parent_component(bambi_model: bmb.Model):
 
 
 def group_specific_terms(bambi_model: bmb.Model) -> dict:
-    """The parent component's group-specific terms (Bambi objects), by name."""
+    """The group-specific terms (Bambi objects) of every component, by name: the parent's
+    under their keys (``1|g``), a distributional parameter's under Bambi's prefixed names
+    (``sigma_1|g``)."""
+    out = dict(parent_component(bambi_model).group_specific_terms)
+    for component in dpar_components(bambi_model).values():
+        for term in component.group_specific_terms.values():
+            out[term.alias or term.name] = term
+    return out
+
+
+def parent_group_specific_terms(bambi_model: bmb.Model) -> dict:
+    """The parent component's group-specific terms only, by Bambi key."""
     return dict(parent_component(bambi_model).group_specific_terms)
+
+
+def dpar_components(bambi_model: bmb.Model) -> dict:
+    """The components of the distributional parameters modelled by a formula (``sigma`` in
+    ``bf(y ~ x, sigma ~ z)``), by parameter name, in formula order."""
+    parent = parent_name(bambi_model)
+    return {n: c for n, c in bambi_model.conditional_parameters.items() if n != parent}
+
+
+def dpar_population_names(bambi_model: bmb.Model) -> list[str]:
+    """The posterior names of the population-level coefficients of every distributional
+    parameter's formula (``sigma_Intercept``, ``sigma_z``), in formula order."""
+    out = []
+    for component in dpar_components(bambi_model).values():
+        if component.intercept_term is not None:
+            out.append(_aliased(component.intercept_term))
+        out += [_aliased(term) for term in component.common_terms.values()]
+    return out
+
+
+def family_parameters(family) -> tuple[str, tuple[str, ...]]:
+    """The parameter a family's linear predictor models and its other (distributional)
+    parameters: ``("mu", ("sigma",))`` for the gaussian family. ``family`` is a name of a
+    Bambi family or a ``bambi.Family``."""
+    if isinstance(family, str):
+        from bambi.defaults.families import get_builtin_family
+
+        family = get_builtin_family(family)
+    likelihood = family.likelihood
+    return likelihood.parent, tuple(p for p in likelihood.params if p != likelihood.parent)
+
+
+def dpar_link(bambi_model: bmb.Model, dpar: str) -> str:
+    """The link of a distributional parameter's formula (``log`` for sigma)."""
+    return bambi_model.family.link[dpar].name
 
 
 def common_terms(bambi_model: bmb.Model) -> dict:
@@ -930,7 +1038,7 @@ def _scale_rows(a: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def suffstats_data(bambi_model: bmb.Model, y) -> dict[str, np.ndarray]:
     """Shared-data updates that put another response ``y`` (same rows, same design) into a
-    sufficient-statistics model built with ``lkj_suffstats_shared = True``; pass them to
+    sufficient-statistics model built with ``BuildPlan(suffstats_shared=True)``; pass them to
     ``compiled.with_data(**updates)`` of a nutpie-compiled model."""
     _, x, groups = _suffstats_inputs(bambi_model)
     component = parent_component(bambi_model)
@@ -1015,14 +1123,19 @@ def marginal_unsupported(bambi_model: bmb.Model) -> str | None:
     return None
 
 
-def marginal_candidates(bambi_model: bmb.Model) -> dict[str, _marginal.MarginalTerm]:
-    """The varying intercepts that may be integrated out, by Bambi name."""
+def marginal_candidates(
+    bambi_model: bmb.Model, blocks: dict[str, BlockSpec] | None = None, exclude=()
+) -> dict[str, _marginal.MarginalTerm]:
+    """The varying intercepts that may be integrated out, by Bambi name (outside the
+    ``blocks``, by default those of the model's build plan, and not in ``exclude``: the
+    gp() and gr(cov =) terms)."""
     if marginal_unsupported(bambi_model) is not None:
         return {}
-    in_blocks = {t for spec in getattr(bambi_model, "lkj_blocks", {}).values() for t in spec.terms}
-    in_blocks |= set(getattr(bambi_model, "lkj_special_terms", {}))  # gp(), gr(cov =)
+    if blocks is None:
+        blocks = (getattr(bambi_model, "plan", None) or BuildPlan()).blocks
+    in_blocks = {t for spec in blocks.values() for t in spec.terms} | set(exclude)
     out = {}
-    for key, term in group_specific_terms(bambi_model).items():
+    for key, term in parent_group_specific_terms(bambi_model).items():
         name = term.alias or key
         if key in in_blocks or name in in_blocks or not name.startswith("1|"):
             continue
@@ -1048,7 +1161,11 @@ def marginal_candidates(bambi_model: bmb.Model) -> dict[str, _marginal.MarginalT
 
 
 def choose_marginal(
-    bambi_model: bmb.Model, marginalize: bool | str, likelihood: str
+    bambi_model: bmb.Model,
+    marginalize: bool | str,
+    likelihood: str,
+    blocks: dict[str, BlockSpec] | None = None,
+    exclude=(),
 ) -> tuple[str | None, str]:
     """The Bambi name of the term to integrate out (or ``None``) and why.
 
@@ -1059,7 +1176,7 @@ def choose_marginal(
     """
     if marginalize is False:
         return None, "marginalize=False"
-    found = marginal_candidates(bambi_model)
+    found = marginal_candidates(bambi_model, blocks, exclude)
     if not found:
         reason = marginal_unsupported(bambi_model) or "no varying intercept (1|g) qualifies"
         if marginalize is True:
@@ -1102,7 +1219,7 @@ def marginal_level_sums(bambi_model: bmb.Model, posterior, key: str) -> np.ndarr
     term): (chain * draw, J), from the uncentred posterior through sparse level sums."""
     draws = _marginal.draws
     parts = design_parts(bambi_model)
-    term = group_specific_terms(bambi_model)[key]
+    term = parent_group_specific_terms(bambi_model)[key]
     index = np.asarray(term.group_index)
     n, n_levels = index.size, len(term.groups)
     a = sp.sparse.csr_matrix((np.ones(n), (index, np.arange(n))), shape=(n_levels, n))
@@ -1134,7 +1251,7 @@ def add_marginal_effect_draws(posterior, bambi_model: bmb.Model, key: str):
     """The posterior with ``1|g`` drawn from its exact conditional given each draw."""
     import xarray as xr
 
-    term = group_specific_terms(bambi_model)[key]
+    term = parent_group_specific_terms(bambi_model)[key]
     found = marginal_candidates(bambi_model)[key]
     counts = np.bincount(np.asarray(term.group_index), minlength=len(term.groups))
     effects = _marginal.draw_effects(
@@ -1157,3 +1274,41 @@ def add_marginal_effect_draws(posterior, bambi_model: bmb.Model, key: str):
         },
     )
     return posterior.assign({found.name: da})
+
+
+# Sampling without ``bambi.Model.fit`` (``lmmformula._nutpie.sample_bambi``): what Bambi's
+# ``PyMCModel._run_mcmc`` stores and how it cleans the result (both pinned in
+# ``tests/test_bambi_contract.py``).
+
+
+def pymc_model(bambi_model: bmb.Model) -> pm.Model:
+    """The built PyMC model."""
+    return bambi_model.backend.model
+
+
+def sampled_var_names(bambi_model: bmb.Model) -> list[str]:
+    """The variables ``PyMCModel._run_mcmc`` puts in the trace (not the likelihood's
+    deterministic parameters), without lmmformula's internal block variables (which
+    ``_clean_results`` would drop)."""
+    from pymc.util import get_default_varnames
+
+    backend = bambi_model.backend
+    model = backend.model
+    names = [
+        v.name for v in get_default_varnames(model.unobserved_value_vars, include_transformed=False)
+    ]
+    params = bambi_model.family.likelihood.params
+    likelihood = {
+        n for n, v in model.named_vars.items() if n in params and v in model.deterministics
+    }
+    drop = internal_var_names(getattr(backend, "blocks", {}))
+    return [n for n in names if n not in likelihood and n not in drop]
+
+
+def finish_fit(bambi_model: bmb.Model, idata):
+    """Bambi's own result cleaning (``PyMCModel._clean_results``: the intercept un-centred,
+    offsets dropped), and the model marked fitted, as ``bambi.Model.fit`` leaves them."""
+    backend = bambi_model.backend
+    idata = backend._clean_results(idata, omit_offsets=True, include_response_params=False)
+    backend.fit = True
+    return idata

@@ -423,8 +423,8 @@ def build_gp(plan: GPPlan, term: Any, levels: list[str], sd_prior: Any, dims: li
     ``<label>_zgp``. Call inside the PyMC model."""
     import pymc as pm
     import pytensor.tensor as pt
-    from bambi.backend.utils import get_distribution_from_prior
-    from bambi.priors import Prior
+
+    from lmmformula._bambi import Prior, get_distribution_from_prior
 
     model = pm.modelcontext(None)
     name = term.alias or term.name
@@ -482,7 +482,7 @@ def _lscale_variable(plan: GPPlan, by_dim: str | None) -> Any:
 
     name = f"{plan.label}_lscale"
     if plan.lscale_override is not None:
-        from bambi.backend.utils import get_distribution_from_prior
+        from lmmformula._bambi import get_distribution_from_prior
 
         prior = plan.lscale_override
         dist = get_distribution_from_prior(prior)
@@ -510,8 +510,8 @@ def build_cov_term(term: Any, chol: np.ndarray, sd_prior: Any, dims: list[str]) 
     """``b = sd * chol(K) z`` for an uncorrelated group-level term on ``gr(g, cov = K)``."""
     import pymc as pm
     import pytensor.tensor as pt
-    from bambi.backend.utils import get_distribution_from_prior
-    from bambi.priors import Prior
+
+    from lmmformula._bambi import Prior, get_distribution_from_prior
 
     name = term.alias or term.name
     if not isinstance(sd_prior, Prior):
@@ -588,14 +588,14 @@ def hs_new_values(
 
 # -- wiring into the model (called by lmmformula.model.Model) ---------------------------------
 def attach_specials(model: Any, data2: Any) -> dict[str, GPPlan]:
-    """Give the model's Bambi model the builders of its ``gp()`` and ``gr(cov =)`` terms
-    (``lkj_special_terms``, ``lkj_cov_chol``, read by the seam) and GP predictions at new
-    points; returns the GP plans by Bambi term name."""
+    """The builders of the model's ``gp()`` and ``gr(cov =)`` terms (``model.gp_special``,
+    ``model.gp_cov_chol``: the model hands them to the seam in its build plan) and GP
+    predictions at new points; returns the GP plans by Bambi term name."""
     from lmmformula import _bambi
 
     translation = model.translation
     bm = model.bambi
-    terms = _bambi.group_specific_terms(bm)
+    terms = _bambi.parent_group_specific_terms(bm)
     in_blocks = {n for b in model.blocks.values() for n in b.terms}
     special: dict[str, Any] = {}
     cov_chol: dict[str, np.ndarray] = {}
@@ -618,8 +618,8 @@ def attach_specials(model: Any, data2: Any) -> dict[str, GPPlan]:
         plan.lscale_override = getattr(resolved, "lscale", {}).get(gp.label)
         plans[gp.term] = plan
         special[gp.term] = _GPBuilder(plan)
-    bm.lkj_special_terms = special
-    bm.lkj_cov_chol = cov_chol
+    model.gp_special = special
+    model.gp_cov_chol = cov_chol
     if plans:
         component = _bambi.parent_component(bm)
         component.predict_group_specific = _GPPredict(

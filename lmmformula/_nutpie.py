@@ -24,19 +24,26 @@ not depend on the model's size:
 * **Cached callbacks.** The wrappers are written as plain loops, generated from source and
   registered under a key derived from PyTensor's own cache key, so numba caches the finished
   callback too; a later process loads everything from disk.
-* **Compiled in a child process.** On a cache miss the callbacks are compiled in a forked child
-  and loaded from the cache here, so every process runs the same saved machine code and a seed
-  gives the same draws whether or not this process compiled the model
-  (:func:`_compile_in_child`).
+* **Compiled in a child process.** On a cache miss the callbacks are compiled in a fresh
+  Python process and loaded from the cache here, so every process runs the same saved machine
+  code and a seed gives the same draws whether or not this process compiled the model
+  (:func:`_compile_in_child`). The child is a new interpreter, not a fork of this one (which
+  may be running threads); it costs about 1.5 s of CPU on a cache miss (interpreter start,
+  importing numba and PyTensor, unpickling the functions) and nothing on a hit.
 * **No prior draws for the starting point.** The LKJ blocks' support point is given as numbers
   (:func:`_support_point_overrides`), and shapes are read from the model's dims
   (:func:`_static_shapes`), so no C code is compiled for the initial point on a first run.
 
-Models with shared data (``pm.Data``, swapped later by nutpie's ``with_data``) keep nutpie's
-own path. Any mismatch with nutpie's internals falls back to ``nutpie.compile_pymc_model``.
+Everything else goes through nutpie's public API: models with shared data (``pm.Data``,
+swapped later by nutpie's ``with_data``), a graph numba cannot compile with the data as inputs,
+or a nutpie without the internals used here are compiled by ``nutpie.compile_pymc_model``, and
+the starting point is given as its ``initial_points=`` (``nutpie.sample`` takes none for a
+PyMC model: its ``init_mean`` is not used by ``CompiledPyMCModel``). Sampling results go
+through Bambi's own cleaning (:func:`lmmformula._bambi.finish_fit`).
 
-Pinned to nutpie 0.16 (``pyproject.toml``); ``tests/test_suffstats.py`` checks the internals
-used here.
+Pinned to nutpie 0.16 (``pyproject.toml``); ``tests/test_nutpie_contract.py`` hashes the
+sources of the nutpie functions mirrored or called here (:data:`NUTPIE_PRIVATE_NAMES`) and
+fails when a release changes them.
 """
 
 from __future__ import annotations
@@ -52,6 +59,16 @@ import numpy as np
 __all__ = ["CompileInfo", "compile_model", "nutpie_internals_available"]
 
 _WRAPPER_VERSION = "lmmformula-nutpie-wrapper-3"
+
+NUTPIE_PRIVATE_NAMES = (
+    "CompiledPyMCModel",
+    "_compute_shapes",
+    "_prepare_dims_and_coords",
+    "_rv_dict_to_flat_array_wrapper",
+    "_wrap_with_lock",
+)
+"""The private names of ``nutpie.compile_pymc`` called here (their sources, and those of the
+functions mirrored here, are pinned in ``tests/test_nutpie_contract.py``)."""
 
 _LOGP_SRC = """
 def lmmformula_logp_{key}(dim, x_, out_, logp_, user_data_):
@@ -117,16 +134,7 @@ def nutpie_internals_available() -> bool:
         )
     except ImportError:
         return False
-    names = (
-        "_make_functions",
-        "_wrap_with_lock",
-        "make_user_data",
-        "_make_c_logp_func",
-        "_make_c_expand_func",
-        "_prepare_dims_and_coords",
-        "CompiledPyMCModel",
-    )
-    return all(hasattr(ncp, name) for name in names)
+    return all(hasattr(ncp, name) for name in NUTPIE_PRIVATE_NAMES)
 
 
 def _signatures():
@@ -187,21 +195,52 @@ def _wrapper_env(inner) -> dict:
     }
 
 
-def _wrapper_source_fn(src_template: str, inner, **fmt):
-    """The callback's Python function, generated from source under a cache key derived from
-    PyTensor's key for ``inner``; ``None`` when ``inner`` has none (an uncacheable graph)."""
-    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS, compile_numba_function_src
+@dataclass
+class _Callback:
+    """A callback's generated source, registered under a cache key derived from PyTensor's
+    key for the function it calls; everything a fresh process needs to compile it."""
 
-    inner_key = CACHED_SRC_FUNCTIONS.get(getattr(inner, "py_func", None))
+    src: str
+    name: str
+    cache_key: str
+    function: Any  # the PyTensor function (numba mode) whose compiled code the callback calls
+    kind: str  # "logp" or "expand"
+    _fn: Any = field(default=None, repr=False, compare=False)
+
+    def python_function(self):
+        """The Python function numba compiles, known to PyTensor's numba cache locator."""
+        from pytensor.link.numba.cache import compile_numba_function_src
+
+        if self._fn is None:
+            self._fn = compile_numba_function_src(
+                self.src,
+                self.name,
+                global_env=_wrapper_env(self.function.vm.jit_fn),
+                cache_key=self.cache_key,
+            )
+        return self._fn
+
+    def signature(self):
+        logp_sig, expand_sig = _signatures()
+        return logp_sig if self.kind == "logp" else expand_sig
+
+    def __getstate__(self):  # for the child process: the Python function is made there
+        return {**self.__dict__, "_fn": None}
+
+
+def _wrapper_source(src_template: str, function, kind: str, **fmt) -> _Callback | None:
+    """The callback calling ``function``'s numba code, under a cache key derived from
+    PyTensor's key for it; ``None`` when it has none (an uncacheable graph)."""
+    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
+
+    inner_key = CACHED_SRC_FUNCTIONS.get(getattr(function.vm.jit_fn, "py_func", None))
     if inner_key is None:
         return None
     text = src_template.format(key="K", **fmt)
     digest = hashlib.sha256("\n".join([_WRAPPER_VERSION, inner_key, text]).encode()).hexdigest()
     src = src_template.format(key=digest[:16], **fmt)
     name = src.split("(", 1)[0].split()[-1]
-    return compile_numba_function_src(
-        src, name, global_env=_wrapper_env(inner), cache_key=f"lmmformula_{digest}"
-    )
+    return _Callback(src, name, f"lmmformula_{digest}", function, kind)
 
 
 def _load_cached(fn, sig):
@@ -231,47 +270,94 @@ class CompileFailed(RuntimeError):
     """numba could not compile a callback (the caller falls back to another path)."""
 
 
-def _compile_in_child(jobs) -> bool | None:
-    """Compile and cache callbacks in a forked child process: ``True`` when it succeeded,
-    ``False`` when the child failed, ``None`` when no child process can be used.
+_CHILD_COMPILE_FAILED = 3  # the child's exit status when numba fails
+
+# The package's ``__init__`` (pandas, formulae: seconds) is not needed in the child: the module
+# is loaded under its own name (the pickled jobs refer to it) from an empty package.
+_CHILD_CODE = """
+import sys, types
+package = types.ModuleType("lmmformula")
+package.__path__ = [sys.argv[1]]
+sys.modules["lmmformula"] = package
+from lmmformula._nutpie import _child_main
+sys.exit(_child_main(sys.argv[2]))
+"""
+
+
+def _compile_in_child(jobs: list[_Callback]) -> bool | None:
+    """Compile and cache callbacks in a fresh Python process: ``True`` when it succeeded,
+    ``False`` when numba failed there, ``None`` when no child process could do the work (the
+    jobs cannot be pickled, no interpreter starts, the child cannot import what it needs).
 
     A process that compiles numba code runs the freshly generated machine code, which can
     differ in the last bits from the code numba saves and every later process loads; summed
     over thousands of gradient evaluations that gives other draws for the same seed. Compiling
     in a child and loading the saved code here makes the first fit of a model draw exactly
-    what every later fit draws. Linux only (``None`` elsewhere: forking a process that has
-    started threads is unsafe on macOS, and Windows has no fork).
+    what every later fit draws. The child is a new interpreter (not a fork of this process,
+    whose threads may hold locks): the PyTensor functions travel pickled, and the child finds
+    their numba code in PyTensor's cache under the same keys.
     """
     import os
+    import pickle
+    import subprocess
     import sys
+    import tempfile
 
-    if not hasattr(os, "fork") or sys.platform == "darwin":
+    if not sys.executable:
         return None
+    try:
+        payload = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    with tempfile.TemporaryDirectory(prefix="lmmformula-compile-") as tmp:
+        path = os.path.join(tmp, "jobs.pickle")
+        with open(path, "wb") as f:
+            f.write(payload)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _CHILD_CODE, package_dir, path],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        except OSError:
+            return None
+    if done.returncode == _CHILD_COMPILE_FAILED:
+        return False
+    return True if done.returncode == 0 else None
+
+
+def _child_main(path: str) -> int:
+    """The child process: compile the pickled callbacks into numba's cache; exit status
+    ``_CHILD_COMPILE_FAILED`` when numba fails (any other failure means the child could not
+    do its work, and the parent compiles in its own process)."""
+    import pickle
+
     import numba
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads alive
-        pid = os.fork()
-    if pid == 0:  # the child: compile, save, leave without running any cleanup
-        code = 1
+        warnings.simplefilter("ignore")
+        with open(path, "rb") as f:
+            jobs = pickle.load(f)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for fn, sig in jobs:
-                    numba.cfunc(sig, cache=True)(fn)
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+            for job in jobs:
+                numba.cfunc(job.signature(), cache=True)(job.python_function())
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+            return _CHILD_COMPILE_FAILED
+    return 0
 
 
-def _cached_cfuncs(jobs):
-    """``numba.cfunc`` callbacks for ``[(fn, sig), ...]`` from numba's cache, compiling the
-    missing ones in a child process first (see :func:`_compile_in_child`)."""
+def _cached_cfuncs(jobs: list[_Callback]):
+    """``numba.cfunc`` callbacks from numba's cache, compiling the missing ones in a child
+    process first (see :func:`_compile_in_child`)."""
     import numba
 
-    out = [_load_cached(fn, sig) for fn, sig in jobs]
+    out = [_load_cached(job.python_function(), job.signature()) for job in jobs]
     missing = [job for job, cf in zip(jobs, out, strict=True) if cf is None]
     if missing:
         status = _compile_in_child(missing)
@@ -279,13 +365,14 @@ def _cached_cfuncs(jobs):
             raise CompileFailed("numba could not compile the model's callbacks")
         if status:
             out = [
-                cf if cf is not None else _load_cached(*job)
+                cf if cf is not None else _load_cached(job.python_function(), job.signature())
                 for job, cf in zip(jobs, out, strict=True)
             ]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=numba.NumbaWarning)
-        for i, ((fn, sig), cf) in enumerate(zip(jobs, out, strict=True)):
+        for i, (job, cf) in enumerate(zip(jobs, out, strict=True)):
             if cf is None:  # no child process, or an unusable cache: compile here
+                fn, sig = job.python_function(), job.signature()
                 try:
                     out[i] = numba.cfunc(sig, cache=True)(fn)
                 except Exception:
@@ -294,7 +381,8 @@ def _cached_cfuncs(jobs):
 
 
 def _uncached_cfunc(src_template: str, inner, sig, **fmt):
-    """The same callback as :func:`_cached_cfunc`, compiled in this process only."""
+    """A callback like :func:`_cached_cfuncs`' (for a graph PyTensor cannot cache), compiled in
+    this process only."""
     import numba
 
     src = src_template.format(key="uncached", **fmt)
@@ -694,7 +782,9 @@ def _data_unpack(arrays: list[np.ndarray], offset: int, n_ptrs: int) -> dict[str
     return {"unpack": "\n".join(lines), "args": "".join(args)}
 
 
-def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
+def compile_model(
+    model, var_names=None, initial_points: dict | None = None
+) -> tuple[Any, CompileInfo]:
     """Compile a PyMC model for nutpie (numba backend); see the module notes.
 
     Parameters
@@ -702,6 +792,10 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
     model : pymc.Model
     var_names : list of str, optional
         Variables to store in the trace (default: all).
+    initial_points : dict, optional
+        Starting values (or strategies) by variable name, as for
+        ``nutpie.compile_pymc_model(initial_points=)``; the default is PyMC's support point,
+        with the LKJ blocks' given as numbers (:func:`_support_point_overrides`).
 
     Returns
     -------
@@ -710,48 +804,53 @@ def compile_model(model, var_names=None) -> tuple[Any, CompileInfo]:
     """
     import nutpie
 
+    if initial_points is None:
+        initial_points = _support_point_overrides(model)
     info = CompileInfo()
-    if not nutpie_internals_available():
-        start = time.perf_counter()
-        compiled = nutpie.compile_pymc_model(model, var_names=var_names)
-        info.seconds["total"] = time.perf_counter() - start
-        return compiled, info
-
-    from nutpie import compile_pymc as ncp
-    from pymc.initial_point import make_initial_point_fn
-
-    info.path = "lmmformula"
-    t0 = time.perf_counter()
-    initial_point_fn = make_initial_point_fn(
-        model=model,
-        overrides=_support_point_overrides(model),
-        default_strategy="support_point",
-        jitter_rvs=set(model.free_RVs),
-        return_transformed=True,
-    )
-    initial_point_fn = ncp._wrap_with_lock(initial_point_fn)
-    t_init = time.perf_counter()
-    info.seconds["initial_point"] = t_init - t0
     fns = None
-    if not _has_shared_data(model):
+    t0 = time.perf_counter()
+    if nutpie_internals_available() and not _has_shared_data(model):
         fns = _make_functions_lifted(
-            model, pymc_initial_point_fn=initial_point_fn, var_names=var_names
+            model,
+            pymc_initial_point_fn=_initial_point_fn(model, initial_points),
+            var_names=var_names,
         )
     t1 = time.perf_counter()
-    info.seconds["graph"] = t1 - t_init
+    info.seconds["graph"] = t1 - t0
     compiled = None
     if fns is not None:
         try:
             compiled = _compile_lifted(model, fns, info)
+            info.path = "lmmformula"
         except Exception:
-            # numba cannot type some graph with the data as inputs: compile it with the data
-            # as constants (nutpie's own path), which always worked for these models
+            # numba cannot type some graph with the data as inputs: nutpie's own path, with
+            # the data as constants, which always worked for these models
             info.lifted_constants = 0
     if compiled is None:
-        compiled = _compile_shared(model, initial_point_fn, var_names, info)
+        # shared data (``pm.Data``, swapped later by ``with_data``) or a failed compile above
+        compiled = nutpie.compile_pymc_model(
+            model, var_names=var_names, initial_points=initial_points
+        )
     info.seconds["numba"] = time.perf_counter() - t1
     info.seconds["total"] = time.perf_counter() - t0
     return compiled, info
+
+
+def _initial_point_fn(model, initial_points: dict):
+    """The starting-point function ``nutpie.compile_pymc_model`` makes from its
+    ``initial_points``, ``default_initialization_strategy="support_point"`` and ``jitter_rvs``
+    defaults (pinned in ``tests/test_nutpie_contract.py``)."""
+    from nutpie import compile_pymc as ncp
+    from pymc.initial_point import make_initial_point_fn
+
+    initial_point_fn = make_initial_point_fn(
+        model=model,
+        overrides=initial_points,
+        default_strategy="support_point",
+        jitter_rvs=set(model.free_RVs),
+        return_transformed=True,
+    )
+    return ncp._wrap_with_lock(initial_point_fn)
 
 
 def _support_point_overrides(model) -> dict[str, np.ndarray]:
@@ -816,10 +915,10 @@ def _compile_lifted(model, fns: _Functions, info: CompileInfo):
     )
     logp_fn = fns.logp_fn_pt.vm.jit_fn
     expand_fn = fns.expand_fn_pt.vm.jit_fn
-    logp_src = _wrapper_source_fn(_LOGP_SRC, logp_fn, **logp_fmt)
-    expand_src = _wrapper_source_fn(_EXPAND_SRC, expand_fn, **expand_fmt)
+    logp_src = _wrapper_source(_LOGP_SRC, fns.logp_fn_pt, "logp", **logp_fmt)
+    expand_src = _wrapper_source(_EXPAND_SRC, fns.expand_fn_pt, "expand", **expand_fmt)
     if logp_src is not None and expand_src is not None:
-        logp_cfunc, expand_cfunc = _cached_cfuncs([(logp_src, logp_sig), (expand_src, expand_sig)])
+        logp_cfunc, expand_cfunc = _cached_cfuncs([logp_src, expand_src])
         info.cached_wrappers = True
     else:
         with warnings.catch_warnings():
@@ -847,110 +946,6 @@ def _compile_lifted(model, fns: _Functions, info: CompileInfo):
     )
 
 
-def _compile_shared(model, initial_point_fn, var_names, info: CompileInfo):
-    """nutpie's own path for models with shared data (``with_data`` swaps it later)."""
-    import numba
-    from nutpie import compile_pymc as ncp
-
-    (
-        n_dim,
-        n_expanded,
-        logp_fn_pt,
-        expand_fn_pt,
-        initial_point_fn,
-        shape_info,
-        reparameterized_names,
-    ) = ncp._make_functions(
-        model,
-        mode="NUMBA",
-        compute_grad=True,
-        join_expanded=True,
-        pymc_initial_point_fn=initial_point_fn,
-        var_names=var_names,
-    )
-    logp_fn = logp_fn_pt.vm.jit_fn
-    expand_fn = expand_fn_pt.vm.jit_fn
-    shared_data: dict[str, np.ndarray] = {}
-    shared_var_keys: dict[Any, str] = {}
-    for val in [*logp_fn_pt.get_shared(), *expand_fn_pt.get_shared()]:
-        if val in shared_var_keys:
-            continue
-        key = hashlib.sha256(str(id(val)).encode()).hexdigest()[:32]
-        shared_data[key] = np.array(val.get_value(), order="C", copy=True)
-        shared_data[key].flags.writeable = False
-        shared_var_keys[val] = key
-    user_data = ncp.make_user_data(shared_var_keys, shared_data)
-
-    logp_sig, expand_sig = _signatures()
-    logp_cfunc = expand_cfunc = None
-    if not shared_var_keys:
-        none = _data_unpack([], 0, 0)
-        logp_src = _wrapper_source_fn(_LOGP_SRC, logp_fn, n_dim=n_dim, **none)
-        expand_src = _wrapper_source_fn(
-            _EXPAND_SRC, expand_fn, n_dim=n_dim, n_expanded=n_expanded, **none
-        )
-        if logp_src is not None and expand_src is not None:
-            try:
-                logp_cfunc, expand_cfunc = _cached_cfuncs(
-                    [(logp_src, logp_sig), (expand_src, expand_sig)]
-                )
-            except CompileFailed:  # compiled below in this process, which shows numba's error
-                logp_cfunc = expand_cfunc = None
-    info.cached_wrappers = logp_cfunc is not None and expand_cfunc is not None
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=numba.NumbaWarning)
-        if logp_cfunc is None:
-            keys = [shared_var_keys[v] for v in logp_fn_pt.get_shared()]
-            raw, sig = ncp._make_c_logp_func(n_dim, logp_fn, user_data, keys, shared_data)
-            logp_cfunc = numba.cfunc(sig)(raw)
-        if expand_cfunc is None:
-            keys = [shared_var_keys[v] for v in expand_fn_pt.get_shared()]
-            raw, sig = ncp._make_c_expand_func(
-                n_dim, n_expanded, expand_fn, user_data, keys, shared_data
-            )
-            expand_cfunc = numba.cfunc(sig)(raw)
-
-    dims, coords = ncp._prepare_dims_and_coords(model, shape_info, reparameterized_names)
-    return ncp.CompiledPyMCModel(
-        _n_dim=n_dim,
-        dims=dims,
-        _coords=coords,
-        _shapes={name: tuple(shape) for name, _, shape in zip(*shape_info, strict=True)},
-        compiled_logp_func=logp_cfunc,
-        compiled_expand_func=expand_cfunc,
-        initial_point_func=initial_point_fn,
-        shared_data=shared_data,
-        shared_var_keys=shared_var_keys,
-        user_data=user_data,
-        n_expanded=n_expanded,
-        shape_info=shape_info,
-        logp_func=logp_fn_pt,
-        expand_func=expand_fn_pt,
-        reparameterized_names=reparameterized_names,
-    )
-
-
-def _trace_var_names(backend, spec) -> list[str]:
-    """The variables Bambi's ``PyMCModel._run_mcmc`` stores, without lmmformula's internal
-    block variables (``_clean_results`` would drop them anyway)."""
-    from pymc.util import get_default_varnames
-
-    model = backend.model
-    names = [
-        v.name for v in get_default_varnames(model.unobserved_value_vars, include_transformed=False)
-    ]
-    for name, variable in model.named_vars.items():
-        if name in spec.family.likelihood.params and variable in model.deterministics:
-            if name in names:
-                names.remove(name)
-    drop = set()
-    if hasattr(backend, "blocks"):
-        from lmmformula._bambi import internal_var_names
-
-        drop = internal_var_names(backend.blocks)
-    return [name for name in names if name not in drop]
-
-
 def sample_bambi(
     bambi_model,
     *,
@@ -964,9 +959,10 @@ def sample_bambi(
 ):
     """Sample a built Bambi model with nutpie directly (not through ``bambi.Model.fit``).
 
-    Seeds, cores and the returned data follow ``pm.sample(nuts_sampler="nutpie")`` and Bambi's
-    result cleaning (``PyMCModel._clean_results``: the intercept is un-centered, offsets are
-    dropped), so the result has the layout of ``bambi.Model.fit(inference_method="nutpie")``;
+    Seeds, cores and the returned data follow ``pm.sample(nuts_sampler="nutpie")``, and the
+    result goes through Bambi's own cleaning (:func:`lmmformula._bambi.finish_fit`: the
+    intercept is un-centered, offsets are dropped), so the result has the layout of
+    ``bambi.Model.fit(inference_method="nutpie")``;
     the draws themselves differ in their last bits and then chaotically, since the data enter
     the compiled code as inputs rather than constants.
 
@@ -982,9 +978,10 @@ def sample_bambi(
     from pymc.backends.arviz import patch_nutpie_idata
     from pymc.util import get_random_generator
 
-    backend = bambi_model.backend
-    model = backend.model
-    var_names = _trace_var_names(backend, bambi_model)
+    from lmmformula import _bambi
+
+    model = _bambi.pymc_model(bambi_model)
+    var_names = _bambi.sampled_var_names(bambi_model)
     start = time.perf_counter()
     compiled, info = compile_model(model, var_names=var_names)
     compiled_at = time.perf_counter()
@@ -1016,8 +1013,7 @@ def sample_bambi(
         )
     patch_nutpie_idata(idata, model, sampling_time=sampled_at - compiled_at)
     _add_observed_data(idata, bambi_model)
-    idata = backend._clean_results(idata, omit_offsets=True, include_response_params=False)
-    backend.fit = True
+    idata = _bambi.finish_fit(bambi_model, idata)
     timings = {
         "compile": compiled_at - start,
         "sample": sampled_at - compiled_at,

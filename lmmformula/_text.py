@@ -14,7 +14,7 @@ Imports only the standard library (numpy on demand), so the formula layer can us
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from decimal import Decimal
 from functools import partial
 from typing import Any, Literal
@@ -162,15 +162,24 @@ def coef_label(expr: str) -> str:
     return "Intercept" if expr.strip() == "1" else expr
 
 
-def term_label(name: str) -> str:
+def term_label(name: str, dpars: Collection[str] = ()) -> str:
     """The coefficient of a group-level term (or of one of its columns), as brms prints it.
+
+    ``dpars`` are the distributional parameters modelled by formulas: Bambi names the varying
+    intercept of ``sigma ~ (1|g)`` ``sigma_1|g``, brms ``sigma_Intercept``.
 
     Examples
     --------
     >>> term_label("1|Subject"), term_label("Days|Subject"), term_label("f[b]|g")
     ('Intercept', 'Days', 'f[b]')
+    >>> term_label("sigma_1|g", dpars=("sigma",)), term_label("sigma_z|g", dpars=("sigma",))
+    ('sigma_Intercept', 'sigma_z')
     """
-    return coef_label(name.split("|", 1)[0])
+    expr = name.split("|", 1)[0]
+    for dpar in dpars:
+        if expr.startswith(f"{dpar}_"):
+            return f"{dpar}_{coef_label(expr[len(dpar) + 1 :])}"
+    return coef_label(expr)
 
 
 # -- carets -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ normal installs.
 ================  ===========  =============================================================
 name              rows x cols  what
 ================  ===========  =============================================================
-``beijing_ozone`` 16,966 x 14  daily maxima of air quality and weather, 12 Beijing stations
+``beijing_ozone`` 16,966 x 16  daily maxima of air quality and weather, 12 Beijing stations
 ``cbpp``          56 x 4       contagious bovine pleuropneumonia incidence by herd and period
 ``nwo_grants``    18 x 4       NWO grant applications and awards by discipline and gender
 ``pastes``        60 x 4       paste strength, casks nested in batches (lme4 ``Pastes``)
@@ -51,12 +51,13 @@ _SPECS: dict[str, _Spec] = {
         title=(
             "Daily maxima of hourly air quality and weather at 12 Beijing stations, "
             "2013-03-01 to 2017-02-28, with log_ozone = log(O3); days with any missing value "
-            "dropped"
+            "dropped; each station's latitude and longitude (lat, lon)"
         ),
         source=(
             "UCI Machine Learning Repository, 'Beijing Multi-Site Air-Quality Data' "
             "(Zhang et al. 2017, Proc. R. Soc. A 473: 20170457); derived by "
-            "data/scripts/derive.py"
+            "data/scripts/derive.py. Station coordinates (WGS84, good to about 1-5 km) compiled "
+            "from the Beijing Municipal Environmental Monitoring Center's public station list"
         ),
         licence="CC BY 4.0",
         dtypes={
@@ -77,6 +78,8 @@ _SPECS: dict[str, _Spec] = {
                     "RAIN",
                     "WSPM",
                     "log_ozone",
+                    "lat",
+                    "lon",
                 )
             },
         },
@@ -168,7 +171,9 @@ def load_dataset(name: str) -> pd.DataFrame:
 
         ``beijing_ozone``: station, date, PM2.5, PM10, SO2, NO2, CO, O3 (all ug/m3), TEMP
         (deg C), PRES (hPa), DEWP (dew point, deg C), RAIN (mm), WSPM (wind speed, m/s), each
-        the day's maximum over the hourly readings, and log_ozone = log(O3).
+        the day's maximum over the hourly readings, log_ozone = log(O3), and the station's
+        lat and lon (WGS84 degrees; good to about 0.01-0.05 degree, 1-5 km: fine for the
+        distances between stations, 3-50 km).
         ``cbpp``: herd, incidence, size, period. ``nwo_grants``: discipline, gender (``"m"`` /
         ``"f"``), applications, awards. ``pastes``: strength, batch, cask, sample.
         ``penicillin``: diameter (mm), plate, sample. ``sleepstudy``: Reaction (ms), Days,
@@ -189,7 +194,9 @@ def load_dataset(name: str) -> pd.DataFrame:
     >>> from lmmformula.datasets import load_dataset
     >>> ozone = load_dataset("beijing_ozone")
     >>> ozone.shape
-    (16966, 14)
+    (16966, 16)
+    >>> ozone.groupby("station")[["lat", "lon"]].first().loc["Dongsi"].tolist()
+    [39.929, 116.417]
     >>> sleep = load_dataset("sleepstudy")
     >>> sleep.groupby("Subject")["Reaction"].mean().round(1).head(2).tolist()
     [342.1, 215.2]

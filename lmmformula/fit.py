@@ -202,6 +202,10 @@ class Fit:
     def _terms(self) -> dict[str, _bambi.TermInfo]:
         return _bambi.term_info(self.model.bambi)
 
+    def _label(self, name: str) -> str:
+        """A group-level column's coefficient as brms prints it (``sigma_Intercept``)."""
+        return _pretty_term(name, self.model.translation.dpar_formulas)
+
     # -- diagnostics -------------------------------------------------------------------
     def diagnostics(self) -> Diagnostics:
         """Divergences, max R-hat and min bulk/tail ESS over every stored parameter (computed
@@ -253,6 +257,9 @@ class Fit:
             name = term.alias or name
             if name in post:
                 draws.update(_columns_of(post[name]))
+        for name in _bambi.dpar_population_names(self.model.bambi):  # sigma_Intercept, sigma_z
+            if name in post:
+                draws.update(_columns_of(post[name]))
         return draws
 
     def fixef(self) -> pd.DataFrame:
@@ -301,7 +308,7 @@ class Fit:
             out = {}
             for factor, cols in self._group_draws().items():
                 out[factor] = pd.DataFrame(
-                    {_pretty_term(c): arr.mean(axis=(0, 1)) for c, arr in cols.items()},
+                    {self._label(c): arr.mean(axis=(0, 1)) for c, arr in cols.items()},
                     index=pd.Index(levels[factor], name=factor),
                 )
             return out
@@ -314,7 +321,7 @@ class Fit:
                     rows.append(
                         {
                             "grpvar": factor,
-                            "term": _pretty_term(col),
+                            "term": self._label(col),
                             "grp": level,
                             "condval": flat[:, i].mean(),
                             "condsd": flat[:, i].std(ddof=1),
@@ -340,7 +347,7 @@ class Fit:
             for key, arr in fixed.items():
                 table[key] = np.broadcast_to(arr[..., None], (*arr.shape, n_levels))
             for col, arr in cols.items():
-                key = _pretty_term(col)
+                key = self._label(col)
                 table[key] = table[key] + arr if key in table else arr
             out[factor] = pd.DataFrame(
                 {k: v.mean(axis=(0, 1)) for k, v in table.items()},
@@ -366,20 +373,20 @@ class Fit:
                 sd = post[info.sigma_name].transpose("chain", "draw", ...).values
                 columns = [info.name] if info.expr_dim is None else info.columns
                 for j, col in enumerate(columns):
-                    term = _pretty_term(col)
+                    term = self._label(col)
                     values = sd if info.expr_dim is None else sd[:, :, j]
                     out.append((factor, term, None, f"sd({term})", values))
             for block in self.model.blocks.values():
                 if block.factor != factor:
                     continue
                 corr = post[block.corr_name]
-                labels = [_pretty_term(str(v)) for v in corr[block.dims[0]].values]
+                labels = [self._label(str(v)) for v in corr[block.dims[0]].values]
                 arr = corr.transpose("chain", "draw", *block.dims).values
                 for i in range(len(labels)):
                     for j in range(i + 1, len(labels)):
                         label = f"cor({labels[i]},{labels[j]})"
                         out.append((factor, labels[i], labels[j], label, arr[:, :, i, j]))
-        if self.model.family == "gaussian" and "sigma" in post:
+        if self.model.family == "gaussian" and "sigma" in post and post["sigma"].ndim == 2:
             out.append(("Residual", None, None, "sigma", post["sigma"].values))
         return out
 
@@ -416,7 +423,7 @@ class Fit:
         gp_columns = {p.column for p in getattr(m, "gp_plans", {}).values()}  # brms' gp()
         groups = {g: n for g, n in m.group_sizes.items() if g not in gp_columns}
         header = [
-            f" Family: {m.family_spelled} ({'links: ' + m.link_name})",
+            f" Family: {m.family_spelled} (links: {m.links_text})",
             f"Formula: {m.formula}",
             f"   Data: {m.n_obs} observations"
             + ("; groups: " + ", ".join(f"{g} ({n})" for g, n in groups.items()) if groups else ""),
@@ -431,7 +438,7 @@ class Fit:
                     f"LKJ(eta = {m.lkj_eta if b.eta is None else b.eta:g}) on the correlations "
                     f"of {b.factor}"
                     + (
-                        f" [{', '.join(_pretty_term(t) for t in b.terms)}]"
+                        f" [{', '.join(self._label(t) for t in b.terms)}]"
                         if sum(o.factor == b.factor for o in m.blocks.values()) > 1
                         else ""
                     )
@@ -471,6 +478,7 @@ class Fit:
         allow_new_levels: bool = False,
         random_seed: int | None = None,
         summary: bool = True,
+        dpar: str | None = None,
     ) -> pd.DataFrame | xr.DataArray:
         """Predictions for the fitted or new data, following Bambi's ``predict``.
 
@@ -492,16 +500,30 @@ class Fit:
         summary : bool
             ``True``: a DataFrame with ``estimate, sd, lower, upper`` per row; ``False``: the
             draws as a DataArray with dims ``(chain, draw, __obs__)``.
+        dpar : str, optional
+            With ``kind="mean"``, a distributional parameter modelled by its own formula
+            instead of the mean: ``dpar="sigma"`` gives each row's residual sd in
+            ``bf(y ~ x, sigma ~ z)`` (brms' ``posterior_epred(dpar = "sigma")``).
         """
         if kind not in ("mean", "response"):
             raise ModelError(f"kind must be 'mean' or 'response', got {kind!r}.")
+        if dpar is not None:
+            if dpar not in self.model.dpars:
+                raise ModelError(
+                    f"dpar={dpar!r}: the model has no formula for it; modelled by a formula: "
+                    f"{', '.join(map(repr, self.model.dpars)) or 'none'}."
+                )
+            if kind != "mean":
+                raise ModelError("dpar= goes with kind='mean' (the parameter's value per row).")
         new = None
         if data is not None:
             from lmmformula._frame import prepare_new_data
 
             new = prepare_new_data(data, self.model)  # a checked copy
             self._check_new_levels(new, allow_new_levels, include_group_effects)
-        draws = self._predict_draws(new, kind, include_group_effects, allow_new_levels, random_seed)
+        draws = self._predict_draws(
+            new, kind, include_group_effects, allow_new_levels, random_seed, dpar
+        )
         if not summary:
             return draws
         flat = draws.stack(__sample__=("chain", "draw")).transpose("__obs__", "__sample__").values
@@ -557,10 +579,12 @@ class Fit:
                     "their effects from the fitted population, or include_group_effects=False."
                 )
 
-    def _predict_draws(self, data, kind, include_group_effects, allow_new_levels, random_seed):
+    def _predict_draws(
+        self, data, kind, include_group_effects, allow_new_levels, random_seed, dpar=None
+    ):
         bm = self.model.bambi
         idata = self.idata.copy()
-        parent = _bambi.parent_name(bm)
+        parent = dpar or _bambi.parent_name(bm)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)

@@ -72,9 +72,11 @@ Where lmmformula departs from R, or cannot tell
   ``y ~ 2 + x`` is refused (formulae would add a constant column named ``2``).
 * ``(1|a*b)`` and ``(1|a + b)`` are refused with the bars to write instead; ``factor(x)`` is
   refused in favour of formulae's ``C(x)``.
-* brms' three-part bars ``(1 + x | ID | g)``, ``gr()``, ``mm()``, ``cs()``, ``mo()``,
-  ``s()``/``t2()``, ``gp()``, ``me()``, ``mi()``, glmmTMB's covariance structures and the brms
-  addition terms other than ``trials()`` and ``weights()`` are refused with
+* brms' ``bf(y ~ ..., sigma ~ ...)`` gives each distributional parameter its own formula
+  (:attr:`Translation.dpar_formulas`); brms' three-part bars ``(1 + x | p | g)`` join every
+  term with the ID ``p`` (in any of the formulas) into one correlated block on ``g``.
+* ``mm()``, ``cs()``, ``s()``/``t2()``, ``me()``, ``mi()``, glmmTMB's covariance structures
+  and the brms addition terms other than ``trials()`` and ``weights()`` are refused with
   :class:`UnsupportedSyntaxError`, which names the alternative where there is one.
 """
 
@@ -100,6 +102,7 @@ __all__ = [
     "Token",
     "Translation",
     "bambi_namespace",
+    "bf",
     "expand_double_verts",
     "expand_nested",
     "find_bars",
@@ -131,6 +134,10 @@ class GroupTerm:
         ``None`` when the term has independent priors.
     bar : int
         Index in :attr:`Translation.bars` of the bar the term comes from.
+    dpar : str
+        The distributional parameter whose formula has the term (``"sigma"`` in
+        ``bf(y ~ x, sigma ~ (1|g))``); ``""`` for the main formula. A term of a parameter's
+        formula is named as Bambi names it, with the parameter as prefix: ``"sigma_1|g"``.
     """
 
     name: str
@@ -138,6 +145,12 @@ class GroupTerm:
     factor: str
     block: str | None
     bar: int = 0
+    dpar: str = ""
+
+    @property
+    def formulae_name(self) -> str:
+        """The term's name inside its own formula (without the parameter's prefix)."""
+        return self.name[len(self.dpar) + 1 :] if self.dpar else self.name
 
 
 @dataclass(frozen=True)
@@ -283,6 +296,12 @@ class Translation:
     intercept_as_b : bool
         brms' ``0 + Intercept + ...``: the intercept is sampled as an ordinary
         population-level effect, the predictors uncentred.
+    dpar_formulas : dict of str to str
+        brms' distributional formulas, ``bf(y ~ x, sigma ~ z + (1|g))``: per distributional
+        parameter, its formula in Bambi's notation (``{"sigma": "sigma ~ z + (1|g)"}``). The
+        parameter's group-level terms are in :attr:`group_terms` (with ``dpar`` set) and its
+        blocks in :attr:`correlated`, where terms that share a brms ID (``(1|p|g)``) in any of
+        the formulas form one block.
     gp_terms : tuple of GPTerm
         brms' ``gp()`` terms; each is also a ``(1|column)`` term of the Bambi formula whose
         effects the model builds as the GP's values at the unique covariate combinations.
@@ -303,8 +322,15 @@ class Translation:
     bars: tuple[str, ...] = field(default=())
     interaction_factors: dict[str, tuple[str, ...]] = field(default_factory=dict)
     intercept_as_b: bool = False
+    dpar_formulas: dict[str, str] = field(default_factory=dict)
     gp_terms: tuple[GPTerm, ...] = ()
     cov_terms: dict[str, CovTerm] = field(default_factory=dict)
+
+    @property
+    def bambi_formulas(self) -> tuple[str, ...]:
+        """The main Bambi formula followed by each distributional parameter's (``bmb.Formula``
+        takes them in this order)."""
+        return (self.bambi_formula, *self.dpar_formulas.values())
 
     def block_factor(self, key: str) -> str:
         """The grouping factor of the correlated block ``key``."""
@@ -318,7 +344,7 @@ class Translation:
         """
         out = []
         for k, text in enumerate(self.bars):
-            names = tuple(g.name for g in self.group_terms if g.bar == k)
+            names = tuple(g.formulae_name for g in self.group_terms if g.bar == k)
             out.append((text.startswith("(1"), names))
         return out
 
@@ -900,6 +926,9 @@ class Bar:
         ``independent=True``.
     independent : bool
         Whether the terms of the bar get independent priors (from ``||``).
+    id : str
+        brms' ID of a three-part bar ``(terms | ID | factor)``: the terms of every bar with
+        the same ID (in any formula of a ``bf()``) form one correlated block. ``""`` if none.
     start, end : int
         The span of the bar in the formula, parentheses included.
     lhs_node, factor_node, source
@@ -910,6 +939,7 @@ class Bar:
     factor: str
     op: Literal["|", "||"] = "|"
     independent: bool = False
+    id: str = ""
     start: int = 0
     end: int = 0
     lhs_node: _Node | None = field(default=None, repr=False, compare=False)
@@ -1062,36 +1092,61 @@ def find_bars(formula: str | _Formula) -> tuple[Bar, ...]:
     bars = []
     for _, node in bar_nodes:
         assert isinstance(node, _Binary)
+        lhs_node, bar_id = node.left, ""
         if _is_bar(_unparen(node.left)):
-            left = _unparen(node.left)
-            assert isinstance(left, _Binary)
-            raise UnsupportedSyntaxError(
-                "brms' three-part bar (terms | ID | factor), which correlates group-level "
-                "terms across the formulas of a multivariate model, is not supported",
-                f.text,
-                left.op_start,
-                node.op_end,
-                hint=(
-                    f"Drop the ID: ({f.text[_unparen(left.left).start : _unparen(left.left).end]}"
-                    f"{node.op}{f.text[node.right.start : node.right.end]})."
-                ),
-            )
+            lhs_node, bar_id = _three_part_bar(f, node)
         factor = _unparen(node.right)
         _check_factor(f, factor)
         bars.append(
             Bar(
-                lhs=f.node_text(node.left),
+                lhs=f.node_text(lhs_node),
                 factor=f.node_text(factor),
                 op=node.op,  # type: ignore[arg-type]
                 independent=False,
+                id=bar_id,
                 start=_paren_start(f, node),
                 end=_paren_end(f, node),
-                lhs_node=node.left,
+                lhs_node=lhs_node,
                 factor_node=factor,
                 source=f.text,
             )
         )
     return tuple(bars)
+
+
+def _three_part_bar(f: _Formula, node: _Binary) -> tuple[_Node, str]:
+    """brms' ``(terms | ID | factor)``: the terms' node and the ID."""
+    left = _unparen(node.left)
+    assert isinstance(left, _Binary)
+    middle = _unparen(left.right)
+    if _is_bar(_unparen(left.left)):
+        inner = _unparen(left.left)
+        assert isinstance(inner, _Binary)
+        raise FormulaSyntaxError(
+            "more than three parts in a bar",
+            f.text,
+            inner.op_start,
+            node.op_end,
+            hint="brms' bars are (terms | factor) or (terms | ID | factor).",
+        )
+    if not (isinstance(middle, _Atom) and middle.kind == "name"):
+        raise FormulaSyntaxError(
+            f"the middle of a three-part bar is brms' ID, a plain name; got "
+            f"'{f.text[middle.start : middle.end]}'",
+            f.text,
+            middle.start,
+            middle.end,
+            hint="Write (1 + x | p | g): terms with the same ID p are correlated.",
+        )
+    if "||" in (left.op, node.op):
+        raise UnsupportedSyntaxError(
+            "'||' in a bar with an ID: brms' ID correlates terms, '||' makes them independent",
+            f.text,
+            left.op_start,
+            node.op_end,
+            hint="Write (1 + x | p | g) to correlate, or (1 + x || g) without the ID.",
+        )
+    return left.left, middle.text
 
 
 def _paren_start(f: _Formula, node: _Node) -> int:
@@ -1658,10 +1713,6 @@ def _addends_text(f: _Formula, nodes: list[tuple[str, _Node]]) -> str:
     return "".join(parts)
 
 
-def _factors_of(group_terms: list[GroupTerm]) -> set[str]:
-    return {g.factor for g in group_terms}
-
-
 def _plain_names(f: _Formula) -> set[str]:
     return {t.text for t in f.tokens if t.kind == "name"} - {"gp", "gr"}
 
@@ -1932,22 +1983,45 @@ def _block_key(factor: str, k: int) -> str:
     return factor if k == 0 else f"{factor}__{k + 1}"
 
 
-def _assign_blocks(
-    per_bar: list[tuple[Bar, str, list[tuple[str, str, str]]]], notes: list[str]
-) -> dict[int, str]:
+def _assign_blocks(per_bar: list[_BarPart], notes: list[str], text: str) -> dict[int, str]:
     """Which bars are covariance blocks, keyed as in :attr:`Translation.correlated`.
 
     As in lme4, every bar is its own block: ``(1 + x|g) + (0 + z + w|g)`` gives two blocks on
     ``g``, and ``(1|g) + (0 + f|g)`` a one-term block for ``f`` (KxK when ``f`` is a factor)
     next to the varying intercept. A bar written with ``||`` and a bar with the intercept
-    alone are not blocks: their terms get independent priors.
+    alone are not blocks: their terms get independent priors. Bars with the same brms ID
+    (``(1 + x|p|g)`` and ``(1|p|g)``, in one formula or across the formulas of a ``bf()``)
+    form one block together.
     """
     block_of: dict[int, str] = {}
     count: dict[str, int] = {}
-    for k, (bar, _, terms) in enumerate(per_bar):
-        if bar.independent or not terms or (len(terms) == 1 and terms[0][1] == "1"):
+    by_id: dict[str, tuple[str, str, _BarPart]] = {}
+    for k, part in enumerate(per_bar):
+        bar, terms = part.bar, part.terms
+        if not terms:
             continue
         factor = terms[0][2]
+        if bar.id:
+            if bar.id in by_id:
+                key, first_factor, first = by_id[bar.id]
+                if first_factor != factor:
+                    raise UnsupportedSyntaxError(
+                        f"the ID {bar.id!r} joins terms of different grouping factors "
+                        f"({first_factor!r} in '{first.source}' and {factor!r} here)",
+                        text,
+                        part.start,
+                        part.end,
+                        hint="Terms that share an ID must share the grouping factor, as in brms.",
+                    )
+                block_of[k] = key
+                continue
+            key = _block_key(factor, count.get(factor, 0))
+            count[factor] = count.get(factor, 0) + 1
+            by_id[bar.id] = (key, factor, part)
+            block_of[k] = key
+            continue
+        if bar.independent or (len(terms) == 1 and terms[0][1] == "1"):
+            continue
         block_of[k] = _block_key(factor, count.get(factor, 0))
         count[factor] = count.get(factor, 0) + 1
         if len(terms) == 1:
@@ -1955,6 +2029,14 @@ def _assign_blocks(
             notes.append(
                 f"{name} is its own bar: a correlated KxK block on {factor} if {expr} is a "
                 "factor with K levels, an independent term if it is numeric."
+            )
+    for bar_id, (key, factor, _) in by_id.items():
+        members = [p for k, p in enumerate(per_bar) if block_of.get(k) == key]
+        if len({p.dpar for p in members}) > 1 or len(members) > 1:
+            shown = " and ".join(f"'{p.source}'" for p in members)
+            notes.append(
+                f"the ID {bar_id!r} joins {shown} into one correlated block on {factor} "
+                "(brms' |ID| syntax)."
             )
     return block_of
 
@@ -1997,13 +2079,63 @@ def _brms_intercept(
     return "1" + "".join(rest), True
 
 
+def bf(formula: str, **dpars: str) -> str:
+    """brms' ``bf()`` in Python: the main formula and one formula per distributional parameter.
+
+    Parameters
+    ----------
+    formula : str
+        The main formula, e.g. ``"y ~ x + (1|p|g)"``.
+    **dpars : str
+        Per distributional parameter of the family, its right side (``sigma="z + (1|p|g)"``)
+        or its whole formula (``sigma="sigma ~ z"``).
+
+    Returns
+    -------
+    str
+        The formula string ``"bf(y ~ x + (1|p|g), sigma ~ z + (1|p|g))"``, accepted wherever a
+        formula is.
+
+    Examples
+    --------
+    >>> bf("y ~ x + (1|p|g)", sigma="z + (1|p|g)")
+    'bf(y ~ x + (1|p|g), sigma ~ z + (1|p|g))'
+    """
+    if not isinstance(formula, str):
+        _parse(formula)  # the usual error for a formula that is not a string
+    parts = [formula.strip()]
+    for name, rhs in dpars.items():
+        if not isinstance(rhs, str):
+            raise FormulaSyntaxError(
+                f"the formula of {name!r} must be a string, not {type(rhs).__name__}",
+                repr(rhs),
+                0,
+                len(repr(rhs)),
+            )
+        text = rhs.strip()
+        lhs, tilde, right = text.partition("~")
+        if tilde and lhs.strip() != name:
+            raise FormulaSyntaxError(
+                f"the formula given as {name}= models {lhs.strip()!r}",
+                text,
+                0,
+                len(lhs),
+                hint=f"Write {name}='{right.strip()}' or {name}='{name} ~ {right.strip()}'.",
+            )
+        parts.append(text if tilde else f"{name} ~ {text}")
+    out = f"bf({', '.join(parts)})"
+    translate(out)  # refuse now what cannot be read
+    return out
+
+
 def translate(formula: str) -> Translation:
     """Read an lme4/brms mixed-model formula and rewrite it for Bambi.
 
     Parameters
     ----------
     formula : str
-        A formula in lme4/brms notation, e.g. ``"log_ozone ~ TEMP + (TEMP|station)"``. See the
+        A formula in lme4/brms notation, e.g. ``"log_ozone ~ TEMP + (TEMP|station)"``, or
+        brms' distributional formula ``"bf(y ~ x + (1|p|g), sigma ~ z + (1|p|g))"``. See the
         module docstring for every form it reads.
 
     Returns
@@ -2035,25 +2167,240 @@ def translate(formula: str) -> Translation:
     >>> t = translate("awards | trials(applications) ~ 0 + gender + (1|discipline)")
     >>> t.family, t.response.bambi
     ('binomial', 'p(awards, applications)')
+    >>> t = translate("bf(y ~ x + (1|p|g), sigma ~ z + (1|p|g))")
+    >>> t.dpar_formulas
+    {'sigma': 'sigma ~ z + (1|g)'}
+    >>> t.correlated
+    {'g': ('1|g', 'sigma_1|g')}
     """
-    f = _parse(formula)
+    parts = [(text, dpar, _read_part(f, dpar)) for text, dpar, f in _formulas(formula)]
+    whole = parts[0][0] if len(parts) == 1 else formula
+    per_bar = [bp for _, _, part in parts for bp in part.per_bar]
+    notes = [n for _, _, part in parts for n in part.notes]
+    block_of = _assign_blocks(per_bar, notes, whole)
+
+    group_terms: list[GroupTerm] = []
+    correlated: dict[str, tuple[str, ...]] = {}
+    for k, bp in enumerate(per_bar):
+        block = block_of.get(k)
+        prefix = f"{bp.dpar}_" if bp.dpar else ""
+        names = [prefix + name for name, _, _ in bp.terms]
+        if block is not None:
+            correlated[block] = correlated.get(block, ()) + tuple(names)
+        group_terms += [
+            GroupTerm(full, expr, fac, block, k, bp.dpar)
+            for full, (_, expr, fac) in zip(names, bp.terms, strict=True)
+        ]
+
+    main = parts[0][2]
+    interactions: dict[str, tuple[str, ...]] = {}
+    variables: dict[str, None] = {}
+    for _, _, part in parts:
+        interactions.update(part.interactions)
+        variables.update(dict.fromkeys(part.variables))
+    response = main.response
+    family = "binomial" if response.kind == "binomial" else None
+    return Translation(
+        formula=whole,
+        bambi_formula=main.bambi_formula,
+        response=response,
+        fixed=main.fixed,
+        group_terms=tuple(group_terms),
+        correlated=correlated,
+        family=family,
+        variables=tuple(variables),
+        notes=tuple(notes),
+        bars=tuple(bp.text for bp in per_bar),
+        interaction_factors=interactions,
+        intercept_as_b=main.intercept_as_b,
+        dpar_formulas={dpar: part.bambi_formula for _, dpar, part in parts[1:]},
+        gp_terms=tuple(main.gp_terms),
+        cov_terms=dict(main.cov_terms),
+    )
+
+
+@dataclass
+class _BarPart:
+    """One bar of one formula on its way into the translation."""
+
+    bar: Bar
+    text: str  # the Bambi bar, e.g. "(1 + x|g)"
+    terms: list[tuple[str, str, str]]  # (name, expr, factor) as formulae names them
+    dpar: str
+    source: str  # the bar as written
+    start: int  # its span in the whole formula (a bf() included)
+    end: int
+
+
+@dataclass
+class _Part:
+    """One formula of a ``bf()`` (or the only formula), read."""
+
+    response: Response
+    fixed: str
+    intercept_as_b: bool
+    per_bar: list[_BarPart]
+    interactions: dict[str, tuple[str, ...]]
+    variables: tuple[str, ...]
+    notes: list[str]
+    bambi_formula: str
+    gp_terms: list[GPTerm] = field(default_factory=list)
+    cov_terms: dict[str, CovTerm] = field(default_factory=dict)
+
+
+_BF_NAMES = ("bf", "brmsformula")
+
+
+def _formulas(formula: object) -> list[tuple[str, str, _Formula]]:
+    """``[(text, dpar, parsed)]``: the formula itself, or the formulas of brms' ``bf()``
+    (the main one first with ``dpar == ""``). Errors in a formula of a ``bf()`` point into the
+    whole text."""
+    if not isinstance(formula, str):
+        return [("", "", _parse(formula))]
+    stripped = formula.strip()
+    head = re.match(r"(bf|brmsformula)\s*\(", stripped)
+    if head is None:
+        return [(formula, "", _parse(formula))]
+    tokens = tokenize(formula)
+    match = _match_brackets(formula, tokens)
+    if match.get(1) != len(tokens) - 1:
+        after = match.get(1, len(tokens) - 1) + 1
+        raise FormulaSyntaxError(
+            f"text after {tokens[0].text}(...)",
+            formula,
+            tokens[min(after, len(tokens) - 1)].start,
+            len(formula),
+            hint="Write the whole model inside bf(...).",
+        )
+    args: list[tuple[int, int]] = []  # token index ranges of the arguments
+    lo, i = 2, 2
+    while i < len(tokens) - 1:
+        if tokens[i].text in _OPENERS and tokens[i].kind == "op":
+            i = match[i] + 1
+            continue
+        if tokens[i].text == "," and tokens[i].kind == "op":
+            args.append((lo, i))
+            lo = i + 1
+        i += 1
+    args.append((lo, len(tokens) - 1))
+    out: list[tuple[str, str, _Formula]] = []
+    for n, (a, b) in enumerate(args):
+        if a >= b:
+            raise FormulaSyntaxError(
+                f"an empty argument in {tokens[0].text}()",
+                formula,
+                tokens[a - 1].start,
+                tokens[min(a, len(tokens) - 1)].end,
+            )
+        start, end = tokens[a].start, tokens[b - 1].end
+        text = formula[start:end]
+        if tokens[a].kind == "name" and tokens[a + 1].text == "=" and b - a > 1:
+            raise UnsupportedSyntaxError(
+                f"the argument {tokens[a].text}= of {tokens[0].text}() is not supported",
+                formula,
+                start,
+                end,
+                hint="bf() takes the main formula and one formula per distributional "
+                "parameter, e.g. bf(y ~ x, sigma ~ z); non-linear formulas are not supported.",
+            )
+        try:
+            parsed = _parse(text)
+        except FormulaSyntaxError as exc:
+            raise type(exc)(
+                exc.message, formula, exc.start + start, exc.end + start, exc.hint
+            ) from None
+        dpar = ""
+        if n > 0:
+            lhs = parsed.lhs
+            if not (
+                isinstance(lhs, _Atom) and lhs.kind == "name" and _PLAIN_NAME.fullmatch(lhs.text)
+            ):
+                raise FormulaSyntaxError(
+                    "the left side of a further formula in bf() names a distributional parameter",
+                    formula,
+                    start + lhs.start,
+                    start + lhs.end,
+                    hint="Write e.g. bf(y ~ x, sigma ~ z): sigma, nu, shape, phi, zi, ... as "
+                    "the family has them.",
+                )
+            dpar = lhs.text
+            if dpar == "mu":
+                raise UnsupportedSyntaxError(
+                    "'mu ~ ...' in bf(): the main formula is the mean's",
+                    formula,
+                    start,
+                    end,
+                    hint="Write the mean's terms in the first formula.",
+                )
+            if dpar in (d for _, d, _ in out):
+                raise FormulaSyntaxError(f"two formulas for {dpar!r} in bf()", formula, start, end)
+        out.append((text, dpar, _Shifted(parsed, formula, start)))
+    return out
+
+
+class _Shifted:
+    """A parsed formula of a ``bf()``, whose errors are raised against the whole text."""
+
+    def __init__(self, f: _Formula, whole: str, offset: int) -> None:
+        self.f, self.whole, self.offset = f, whole, offset
+
+
+def _read_part(parsed: _Formula | _Shifted, dpar: str) -> _Part:
+    if isinstance(parsed, _Shifted):
+        try:
+            return _read_one(parsed.f, dpar, parsed.offset)
+        except FormulaSyntaxError as exc:
+            if exc.formula != parsed.f.text:
+                raise
+            raise type(exc)(
+                exc.message,
+                parsed.whole,
+                exc.start + parsed.offset,
+                exc.end + parsed.offset,
+                exc.hint,
+            ) from None
+    return _read_one(parsed, dpar, 0)
+
+
+def _read_one(f: _Formula, dpar: str, offset: int) -> _Part:
     _check_specials(f)
     response, notes = _read_response(f)
+    if dpar and (response.kind != "plain" or response.weights):
+        raise FormulaSyntaxError(
+            f"addition terms on the left of the {dpar!r} formula", f.text, 0, f.tilde.start
+        )
     fixed = _fixed_text(f)
     fixed_nodes = _rhs_parts(f)[0]
     gp_terms, fixed_nodes = _split_gp(f, fixed_nodes)  # brms' gp(): lmmformula._gp
     if gp_terms:
+        if dpar:
+            raise UnsupportedSyntaxError(
+                f"gp() in the formula of the distributional parameter {dpar!r}",
+                f.text,
+                gp_terms[0].start,
+                gp_terms[0].end,
+                hint="gp() is supported in the main formula of a bf() only, for now.",
+            )
         fixed = _addends_text(f, fixed_nodes)
     fixed, intercept_as_b = _brms_intercept(f, fixed_nodes, fixed, notes)
+    if dpar and intercept_as_b:
+        raise UnsupportedSyntaxError(
+            "'0 + Intercept' in the formula of a distributional parameter",
+            f.text,
+            f.tilde.end,
+            len(f.text),
+            hint=f"Write {dpar} ~ 1 + ... there; brms' explicit intercept is for the main formula.",
+        )
     lo, hi = (
         (fixed_nodes[0][1].start, fixed_nodes[-1][1].end)
         if fixed_nodes
         else (f.tilde.end, len(f.text))
     )
     _formulae_description(f"y ~ {fixed}", f, lo, hi, f"the fixed part '{fixed}'")
-    _formulae_description(
-        f"{response.bambi} ~ 1", f, 0, f.tilde.start, f"the response '{response.bambi}'"
-    )
+    if not dpar:
+        _formulae_description(
+            f"{response.bambi} ~ 1", f, 0, f.tilde.start, f"the response '{response.bambi}'"
+        )
 
     written = find_bars(f)
     _check_gp_gr_places(f, gp_terms, written)
@@ -2062,6 +2409,14 @@ def translate(formula: str) -> Translation:
         written_bar, cov = _gr_bar(f, bar)
         written = (*written[:i], written_bar, *written[i + 1 :])
         if cov is not None:
+            if dpar:
+                raise UnsupportedSyntaxError(
+                    f"gr(..., cov = ) in the formula of the distributional parameter {dpar!r}",
+                    f.text,
+                    cov.start,
+                    cov.end,
+                    hint="gr(g, cov = K) is supported in the main formula of a bf() only.",
+                )
             cov_at[bar.start] = cov
     bars = expand_double_verts(expand_nested(written))
     if any(b.op == "||" for b in written):
@@ -2078,7 +2433,7 @@ def translate(formula: str) -> Translation:
             notes.append(f"({b.lhs}|{b.factor}) is read as {shown}.")
 
     # Each bar -> its Bambi text and terms; duplicates refused.
-    per_bar: list[tuple[Bar, str, list[tuple[str, str, str]]]] = []
+    per_bar: list[_BarPart] = []
     seen: dict[str, Bar] = {}
     interactions: dict[str, tuple[str, ...]] = {}
     for bar in bars:
@@ -2108,27 +2463,21 @@ def translate(formula: str) -> Translation:
                     ),
                 )
             seen[name] = bar
-        per_bar.append((bar, text, terms))
-
-    block_of = _assign_blocks(per_bar, notes)
-
-    group_terms: list[GroupTerm] = []
-    correlated: dict[str, tuple[str, ...]] = {}
-    for k, (_, _, terms) in enumerate(per_bar):
-        block = block_of.get(k)
-        if block is not None:
-            correlated[block] = tuple(name for name, _, _ in terms)
-        group_terms += [GroupTerm(name, expr, fac, block, k) for name, expr, fac in terms]
+        source = f.text[bar.start : bar.end]
+        per_bar.append(
+            _BarPart(bar, text, terms, dpar, source, bar.start + offset, bar.end + offset)
+        )
 
     cov_terms = {
-        name: cov_at[bar.start]
-        for bar, _, terms in per_bar
-        if bar.start in cov_at
-        for name, _, _ in terms
+        name: cov_at[bp.bar.start]
+        for bp in per_bar
+        if bp.bar.start in cov_at
+        for name, _, _ in bp.terms
     }
-    gp_bars = []
-    for gp in gp_terms:
-        if gp.column in _factors_of(group_terms) or gp.column in _plain_names(f):
+    for gp in gp_terms:  # a (1|column) bar whose effects the model builds as the GP's values
+        if gp.column in {fac for bp in per_bar for _, _, fac in bp.terms} or gp.column in (
+            _plain_names(f)
+        ):
             raise UnsupportedSyntaxError(
                 f"{gp.text}: its label {gp.column!r} is also a name in the formula",
                 f.text,
@@ -2136,40 +2485,43 @@ def translate(formula: str) -> Translation:
                 gp.end,
                 hint="Rename that column.",
             )
-        group_terms.append(GroupTerm(gp.term, "1", gp.column, None, len(per_bar) + len(gp_bars)))
-        gp_bars.append(f"(1|{gp.column})")
-    rhs = " + ".join([fixed] + [text for _, text, _ in per_bar] + gp_bars)
-    bambi_formula = f"{response.bambi} ~ {rhs}"
+        bar = Bar(lhs="1", factor=gp.column, start=gp.start, end=gp.end)
+        terms = [(gp.term, "1", gp.column)]
+        text = f"(1|{gp.column})"
+        per_bar.append(
+            _BarPart(bar, text, terms, dpar, gp.text, gp.start + offset, gp.end + offset)
+        )
+    rhs = " + ".join([fixed] + [bp.text for bp in per_bar])
+    lhs = dpar or response.bambi
+    bambi_formula = f"{lhs} ~ {rhs}"
     desc = _formulae_description(bambi_formula, f, 0, len(f.text), "the translated formula")
     built = {t.name for t in desc.terms if isinstance(t, GroupSpecificTerm)}
-    if built != {g.name for g in group_terms}:  # formulae quirks; the bars are disjoint
+    names = [name for bp in per_bar for name, _, _ in bp.terms]
+    if built != set(names):  # formulae quirks; the bars are disjoint
         raise FormulaSyntaxError(
             f"Bambi's formula parser (formulae) reads the translated formula "
             f"'{bambi_formula}' with the group-level terms {sorted(built)}, not "
-            f"{[g.name for g in group_terms]}; please report this formula",
+            f"{names}; please report this formula",
             f.text,
             0,
             len(f.text),
         )
-    family = "binomial" if response.kind == "binomial" else None
-    return Translation(
-        formula=f.text,
-        bambi_formula=bambi_formula,
+    var_names = {v for v in desc.var_names if v not in interactions and v != dpar}
+    var_names |= {p for parts in interactions.values() for p in parts}
+    var_names -= {g.column for g in gp_terms}
+    var_names |= {v for g in gp_terms for v in (*g.covariates, *([g.by] if g.by else []))}
+    variables = _variables(f, var_names)
+    if dpar:
+        variables = tuple(v for v in variables if v != dpar)
+    return _Part(
         response=response,
         fixed=fixed,
-        group_terms=tuple(group_terms),
-        correlated=correlated,
-        family=family,
-        variables=_variables(
-            f,
-            {v for v in desc.var_names if v not in interactions} - {g.column for g in gp_terms}
-            | {p for parts in interactions.values() for p in parts}
-            | {v for g in gp_terms for v in (*g.covariates, *([g.by] if g.by else []))},
-        ),
-        notes=tuple(notes),
-        bars=tuple(text for _, text, _ in per_bar) + tuple(gp_bars),
-        interaction_factors=interactions,
         intercept_as_b=intercept_as_b,
-        gp_terms=tuple(gp_terms),
+        per_bar=per_bar,
+        interactions=interactions,
+        variables=variables,
+        notes=notes,
+        bambi_formula=bambi_formula,
+        gp_terms=gp_terms,
         cov_terms=cov_terms,
     )

@@ -127,6 +127,7 @@ class Model:
                 f"({exc}). For successes out of trials write 'successes | trials(n) ~ ...' "
                 "(brms), 'cbind(successes, failures) ~ ...' (lme4) or 'p(successes, n) ~ ...'."
             ) from exc
+        self._check_dpars()
         self.user_priors = priors
         self._noncentered_arg = noncentered
         self.noncentered = self._resolve_noncentered(noncentered)
@@ -143,22 +144,35 @@ class Model:
         self.block_eta = dict(self.resolved_priors.block_eta)
         self._apply_term_noncentered(self.bambi)
         self.blocks = self._effective_blocks()
-        self.bambi.lkj_blocks = dict(self.blocks)
         from lmmformula._gp import attach_specials  # brms' gp() and gr(g, cov = K)
 
         self.data2 = data2
         self.gp_plans = attach_specials(self, data2)
         self.likelihood, self.likelihood_reason = self._choose_likelihood(suffstats)
-        self.bambi.lkj_suffstats = self.likelihood == "sufficient statistics"
-        # issue 14: integrate the largest gaussian (1|g) out exactly (lmmformula._marginal)
+        # integrate the largest gaussian (1|g) out exactly (lmmformula._marginal)
         self.marginalize = _marginal_option(marginalize)
         self.marginal, self.marginal_reason = _bambi.choose_marginal(
-            self.bambi, self.marginalize, self.likelihood
+            self.bambi,
+            self.marginalize,
+            self.likelihood,
+            self.blocks,
+            exclude=tuple(self.gp_special),
         )
         if self.marginal is not None:
             self.likelihood = "full data, " + self.marginal + " integrated out"
-            self.bambi.lkj_suffstats, self.bambi.lkj_marginal = False, self.marginal
+        self.bambi.set_plan(self._build_plan())
         self.build_seconds: float | None = None
+
+    def _build_plan(self) -> _bambi.BuildPlan:
+        """What the seam builds on Bambi's terms: the blocks and the likelihood chosen."""
+        return _bambi.BuildPlan(
+            blocks=dict(self.blocks),
+            eta=self.lkj_eta,
+            suffstats=self.likelihood == "sufficient statistics",
+            marginal=self.marginal,
+            special=dict(self.gp_special),
+            cov_chol=dict(self.gp_cov_chol),
+        )
 
     # -- construction helpers -------------------------------------------------------------
     @staticmethod
@@ -169,6 +183,22 @@ class Model:
             ok = False
         if not ok:
             raise ModelError(f"lkj_eta must be a positive number, got {eta!r}.")
+
+    def _check_dpars(self) -> None:
+        """Each formula of a ``bf()`` must model a parameter of the family."""
+        if not self.translation.dpar_formulas:
+            return
+        try:
+            parent, others = _bambi.family_parameters(self._family_arg)
+        except Exception:  # a family Bambi does not know is refused when Bambi builds it
+            return
+        for dpar in self.translation.dpar_formulas:
+            if dpar not in others:
+                raise ModelError(
+                    f"bf() has a formula for {dpar!r}, which is not a parameter of the "
+                    f"{self.family_spelled!r} family; its parameters besides {parent!r}: "
+                    f"{', '.join(map(repr, others)) or 'none'}."
+                )
 
     def _bambi_family(self, spelled: str) -> str:
         """Bambi's family for the name the user gave: R's and brms' names (``negbinomial``,
@@ -208,11 +238,14 @@ class Model:
             return None
         return "precision" if self.family == "gaussian" else "likelihood"
 
-    def _bambi_formula(self) -> str:
+    def _bambi_formula(self) -> str | tuple[str, ...]:
+        """The Bambi formula; with brms' ``bf()``, the main formula and one per parameter."""
         formula = self.translation.bambi_formula
         if self.weights_kind == "likelihood":
             lhs, rhs = formula.split("~", 1)
             formula = f"weighted({lhs.strip()}, {self.weights}) ~{rhs}"
+        if self.translation.dpar_formulas:
+            return (formula, *self.translation.dpar_formulas.values())
         return formula
 
     def precision_weights(self) -> np.ndarray | None:
@@ -222,7 +255,6 @@ class Model:
         return self.data[self.weights].to_numpy(dtype=float)
 
     def _make_bambi(self, priors: dict | None) -> _bambi.LkjBambiModel:
-        blocks = self._block_specs(sized=False)
         kwargs = dict(self.bambi_kwargs)
         namespace = bambi_namespace()
         namespace.update(kwargs.pop("extra_namespace", None) or {})
@@ -241,10 +273,8 @@ class Model:
                 model = _bambi.LkjBambiModel(
                     self._bambi_formula(),
                     self.data,
-                    blocks=blocks,
                     bars=self.translation.bar_terms(),
                     precision_weights=self.precision_weights(),
-                    lkj_eta=self.lkj_eta,
                     family=self._family_arg,
                     priors=priors,
                     link=self.link,
@@ -265,21 +295,18 @@ class Model:
                 prior.noncentered = self.noncentered.get(factor, True)
 
     def _effective_blocks(self) -> dict[str, _bambi.BlockSpec]:
-        return self._block_specs(sized=True)
-
-    def _block_specs(self, sized: bool) -> dict[str, _bambi.BlockSpec]:
-        """The correlated blocks of the translation; with ``sized``, only those spanning two
-        or more columns (which needs the Bambi model), with their LKJ shapes."""
+        """The correlated blocks of the translation that span two or more columns (a
+        one-column block has no correlation to model), with their LKJ shapes."""
         blocks = {}
         for key, terms in self.translation.correlated.items():
-            if sized and _bambi.block_size(self.bambi, tuple(terms)) < 2:
+            if _bambi.block_size(self.bambi, tuple(terms)) < 2:
                 continue
             factor = self.translation.block_factor(key)
             blocks[key] = _bambi.BlockSpec(
                 factor,
                 tuple(terms),
                 self.noncentered.get(factor, True),
-                self.block_eta.get(factor) if sized else None,
+                self.block_eta.get(factor),
                 key=key,
             )
         return blocks
@@ -347,6 +374,19 @@ class Model:
     def link_name(self) -> str:
         parent = _bambi.parent_name(self.bambi)
         return self.bambi.family.link[parent].name
+
+    @property
+    def links_text(self) -> str:
+        """The links as brms prints them: ``mu = identity; sigma = log``."""
+        parent = _bambi.parent_name(self.bambi)
+        parts = [f"{parent} = {self.link_name}"]
+        parts += [f"{d} = {_bambi.dpar_link(self.bambi, d)}" for d in self.dpars]
+        return "; ".join(parts)
+
+    @property
+    def dpars(self) -> tuple[str, ...]:
+        """The distributional parameters modelled by their own formula (brms' ``bf()``)."""
+        return tuple(self.translation.dpar_formulas)
 
     def fit(
         self,

@@ -62,7 +62,7 @@ __all__ = [
     "resolve_priors",
 ]
 
-SUMMARY_COLUMNS = ["prior", "class", "coef", "group", "source", "basis"]
+SUMMARY_COLUMNS = ["prior", "class", "coef", "group", "dpar", "source", "basis"]
 BAMBI_BASIS = "Bambi's default"
 """``basis`` of a prior that lmmformula leaves to Bambi (e.g. a negative binomial's alpha)."""
 AUTO_SCALED = "(auto-scaled)"
@@ -422,6 +422,9 @@ class PriorSpec:
         term's expression (``"Intercept"`` or e.g. ``"TEMP"``). Empty: the whole class.
     group : str
         For ``sd`` and ``cor``, the grouping factor. Empty: every grouping factor.
+    dpar : str
+        brms' distributional parameter whose formula has the parameters (``"sigma"`` in
+        ``bf(y ~ x, sigma ~ z)``); empty for the main formula.
 
     Examples
     --------
@@ -437,10 +440,11 @@ class PriorSpec:
     cls: str = "b"
     coef: str = ""
     group: str = ""
+    dpar: str = ""
     _parsed: _Parsed | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for attr in ("cls", "coef", "group"):
+        for attr in ("cls", "coef", "group", "dpar"):
             value = getattr(self, attr)
             if value is None:
                 object.__setattr__(self, attr, "")
@@ -474,6 +478,11 @@ class PriorSpec:
                 f"class {self.cls!r} has no groups; group={self.group!r} applies only to "
                 "classes 'sd' and 'cor'."
             )
+        if self.dpar and self.cls not in ("Intercept", "b", "sd"):
+            raise PriorError(
+                f"dpar={self.dpar!r} applies to the classes 'Intercept', 'b' and 'sd' of that "
+                f"parameter's formula, not to {self.cls!r}."
+            )
         if self.cls == "sd" and self.coef and not self.group:
             raise PriorError(
                 f"a prior on the sd of coef={self.coef!r} needs group=...: the grouping factor "
@@ -488,10 +497,10 @@ class PriorSpec:
 
     def _key(self) -> tuple:
         prior = self.prior if isinstance(self.prior, str) else repr(_encode_bambi(self.prior))
-        return (prior, self.cls, self.coef, self.group)
+        return (prior, self.cls, self.coef, self.group, self.dpar)
 
-    def _target(self) -> tuple[str, str, str]:
-        return (self.cls, self.coef, self.group)
+    def _target(self) -> tuple[str, str, str, str]:
+        return (self.cls, self.coef, self.group, self.dpar)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PriorSpec):
@@ -501,9 +510,18 @@ class PriorSpec:
     def __hash__(self) -> int:
         return hash(self._key())
 
+    def __repr__(self) -> str:
+        dpar = f", dpar={self.dpar!r}" if self.dpar else ""
+        return (
+            f"PriorSpec(prior={self.prior!r}, cls={self.cls!r}, coef={self.coef!r}, "
+            f"group={self.group!r}{dpar})"
+        )
+
     def __str__(self) -> str:
         parts = [repr(self.text), f"cls={self.cls!r}"]
-        parts += [f"{k}={getattr(self, k)!r}" for k in ("coef", "group") if getattr(self, k)]
+        parts += [
+            f"{k}={getattr(self, k)!r}" for k in ("coef", "group", "dpar") if getattr(self, k)
+        ]
         return f"prior({', '.join(parts)})"
 
     # serialization -------------------------------------------------------------------------
@@ -517,7 +535,10 @@ class PriorSpec:
         {'prior': 'halfcauchy(1)', 'class': 'sd', 'coef': '', 'group': 'station'}
         """
         prior = self.prior if isinstance(self.prior, str) else {"bambi": _encode_bambi(self.prior)}
-        return {"prior": prior, "class": self.cls, "coef": self.coef, "group": self.group}
+        out = {"prior": prior, "class": self.cls, "coef": self.coef, "group": self.group}
+        if self.dpar:
+            out["dpar"] = self.dpar
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PriorSpec:
@@ -529,7 +550,13 @@ class PriorSpec:
             raise PriorError(f"not a stored prior specification: {d!r}") from exc
         if isinstance(prior, Mapping) and "bambi" in prior:
             prior = _decode_bambi(prior["bambi"])
-        return cls(prior, cls=klass, coef=d.get("coef", ""), group=d.get("group", ""))
+        return cls(
+            prior,
+            cls=klass,
+            coef=d.get("coef", ""),
+            group=d.get("group", ""),
+            dpar=d.get("dpar", ""),
+        )
 
 
 def _encode_bambi(value: _bambi.Prior) -> dict[str, Any]:
@@ -559,7 +586,9 @@ def _decode_bambi(d: Mapping[str, Any]) -> _bambi.Prior:
     return _bambi.Prior(d["name"], **{k: dec(v) for k, v in d["args"].items()})
 
 
-def prior(prior: str | _bambi.Prior, cls: str = "b", coef: str = "", group: str = "") -> PriorSpec:
+def prior(
+    prior: str | _bambi.Prior, cls: str = "b", coef: str = "", group: str = "", dpar: str = ""
+) -> PriorSpec:
     """A prior on a class of parameters, brms style (``set_prior``/``prior_string``).
 
     Parameters
@@ -581,6 +610,11 @@ def prior(prior: str | _bambi.Prior, cls: str = "b", coef: str = "", group: str 
         expression such as ``"Intercept"`` or ``"TEMP"`` (``cls="sd"``, with ``group``).
     group : str
         A grouping factor (``cls="sd"`` or ``"cor"``).
+    dpar : str
+        The distributional parameter whose formula has the parameters, brms' ``dpar``:
+        ``lf.prior("normal(0, 1)", cls="b", dpar="sigma")`` is a prior on the coefficients of
+        ``sigma ~ ...`` in ``bf(y ~ x, sigma ~ z)`` (on the log scale of sigma). Empty: the main
+        formula. Classes ``Intercept``, ``b`` and ``sd`` take a ``dpar``.
 
     Returns
     -------
@@ -621,7 +655,7 @@ def prior(prior: str | _bambi.Prior, cls: str = "b", coef: str = "", group: str 
     5   halfcauchy(1)         sd  Intercept  station
     6   halfcauchy(1)      sigma
     """
-    return PriorSpec(prior, cls=cls, coef=coef, group=group)
+    return PriorSpec(prior, cls=cls, coef=coef, group=group, dpar=dpar)
 
 
 # -- what the model has priors on ------------------------------------------------------------
@@ -634,6 +668,7 @@ class _Slot:
     group: str
     term: str  # Bambi term name, auxiliary parameter name, or the factor (cor)
     support: str  # "real", "positive", "unit", "cor"
+    dpar: str = ""  # the distributional parameter's formula (bf()), "" for the main one
 
 
 def _aux_support(model: Model, name: str) -> str:
@@ -673,6 +708,14 @@ def _slots(model: Model) -> list[_Slot]:
             out.append(_Slot("lscale", label, "", f"{label}_lscale", "positive"))
             continue
         out.append(_Slot("sd", coef_label(expr), factor, name, "positive"))
+    for dpar, component in _bambi.dpar_components(model.bambi).items():
+        if component.intercept_term is not None:
+            out.append(_Slot("Intercept", "", "", "Intercept", "real", dpar))
+        for name in component.common_terms:
+            out.append(_Slot("b", name, "", name, "real", dpar))
+        for name in component.group_specific_terms:
+            expr, factor = name.split("|", 1)
+            out.append(_Slot("sd", coef_label(expr), factor, name, "positive", dpar))
     cor_factors: dict[str, None] = {}
     for key, terms in model.translation.correlated.items():
         if _bambi.block_size(model.bambi, tuple(terms)) > 1:
@@ -687,6 +730,13 @@ def _slots(model: Model) -> list[_Slot]:
     return out
 
 
+def _component(model: Model, slot: _Slot):
+    """The Bambi component whose term the slot is (the parent's or a dpar's)."""
+    if slot.dpar:
+        return _bambi.dpar_components(model.bambi)[slot.dpar]
+    return _bambi.parent_component(model.bambi)
+
+
 def _join(names) -> str:
     names = list(dict.fromkeys(names))
     return ", ".join(names) if names else "none"
@@ -694,6 +744,22 @@ def _join(names) -> str:
 
 def _canonical_class(spec: PriorSpec, model: Model, slots: list[_Slot]) -> str:
     """The class name as the model knows it; brms' ``shape``/``phi`` map to Bambi's names."""
+    if spec.dpar:
+        dpars = list(_bambi.dpar_components(model.bambi))
+        if spec.dpar not in dpars:
+            raise PriorError(
+                f"{spec}: the model has no formula for the distributional parameter "
+                f"{spec.dpar!r}; modelled by a formula: {_join(dpars)} (write them in "
+                "bf(y ~ ..., sigma ~ ...))."
+            )
+        present = {s.cls for s in slots if s.dpar == spec.dpar}
+        if spec.cls not in present:
+            raise PriorError(
+                f"{spec}: the formula of {spec.dpar!r} has no parameters of class "
+                f"{spec.cls!r}; valid classes: {_join(c for c in _CLASS_LEVELS if c in present)}."
+            )
+        return spec.cls
+    slots = [s for s in slots if not s.dpar]
     present = {s.cls for s in slots}
     if spec.cls in present:
         return spec.cls
@@ -725,6 +791,7 @@ def _canonical_class(spec: PriorSpec, model: Model, slots: list[_Slot]) -> str:
 
 def _check_targets(spec: PriorSpec, cls: str, slots: list[_Slot]) -> None:
     """Refuse a coef or group the model does not have, listing the valid ones."""
+    slots = [s for s in slots if s.dpar == spec.dpar]
     mine = [s for s in slots if s.cls == cls]
     if cls == "b" and spec.coef:
         has_intercept = any(s.cls == "Intercept" for s in slots)
@@ -761,6 +828,8 @@ def _specificity(
 
     With brms' ``0 + Intercept`` (``intercept_as_b``) the intercept is one of the ``b``
     coefficients, so a prior on the whole class ``b`` covers it too."""
+    if spec.dpar != slot.dpar:
+        return None
     if slot.cls == "Intercept":
         if cls == "Intercept":
             return 0
@@ -925,13 +994,15 @@ def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resol
     for slot in slots:
         best, best_score = None, -1
         for spec, cls in canonical:
-            score = _specificity(spec, cls, slot, model.translation.intercept_as_b)
+            score = _specificity(
+                spec, cls, slot, model.translation.intercept_as_b and not slot.dpar
+            )
             if score is not None and score > best_score:
                 best, best_score = spec, score
         if best is not None:
             resolved[slot] = _Resolved(_resolve_value(best, slot), "user", best, str(best))
     by_level = {
-        (cls, spec.coef if cls != "sd" else coef_label(spec.coef), spec.group): spec
+        (cls, spec.coef if cls != "sd" else coef_label(spec.coef), spec.group, spec.dpar): spec
         for spec, cls in canonical
     }
     return slots, resolved, by_level
@@ -949,11 +1020,30 @@ class ResolvedPriors:
     block_eta : dict of str to float
         The LKJ shape of the correlated blocks of each grouping factor that a ``cor`` prior
         names; the others keep the model's ``lkj_eta``.
+    base : str
+        Whose defaults fill what the user did not name: ``"lmmformula"``, ``"brms"`` or
+        ``"bambi"``.
+    slots : tuple
+        Every parameter (or set of parameters) that takes one prior, in the summary's order.
+    entries : dict
+        Per slot, the prior in force with its source (``"user"`` or ``"default"``) and basis
+        (the rule and its numbers, or the specification); slots left to Bambi are absent.
+    by_level : dict
+        The user's specifications by (class, coef, group, dpar), for the summary's class rows.
+    mapping : dict or None
+        A Bambi dict of priors given instead of specifications, and ``sources``: which slots
+        it names.
     """
 
     bambi_priors: dict[str, Any]
     block_eta: dict[str, float]
-    lscale: dict[str, Any] = field(default_factory=dict)  # brms' gp(): label -> prior
+    base: str = "lmmformula"
+    slots: tuple[Any, ...] = ()
+    entries: dict[Any, Any] = field(default_factory=dict)
+    by_level: dict[tuple[str, str, str, str], Any] = field(default_factory=dict)
+    mapping: Mapping[str, Any] | None = None
+    sources: dict[Any, str] = field(default_factory=dict)
+    lscale: dict[str, Any] = field(default_factory=dict)  # brms' gp(): label -> user's prior
 
 
 def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
@@ -980,27 +1070,45 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
         As :func:`apply_priors`.
     """
     if isinstance(priors, Mapping):
-        slots = _slots(model)
+        slots, resolved, by_level = _resolve(model, None)
         sources = _mapping_sources(model, slots, priors)
-        unnamed = [slot for slot in slots if sources.get(slot) == "default"]
-        defaults = lmmformula_default_priors(model, unnamed)
-        bambi_priors = _bambi_dict(
-            {slot: d.value for slot, d in defaults.items() if slot.cls != "lscale"}
+        unnamed = {
+            s: r.value
+            for s, r in resolved.items()
+            if sources.get(s) == "default" and s.cls != "lscale"
+        }
+        return ResolvedPriors(
+            {**_bambi_dict(unnamed), **dict(priors)},
+            {},
+            base=LMMFORMULA,
+            slots=tuple(slots),
+            entries=resolved,
+            by_level=by_level,
+            mapping=dict(priors),
+            sources=sources,
         )
-        return ResolvedPriors({**bambi_priors, **dict(priors)}, {})
-    _, resolved, _ = _resolve(model, priors)
+    base, _ = _normalize(priors)
+    slots, resolved, by_level = _resolve(model, priors)
     block_eta = {
         slot.group: float(res.value) for slot, res in resolved.items() if slot.cls == "cor"
     }
     bambi_priors = _bambi_dict(
         {s: r.value for s, r in resolved.items() if s.cls not in ("cor", "lscale")}
     )
-    lscale = {
+    lscale = {  # brms' gp(): the user's lscale priors, by the GP's label (lmmformula._gp)
         slot.coef: res.value
         for slot, res in resolved.items()
         if slot.cls == "lscale" and res.source == "user"
     }
-    return ResolvedPriors(bambi_priors, block_eta, lscale)
+    return ResolvedPriors(
+        bambi_priors,
+        block_eta,
+        base=base,
+        slots=tuple(slots),
+        entries=resolved,
+        by_level=by_level,
+        lscale=lscale,
+    )
 
 
 def apply_priors(model: Model, priors: Any) -> None:
@@ -1044,8 +1152,9 @@ def apply_priors(model: Model, priors: Any) -> None:
         _bambi.set_priors(model.bambi, resolved.bambi_priors)
     if hasattr(model, "blocks"):  # applied after construction: keep the model consistent
         model.user_priors = priors
+        model.resolved_priors = resolved
         model.blocks = model._effective_blocks()
-        model.bambi.lkj_blocks = dict(model.blocks)
+        model.bambi.set_plan(model._build_plan())
 
 
 def _bambi_dict(values: Mapping[_Slot, Any]) -> dict[str, Any]:
@@ -1053,7 +1162,9 @@ def _bambi_dict(values: Mapping[_Slot, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for slot, value in values.items():
         if slot.cls in ("sd", "sdgp"):
-            out[slot.term] = _bambi.Prior("Normal", mu=0.0, sigma=value)
+            value = _bambi.Prior("Normal", mu=0.0, sigma=value)
+        if slot.dpar:  # Bambi's nested dict for a distributional parameter's terms
+            out.setdefault(slot.dpar, {})[slot.term] = value
         else:
             out[slot.term] = value
     return out
@@ -1185,6 +1296,14 @@ def brms_default_priors(model: Model, slots: list[_Slot] | None = None) -> dict[
     family = model.bambi.family.name
     out: dict[_Slot, Any] = {}
     for slot in slots:
+        if slot.dpar:  # brms' def_dpar_prior: student_t(3, 0, 2.5) on the link scale, b flat
+            if slot.cls == "Intercept":
+                out[slot] = _bambi.Prior("StudentT", nu=3.0, mu=0.0, sigma=2.5)
+            elif slot.cls == "b":
+                out[slot] = _bambi.Prior("Flat")
+            else:
+                out[slot] = _bambi.Prior("HalfStudentT", nu=3.0, sigma=2.5)
+            continue
         if slot.cls == "Intercept":
             out[slot] = _bambi.Prior("StudentT", nu=3.0, mu=location, sigma=scale)
         elif slot.cls == "b":
@@ -1418,6 +1537,9 @@ def lmmformula_default_priors(
     )
     has_intercept = parent.intercept_term is not None
     for slot in slots:
+        if slot.dpar:
+            out[slot] = _dpar_default(model, slot, scale, half)
+            continue
         if slot.cls == "Intercept":
             out[slot] = _Default(
                 normal(scale.location, intercept_sd), _basis(intercept_basis, scale)
@@ -1474,6 +1596,47 @@ def lmmformula_default_priors(
     return out
 
 
+def _dpar_default(model: Model, slot: _Slot, scale: _OutcomeScale, half) -> _Default:
+    """lmmformula's default prior for a term of a distributional parameter's formula, on the
+    scale of that parameter's link (log for sigma):
+
+    - Intercept: ``normal(log(sd(y)), 1)`` for ``sigma`` of a real-valued family (the
+      residual sd within a factor of e^2 of sd(y) with 95% prior mass), ``normal(0, 2.5)``
+      otherwise;
+    - b: ``normal(0, 1 / sd(x))`` per numeric column, ``normal(0, 1)`` per indicator (one
+      sd of x multiplies the parameter by e^{+-2} at two prior sds);
+    - sd: ``halfnormal(1)``, ``halfnormal(1 / rms(x))`` per numeric column.
+    """
+    component = _component(model, slot)
+    link = _bambi.dpar_link(model.bambi, slot.dpar)
+
+    def normal(mu: Any, sigma: Any) -> _bambi.Prior:
+        return _bambi.Prior("Normal", mu=mu, sigma=sigma, auto_scale=False)
+
+    if slot.cls == "Intercept":
+        real = model.bambi.family.name in _REAL_FAMILIES
+        if slot.dpar == "sigma" and link == "log" and real and model.link_name == "identity":
+            s = float(scale.scale)
+            text = f"normal(log(sd(y)), 1), {slot.dpar} on the log scale; sd(y) = {_fmt(s)}"
+            return _Default(normal(float(np.log(s)), 1.0), text)
+        return _Default(normal(0.0, 2.5), f"normal(0, 2.5) on the {link} scale of {slot.dpar}")
+    if slot.cls == "b":
+        cols = _columns(component.common_terms[slot.term].data)
+        sizes, parts = _column_sizes(cols, _sd_of, f"sd({slot.coef})")
+        sigmas = np.asarray([1.0 / size for size in sizes])
+        value = normal(_squeeze(np.zeros(len(sigmas))), _squeeze(sigmas))
+        detail = ", ".join(parts)
+        return _Default(value, f"normal(0, 1 / sd(x)) on the {link} scale of {slot.dpar}; {detail}")
+    term = component.group_specific_terms[slot.term]
+    if term.kind == "intercept":
+        return _Default(half(1.0), f"halfnormal(1) on the {link} scale of {slot.dpar}")
+    sizes, texts = _column_sizes(_columns(term.predictor), _rms_of, f"rms({slot.coef})")
+    value = half(np.asarray([1.0 / size for size in sizes]))
+    return _Default(
+        value, f"halfnormal(1 / rms(x)) on the {link} scale of {slot.dpar}; {', '.join(texts)}"
+    )
+
+
 def _gp_lscale_default(model: Model, slot: _Slot) -> Any:
     """brms' tuned default prior of a GP's length-scale (:func:`lmmformula._gp.lscale_prior`);
     with ``by``, the prior of the first level (each level keeps its own in the model)."""
@@ -1506,16 +1669,23 @@ def _lkj_eta_default() -> float:
 
 
 def _mapping_sources(
-    model: Model, slots: list[_Slot], mapping: Mapping[str, Any] | None = None
+    model: Model, slots: list[_Slot], mapping: Mapping[str, Any]
 ) -> dict[_Slot, str]:
-    """Which slots a Bambi dict of priors set (``priors={...}``; the model's own by default)."""
-    priors = dict(model.user_priors if mapping is None else mapping)
+    """Which slots a Bambi dict of priors (``priors={...}``) sets."""
+    priors = dict(mapping)
     parent_name = _bambi.parent_name(model.bambi)
     nested = priors.get(parent_name) if isinstance(priors.get(parent_name), Mapping) else {}
     keys = set(priors) | set(nested)
     out = {}
     for slot in slots:
         if slot.cls == "cor":
+            continue
+        if slot.dpar:
+            sub = priors.get(slot.dpar)
+            sub = sub if isinstance(sub, Mapping) else {}
+            hit = slot.term in sub or (slot.cls == "b" and "common" in sub)
+            hit |= slot.cls == "sd" and "group_specific" in sub
+            out[slot] = "user" if hit else "default"
             continue
         hit = slot.term in keys
         hit |= slot.cls == "b" and "common" in keys
@@ -1526,7 +1696,7 @@ def _mapping_sources(
 
 def _in_force(model: Model, slot: _Slot) -> Any:
     """The prior Bambi holds for ``slot`` (for ``sd``: the prior on the term's sigma)."""
-    parent = _bambi.parent_component(model.bambi)
+    parent = _component(model, slot)
     if slot.cls == "Intercept":
         return parent.intercept_term.prior
     if slot.cls == "b":
@@ -1597,14 +1767,14 @@ def prior_summary(model: Model) -> pd.DataFrame:
     >>> print(table.loc[2, "basis"])
     normal(0, 2.5 sd(y) / sd(Days)), sd(Days) = 2.88; sd(y) = 56.33
     """
-    user = model.user_priors
-    mapping = isinstance(user, Mapping)
-    slots, resolved, by_level = _resolve(model, None if mapping else user)
-    base, _ = (LMMFORMULA, []) if mapping else _normalize(user)
-    brms = base == BRMS
+    rp = model.resolved_priors  # what the model was built with: nothing is resolved again
+    user = rp.mapping
+    mapping = user is not None
+    slots, resolved, by_level = list(rp.slots), rp.entries, rp.by_level
+    brms = rp.base == BRMS
     brms_values = brms_default_priors(model, slots) if brms else {}
-    sources = _mapping_sources(model, slots) if mapping else {}
-    rows: list[tuple[str, str, str, str, str, str]] = []
+    sources = rp.sources
+    rows: list[tuple[str, ...]] = []
     per_term = "scaled per term: see the rows below"
 
     def source_of(slot: _Slot) -> str:
@@ -1619,31 +1789,38 @@ def prior_summary(model: Model) -> pd.DataFrame:
         res = resolved.get(slot)
         return res.basis if res is not None and res.basis else BAMBI_BASIS
 
+    def add(prior: str, cls: str, coef: str, group: str, dpar: str, source: str, basis: str):
+        rows.append((prior, cls, coef, group, dpar, source, basis))
+
     def level_row(
-        cls: str, group: str, members: list[_Slot], brms_text: str | None, default_text: str
+        cls: str,
+        group: str,
+        members: list[_Slot],
+        brms_text: str | None,
+        default_text: str,
+        dpar: str = "",
     ) -> None:
         """A class row (group "") or a per-group row: the most specific prior at that level."""
-        for key in ([(cls, "", group)] if group else []) + [(cls, "", "")]:
+        for key in ([(cls, "", group, dpar)] if group else []) + [(cls, "", "", dpar)]:
             spec = by_level.get(key)
             if spec is not None:
                 # render through the first member so the half rule shows (normal -> halfnormal)
                 value = _resolve_value(spec, members[0])
                 text = _lkj(value) if cls == "cor" else _stan_text(value)
-                rows.append((text, cls, "", group, "user", str(spec)))
+                add(text, cls, "", group, dpar, "user", str(spec))
                 return
         if mapping and cls in ("b", "sd"):
             key = "common" if cls == "b" else "group_specific"
-            bambi_level = dict(user).get(key)
+            level = dict(user).get(dpar) if dpar else dict(user)
+            bambi_level = level.get(key) if isinstance(level, Mapping) else None
             if bambi_level is not None:
-                rows.append(
-                    (_stan_text(bambi_level), cls, "", group, "user", f"priors dict ({key!r})")
-                )
+                add(_stan_text(bambi_level), cls, "", group, dpar, "user", f"priors dict ({key!r})")
                 return
         if brms_text is not None:
-            rows.append((brms_text, cls, "", group, "default", _brms_basis(members[0])))
+            add(brms_text, cls, "", group, dpar, "default", _brms_basis(members[0]))
         else:
             basis = per_term if default_text == AUTO_SCALED else ""
-            rows.append((default_text, cls, "", group, "default", basis))
+            add(default_text, cls, "", group, dpar, "default", basis)
 
     def brms_text(members: list[_Slot]) -> str | None:
         if not brms or not members or members[0] not in brms_values:
@@ -1651,31 +1828,38 @@ def prior_summary(model: Model) -> pd.DataFrame:
         value = brms_values[members[0]]
         return _lkj(value) if members[0].cls == "cor" else _stan_text(value)
 
-    by_cls: dict[str, list[_Slot]] = {}
-    for slot in slots:
-        by_cls.setdefault(slot.cls, []).append(slot)
-
     def slot_row(slot: _Slot, coef: str = "", group: str = "") -> None:
         text = _stan_text(_in_force(model, slot))
-        rows.append((text, slot.cls, coef, group, source_of(slot), basis_of(slot)))
+        add(text, slot.cls, coef, group, slot.dpar, source_of(slot), basis_of(slot))
 
-    for slot in by_cls.get("Intercept", []):
-        slot_row(slot)
-    if by_cls.get("b"):
-        members = by_cls["b"]
-        level_row("b", "", members, brms_text(members), AUTO_SCALED)
-        for slot in members:
-            slot_row(slot, slot.coef)
-    if by_cls.get("sd"):
-        members = by_cls["sd"]
-        level_row("sd", "", members, brms_text(members), AUTO_SCALED)
-        for group in dict.fromkeys(s.group for s in members):
-            in_group = [s for s in members if s.group == group]
-            level_row("sd", group, in_group, brms_text(in_group), AUTO_SCALED)
-            for slot in in_group:
-                slot_row(slot, slot.coef, group)
-    if by_cls.get("cor"):
-        members = by_cls["cor"]
+    def term_rows(dpar: str) -> None:
+        """The Intercept, b and sd rows of one formula (brms' ``dpar``; "" for the main one)."""
+        by_cls: dict[str, list[_Slot]] = {}
+        for slot in slots:
+            if slot.dpar == dpar:
+                by_cls.setdefault(slot.cls, []).append(slot)
+        for slot in by_cls.get("Intercept", []):
+            slot_row(slot)
+        if by_cls.get("b"):
+            members = by_cls["b"]
+            level_row("b", "", members, brms_text(members), AUTO_SCALED, dpar)
+            for slot in members:
+                slot_row(slot, slot.coef)
+        if by_cls.get("sd"):
+            members = by_cls["sd"]
+            level_row("sd", "", members, brms_text(members), AUTO_SCALED, dpar)
+            for group in dict.fromkeys(s.group for s in members):
+                in_group = [s for s in members if s.group == group]
+                level_row("sd", group, in_group, brms_text(in_group), AUTO_SCALED, dpar)
+                for slot in in_group:
+                    slot_row(slot, slot.coef, group)
+
+    term_rows("")
+    for dpar in dict.fromkeys(s.dpar for s in slots if s.dpar):
+        term_rows(dpar)
+    cors = [s for s in slots if s.cls == "cor"]
+    if cors:
+        members = cors
         # lkj_eta= is the user's choice when it differs from its default
         eta_user = model.lkj_eta != _lkj_eta_default()
         eta_source = "user" if eta_user else "default"
@@ -1685,13 +1869,13 @@ def prior_summary(model: Model) -> pd.DataFrame:
             else f"lmmformula: lkj({_fmt(model.lkj_eta)}), the lkj_eta default"
         )
         level_row("cor", "", members, brms_text(members), _lkj(model.lkj_eta))
-        if rows[-1][4] == "default" and not brms:
-            rows[-1] = (*rows[-1][:4], eta_source, eta_basis)
+        if rows[-1][5] == "default" and not brms:
+            rows[-1] = (*rows[-1][:5], eta_source, eta_basis)
         for slot in members:
             res = resolved.get(slot)
             source = res.source if res is not None else eta_source
             basis = res.basis if res is not None else eta_basis
-            rows.append((_lkj(_in_force(model, slot)), "cor", "", slot.group, source, basis))
+            add(_lkj(_in_force(model, slot)), "cor", "", slot.group, "", source, basis)
     for slot in slots:
         if slot.cls not in _CLASS_LEVELS:
             slot_row(slot, slot.coef if slot.cls in ("sdgp", "lscale") else "")

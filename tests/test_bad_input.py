@@ -106,11 +106,11 @@ CASES = [
         r"\n            \^\n",  # the caret sits under the '('
     ),
     case(
-        "brms-three-part-bar",
-        lambda: model("y ~ x + (1 + x | ID | g)"),
+        "brms-id-with-double-bar",
+        lambda: model("y ~ x + (1 + x || ID | g)"),
         UnsupportedSyntaxError,
-        r"three-part bar",
-        r"Drop the ID: \(1 \+ x\|g\)",
+        r"'\|\|' in a bar with an ID",
+        r"Write \(1 \+ x \| p \| g\) to correlate",
     ),
     case(
         "trials-without-its-argument",

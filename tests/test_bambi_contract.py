@@ -25,6 +25,8 @@ MIRRORED = {
     (pymc.PyMCModel, "build"): "1f1da74b25123931",
     (model_components.DistributionalComponent, "build_group_specific_terms"): "9b983c1ec25f5fea",
     (pymc.PyMCModel, "_clean_results"): "cf158c772e7686dd",
+    # _bambi.sampled_var_names: the trace's variables as _run_mcmc chooses them
+    (pymc.PyMCModel, "_run_mcmc"): "5b6de6445b560ea2",
 }
 
 

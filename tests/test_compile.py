@@ -236,3 +236,50 @@ def test_a_failed_compile_with_data_inputs_falls_back_to_constants(sleepstudy, m
     logp, _ = _call(compiled, x)
     values = [x[slices[names.index(n)]].reshape(shapes[names.index(n)]) for n in free]
     np.testing.assert_allclose(logp, reference(*values)[0], rtol=1e-10)
+
+
+def test_a_cache_miss_is_compiled_in_a_fresh_process_and_loaded_here(sleepstudy, monkeypatch):
+    """On a cache miss the callbacks are compiled by a new interpreter (this process is not
+    forked) and this process runs the machine code the child saved, as every later process
+    does; the loaded callback is still the model's density."""
+    import os
+    import uuid
+
+    from pytensor.link.numba.cache import NUMBA_CACHE_PATH
+
+    m = _built(SLEEP, sleepstudy)
+    monkeypatch.setattr(_nutpie, "_WRAPPER_VERSION", f"test-child-{uuid.uuid4().hex}")
+
+    def no_fork():
+        raise AssertionError("the compile path forked this process")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    statuses, keys = [], []
+    compile_in_child = _nutpie._compile_in_child
+
+    def spy(jobs):
+        keys.extend(job.cache_key for job in jobs)
+        statuses.append(compile_in_child(jobs))
+        return statuses[-1]
+
+    monkeypatch.setattr(_nutpie, "_compile_in_child", spy)
+    try:
+        compiled, info = _nutpie.compile_model(m.pymc_model)
+    finally:  # the callbacks of this one-off wrapper version are of no use to anyone
+        for path in NUMBA_CACHE_PATH.iterdir():
+            if any(key in path.name for key in keys):
+                path.unlink(missing_ok=True)
+    assert statuses == [True] and len(keys) == 2
+    assert info.path == "lmmformula" and info.cached_wrappers
+    for cfunc in (compiled.compiled_logp_func, compiled.compiled_expand_func):
+        assert cfunc.cache_hits == 1  # loaded from the child's cache entry, not compiled here
+    reference = _reference(m.pymc_model)
+    names, slices, shapes = compiled.shape_info
+    free = [m.pymc_model.rvs_to_values[rv].name for rv in m.pymc_model.free_RVs]
+    x = compiled.initial_point_func(3)
+    logp, grad = _call(compiled, x)
+    ref_logp, *ref_grads = reference(
+        *[x[slices[names.index(n)]].reshape(shapes[names.index(n)]) for n in free]
+    )
+    np.testing.assert_allclose(logp, ref_logp, rtol=1e-10)
+    np.testing.assert_allclose(grad, np.concatenate([np.ravel(g) for g in ref_grads]), rtol=1e-8)

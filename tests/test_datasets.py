@@ -40,7 +40,14 @@ NUMERIC = ["PM2.5", "PM10", "SO2", "NO2", "CO", "O3", "TEMP", "PRES", "DEWP", "R
 EXPECTED = {
     "beijing_ozone": (
         16_966,
-        {"station": "str", "date": "str", **dict.fromkeys(NUMERIC, "float"), "log_ozone": "float"},
+        {
+            "station": "str",
+            "date": "str",
+            **dict.fromkeys(NUMERIC, "float"),
+            "log_ozone": "float",
+            "lat": "float",
+            "lon": "float",
+        },
     ),
     "cbpp": (56, {"herd": "str", "incidence": "int", "size": "int", "period": "str"}),
     "nwo_grants": (
@@ -87,7 +94,7 @@ def test_shape_columns_and_dtypes(name):
 
 def test_beijing_ozone_table():
     oz = load_dataset("beijing_ozone")
-    assert oz.shape == (16_966, 14)
+    assert oz.shape == (16_966, 16)
     assert list(pd.unique(oz["station"])) == STATIONS
     assert oz["station"].nunique() == 12
     # stations in alphabetical order, then dates; one row per station-day
@@ -99,6 +106,45 @@ def test_beijing_ozone_table():
     assert not oz.isna().any().any()
     assert (oz["O3"] > 0).all()
     np.testing.assert_allclose(oz["log_ozone"], np.log(oz["O3"]), rtol=0, atol=1e-9)
+
+
+def _km(lat1, lon1, lat2, lon2):
+    """Great-circle distance in km (haversine, Earth radius 6371 km)."""
+    p1, p2, dl = np.radians(lat1), np.radians(lat2), np.radians(lon2 - lon1)
+    h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * 6371.0 * np.arcsin(np.sqrt(h))
+
+
+def test_beijing_ozone_station_coordinates():
+    oz = load_dataset("beijing_ozone")
+    per_station = oz.groupby("station")[["lat", "lon"]].nunique()
+    assert (per_station == 1).all().all()  # one location per station
+    coords = oz.groupby("station")[["lat", "lon"]].first()
+    assert list(coords.index) == STATIONS
+    assert not coords.duplicated().any()
+    # inside Beijing municipality (39.4-41.1 N, 115.4-117.5 E)
+    assert coords["lat"].between(39.4, 41.1).all() and coords["lon"].between(115.4, 117.5).all()
+    # the six urban-core stations lie within ~15 km of Tiananmen (39.908 N, 116.397 E); the
+    # suburban ones (Changping, Dingling, Huairou, Shunyi) 25-60 km north
+    centre = _km(coords["lat"], coords["lon"], 39.908, 116.397)
+    urban = ["Aotizhongxin", "Dongsi", "Guanyuan", "Nongzhanguan", "Tiantan", "Wanshouxigong"]
+    assert (centre[urban] < 15).all(), centre
+    assert centre[["Changping", "Dingling", "Huairou", "Shunyi"]].between(25, 60).all(), centre
+    lat, lon = coords["lat"].to_numpy(), coords["lon"].to_numpy()
+    dist = _km(lat[:, None], lon[:, None], lat[None, :], lon[None, :])
+    off = dist[~np.eye(12, dtype=bool)]
+    assert off.min() > 2 and off.max() < 70
+
+
+@pytest.mark.skipif(
+    not (SHARED / "beijing_prsa" / "stations.csv").is_file(),
+    reason="../shared/data/beijing_prsa/stations.csv not found",
+)
+def test_beijing_ozone_coordinates_match_the_raw_station_list():
+    raw = pd.read_csv(SHARED / "beijing_prsa" / "stations.csv").set_index("station")
+    oz = load_dataset("beijing_ozone")
+    coords = oz.groupby("station")[["lat", "lon"]].first()
+    pd.testing.assert_frame_equal(coords, raw.loc[coords.index], check_exact=True)
 
 
 def test_r_factors_are_strings_with_r_levels():

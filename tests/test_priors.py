@@ -476,7 +476,7 @@ def test_ozone_4_correlated_block(ozone):
 def test_summary_defaults_are_read_from_the_bambi_terms(ozone):
     model = make("log_ozone ~ TEMP + (TEMP|station)", ozone)
     table = prior_summary(model)
-    assert list(table.columns) == ["prior", "class", "coef", "group", "source", "basis"]
+    assert list(table.columns) == ["prior", "class", "coef", "group", "dpar", "source", "basis"]
     assert set(table["source"]) == {"default"}
     assert [tuple(r) for r in table[["class", "coef", "group"]].values] == [
         ("Intercept", "", ""),
@@ -753,7 +753,7 @@ def test_apply_priors_after_construction_updates_blocks_and_summary(sleep):
         model, [prior("lkj(1)", cls="cor", group="Subject"), prior("normal(0, 5)", coef="Days")]
     )
     assert model.blocks["Subject"].eta == 1.0
-    assert model.bambi.lkj_blocks["Subject"].eta == 1.0
+    assert model.bambi.plan.blocks["Subject"].eta == 1.0
     assert_prior(terms(model)["Days"].prior, "Normal", mu=0, sigma=5)
     assert row(model.prior_summary(), "b", "Days")["source"] == "user"
 

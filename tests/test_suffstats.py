@@ -73,7 +73,7 @@ def test_likelihood_is_chosen_where_valid_and_paying(case):
     formula, dataset, kwargs, expected = CHOSEN[case]
     m = _quiet_model(formula, lf.load_dataset(dataset), **kwargs)
     assert m.likelihood == expected, m.likelihood_reason
-    assert m.bambi.lkj_suffstats == (expected == "sufficient statistics")
+    assert m.bambi.plan.suffstats == (expected == "sufficient statistics")
     assert f"likelihood={expected}" in repr(m)
 
 

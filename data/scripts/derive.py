@@ -11,7 +11,8 @@ byte-identical files.
 What it writes (see ``data/README.md``):
 
 - ``beijing_ozone.csv``: the daily ozone table derived from the hourly UCI "Beijing Multi-Site
-  Air-Quality" files (rule in :func:`derive_beijing_ozone`);
+  Air-Quality" files (rule in :func:`derive_beijing_ozone`), with each station's latitude and
+  longitude from ``beijing_prsa/stations.csv``;
 - ``nwo_grants.csv``, ``sleepstudy.csv``, ``cbpp.csv``, ``pastes.csv``, ``penicillin.csv``:
   byte-for-byte copies of the raw files, after checking their columns and row counts.
 """
@@ -45,7 +46,7 @@ STATIONS = (
     "Wanshouxigong",
 )
 NUMERIC = ("PM2.5", "PM10", "SO2", "NO2", "CO", "O3", "TEMP", "PRES", "DEWP", "RAIN", "WSPM")
-OZONE_COLUMNS = ("station", "date", *NUMERIC, "log_ozone")
+OZONE_COLUMNS = ("station", "date", *NUMERIC, "log_ozone", "lat", "lon")
 OZONE_ROWS = 16_966
 
 # Files copied as they are: relative source path -> (expected columns, expected rows).
@@ -70,6 +71,24 @@ def _read_station(path: Path, station: str) -> pd.DataFrame:
     return raw
 
 
+def read_stations(shared: Path) -> pd.DataFrame:
+    """The 12 stations' coordinates, ``beijing_prsa/stations.csv``: station, lat, lon.
+
+    WGS84 degrees with three decimals; the raw file's README states the accuracy (about
+    0.01-0.05 degree, 1-5 km). Checked: exactly the 12 stations, once each, inside Beijing.
+    """
+    path = shared / "beijing_prsa" / "stations.csv"
+    coords = pd.read_csv(path, dtype={"station": str, "lat": "float64", "lon": "float64"})
+    if tuple(coords.columns) != ("station", "lat", "lon"):
+        raise SystemExit(f"{path}: expected columns station, lat, lon; got {tuple(coords.columns)}")
+    if sorted(coords["station"]) != list(STATIONS) or coords["station"].duplicated().any():
+        raise SystemExit(f"{path}: expected the 12 stations once each, got {list(coords.station)}")
+    inside = coords["lat"].between(39.4, 41.1) & coords["lon"].between(115.4, 117.6)
+    if coords[["lat", "lon"]].isna().any().any() or not inside.all():
+        raise SystemExit(f"{path}: a coordinate is missing or outside Beijing")
+    return coords
+
+
 def derive_beijing_ozone(shared: Path) -> pd.DataFrame:
     """The daily ozone table of BRIEF.md.
 
@@ -77,6 +96,7 @@ def derive_beijing_ozone(shared: Path) -> pd.DataFrame:
     the maximum over the day's hours of every numeric column, ignoring missing hours (a column
     with no observed hour that day is missing); ``log_ozone = log(O3)``; then every row with
     any missing value is dropped. Rows are sorted by station (alphabetical), then date.
+    Last, each row gets its station's ``lat`` and ``lon`` (:func:`read_stations`).
     """
     folder = shared / "beijing_prsa"
     frames = []
@@ -98,11 +118,15 @@ def derive_beijing_ozone(shared: Path) -> pd.DataFrame:
     daily["log_ozone"] = np.log(daily["O3"])
     daily = daily.dropna(how="any").reset_index(drop=True)
     daily["station"] = daily["station"].astype(str)
+    coords = read_stations(shared).set_index("station")
+    daily["lat"] = daily["station"].map(coords["lat"])
+    daily["lon"] = daily["station"].map(coords["lon"])
 
     assert tuple(daily.columns) == OZONE_COLUMNS, tuple(daily.columns)
     assert len(daily) == OZONE_ROWS, f"expected {OZONE_ROWS} rows, got {len(daily)}"
     assert tuple(daily["station"].unique()) == STATIONS, daily["station"].unique()
     assert not daily.duplicated(["station", "date"]).any()
+    assert not daily[["lat", "lon"]].isna().any().any()
     return daily
 
 
