@@ -423,8 +423,8 @@ def build_gp(plan: GPPlan, term: Any, levels: list[str], sd_prior: Any, dims: li
     ``<label>_zgp``. Call inside the PyMC model."""
     import pymc as pm
     import pytensor.tensor as pt
-    from bambi.backend.utils import get_distribution_from_prior
-    from bambi.priors import Prior
+
+    from lmmformula._bambi import Prior, get_distribution_from_prior
 
     model = pm.modelcontext(None)
     name = term.alias or term.name
@@ -482,7 +482,7 @@ def _lscale_variable(plan: GPPlan, by_dim: str | None) -> Any:
 
     name = f"{plan.label}_lscale"
     if plan.lscale_override is not None:
-        from bambi.backend.utils import get_distribution_from_prior
+        from lmmformula._bambi import get_distribution_from_prior
 
         prior = plan.lscale_override
         dist = get_distribution_from_prior(prior)
@@ -510,8 +510,8 @@ def build_cov_term(term: Any, chol: np.ndarray, sd_prior: Any, dims: list[str]) 
     """``b = sd * chol(K) z`` for an uncorrelated group-level term on ``gr(g, cov = K)``."""
     import pymc as pm
     import pytensor.tensor as pt
-    from bambi.backend.utils import get_distribution_from_prior
-    from bambi.priors import Prior
+
+    from lmmformula._bambi import Prior, get_distribution_from_prior
 
     name = term.alias or term.name
     if not isinstance(sd_prior, Prior):
