@@ -418,7 +418,9 @@ class Model:
             NUTS target acceptance rate (raise it, e.g. to 0.95, against divergences). With
             nutpie and a correlated block the default is 0.9 and the mass matrix is adapted
             from the draws' variances as Stan does (``lmmformula.fit.LKJ_NUTS_DEFAULTS``;
-            pass ``nuts={...}`` to change either); otherwise nutpie's defaults (0.8).
+            pass ``nuts={...}`` to change either); with a ``gp()`` term it is 0.99
+            (``lmmformula.fit.GP_TARGET_ACCEPT``, as brms' GP fits need); otherwise
+            nutpie's defaults (0.8).
         progressbar : bool
             Show the sampler's progress bar.
         **kwargs
