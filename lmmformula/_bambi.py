@@ -26,6 +26,29 @@ predictive draws.
 
 The contract test ``tests/test_bambi_contract.py`` fails loudly when a Bambi release moves any
 of the internals used here.
+
+What the next Bambi release will need
+-------------------------------------
+Bambi's development tree (``bambi/backend/pymc/``, read in November 2026) replaces the classes
+this module subclasses with free functions:
+
+* ``DistributionalComponent`` goes; ``parameters/conditional/build.py`` has
+  ``build_conditional_parameter(parameter_info, family, group_specific_state, model)``, which
+  builds every group-level term through ``terms/group_specific.py``'s
+  ``build_group_specific_term_idx(term_info, param_spec, model)`` (dense) or
+  ``build_group_specific_term_dot`` (sparse). The correlated blocks then need a hook there:
+  a registry that returns the block's coefficients for a term (what ``_Blocks.coef`` does)
+  instead of ``build_distribution``'s independent prior, or a patch of that one function.
+* Group indices and predictors become ``pm.Data`` (``{factor}__idx``, one per factor, shared
+  by the terms); the marginal and sufficient-statistics likelihoods read ``term.group_index``
+  and ``term.predictor`` as numpy and keep working, but the graph's own indices are then data
+  that nutpie's compiled code takes as inputs (``_nutpie`` lifts constants itself today).
+* Prediction re-uses the graph's state (``GroupSpecificGraphState``: per parameter the
+  contribution, the term graphs or the sparse matrix); a block's terms must register there
+  like Bambi's own, or ``predict`` on new data misses them.
+* Offsets to drop from results are listed in ``model.__bambi_attrs__["offset_names"]``
+  (``_clean_results`` reads it): the blocks' ``{key}_offset`` and ``{key}_lkj`` belong there.
+* Terms are named by ``term.label`` (alias or prefixed name), as ``_aliased`` does here.
 """
 
 from __future__ import annotations
@@ -51,6 +74,7 @@ from bambi.backend.model_components import (
     ResponseComponent,
 )
 from bambi.backend.pymc import PyMCModel
+from bambi.backend.terms import CommonTerm
 from bambi.backend.terms import GroupSpecificTerm as _BambiGroupSpecificTerm
 from bambi.backend.terms import ResponseTerm as _BambiResponseTerm
 from bambi.backend.utils import get_distribution_from_prior, noncentered_default_for
@@ -62,7 +86,7 @@ from bambi.utils import as_dataset
 from formulae.terms import terms as _formulae_terms
 from pytensor import sparse as ps
 
-from lmmformula import _marginal, _suffstats
+from lmmformula import _marginal, _mono, _suffstats
 from lmmformula.errors import ModelError, PriorError, UnsupportedSyntaxError
 
 SUFFSTATS_Y = "suffstats_y"
@@ -183,6 +207,9 @@ class BuildPlan:
         term name -> ``builder(term, dims)`` returning the term's coefficients.
     cov_chol : dict of str to numpy.ndarray
         For terms on ``gr(g, cov = K)``: the Cholesky factor of K over the term's levels.
+    simo : dict of str to float
+        The Dirichlet concentration of each ``mo()`` term's simplex, by Bambi term name
+        (:mod:`lmmformula._mono`; brms' default 1 for a term not named).
     """
 
     blocks: dict[str, BlockSpec] = field(default_factory=dict)
@@ -192,6 +219,7 @@ class BuildPlan:
     suffstats_shared: bool = False
     special: dict[str, Any] = field(default_factory=dict)
     cov_chol: dict[str, np.ndarray] = field(default_factory=dict)
+    simo: dict[str, float] = field(default_factory=dict)
 
 
 class _PriorScaler(bambi_priors.PriorScaler):
@@ -322,9 +350,12 @@ def term_predictor(term) -> np.ndarray:
 
 def _term_columns(term) -> tuple[int, list[str]]:
     """Number of columns of a Bambi group-specific term and their labels."""
+    name = term.alias or term.name
+    mo_label = _mono.group_label(name)
+    if mo_label is not None:  # one varying slope of mo(x), brms' r_g[, mox] (lmmformula._mono)
+        return 1, [mo_label]
     predictor = term_predictor(term)
     ncol = 1 if predictor.ndim == 1 else predictor.shape[1]
-    name = term.alias or term.name
     if ncol == 1:
         return 1, [name]
     expr, factor = name.split("|", 1)
@@ -376,10 +407,16 @@ def _sd_dist(sd_priors: list[tuple[Prior, int]]):
 
 
 def _build_block(
-    pymc_backend, spec: BlockSpec, terms: dict, eta: float, cov_chol: np.ndarray | None = None
+    pymc_backend,
+    spec: BlockSpec,
+    terms: dict,
+    eta: float,
+    mo: dict | None = None,
+    cov_chol: np.ndarray | None = None,
 ) -> dict[str, pt.TensorVariable]:
     """One correlated block as one ``LKJCholeskyCov``: the coefficients of its terms (of
-    any component: brms' ``|ID|`` joins terms of several formulas), by term name."""
+    any component: brms' ``|ID|`` joins terms of several formulas), by term name. ``mo``:
+    the population-level ``mo()`` terms a group-level ``mo(x)|g`` multiplies."""
     model = pymc_backend.model
     block_terms = [terms[name] for name in spec.terms]
     for term in block_terms:
@@ -410,6 +447,8 @@ def _build_block(
                 f"the sigma of the group-level term {name!r} must have a prior (a Prior), "
                 f"got {sigma_prior!r}."
             )
+        if _mono.group_label(name) is not None:
+            sigma_prior = _mono.scalar_prior(sigma_prior, f"the sd of {name}")
         mu = prior.args.get("mu", 0.0)
         if isinstance(mu, Prior):
             raise PriorError(
@@ -462,7 +501,12 @@ def _build_block(
         sigma_key = term.hyperprior_alias.get("sigma", "sigma")
         term_dims = list(_BambiGroupSpecificTerm(term, spec.noncentered).coords)
         expr_dims = [d for d in term_dims if not d.endswith("__factor_dim")]
-        if sl.stop - sl.start == 1 and not expr_dims:
+        if _mono.group_label(name) is not None:  # r_g * D * simo (lmmformula._mono)
+            info = _mono.population_term(name, mo or {})
+            out[name] = _mono.build_group_mo(
+                info, name, coefs[:, sl.start], term_dims, factor_dim, stds[sl.start]
+            )
+        elif sl.stop - sl.start == 1 and not expr_dims:
             out[name] = pm.Deterministic(name, coefs[:, sl.start], dims=term_dims)
             pm.Deterministic(f"{name}_{sigma_key}", stds[sl.start])
         else:
@@ -493,8 +537,11 @@ class _Blocks:
         if name not in self.coefs:
             spec = self.specs[self.of_term[name]]
             terms = group_specific_terms(bmb_model)
-            cov_chol = self.cov_chol.get(spec.terms[0])
-            self.coefs.update(_build_block(pymc_backend, spec, terms, self.eta, cov_chol))
+            mo = _mono.mo_terms(parent_component(bmb_model))
+            cov_chol = self.cov_chol.get(spec.terms[0])  # gr(g, cov = K)
+            self.coefs.update(
+                _build_block(pymc_backend, spec, terms, self.eta, mo, cov_chol=cov_chol)
+            )
         return self.coefs[name]
 
 
@@ -506,6 +553,34 @@ class _LkjDistributionalComponent(DistributionalComponent):
         self.blocks = blocks
         self.marginal = marginal  # issue 14: a (1|g) integrated out (lmmformula._marginal)
         self.marginal_sigma = None
+
+    def build_common_terms(self, pymc_backend, bmb_model):
+        """Bambi's ``build_common_terms``; the coefficients of a ``mo(x)`` term are brms'
+        ``bsp * D * simo`` (:mod:`lmmformula._mono`) instead of independent priors."""
+        from lmmformula import _mono
+
+        mo = _mono.mo_terms(self.component)
+        if not mo:
+            return super().build_common_terms(pymc_backend, bmb_model)
+        simo_alpha = getattr(getattr(bmb_model, "plan", None), "simo", None) or {}
+        coefs, columns = [], []
+        for key, term in self.component.common_terms.items():
+            common_term = CommonTerm(term)
+            for name, values in common_term.coords.items():
+                pymc_backend.model.add_coords({name: values})
+            if key in mo:
+                alpha = simo_alpha.get(key, _mono.DEFAULT_SIMO_ALPHA)
+                dims = list(common_term.coords)
+                dist = get_distribution_from_prior(term.prior)
+                coefs.append(_mono.build_mo_coefficients(mo[key], term.prior, dist, alpha, dims))
+            else:
+                coefs.append(common_term.build(bmb_model))
+            columns.append(term.data)
+        data = np.column_stack(columns)
+        if self.has_intercept and bmb_model.center_predictors:  # as Bambi: centre, keep X
+            self.design_matrix_without_intercept = data
+            data = data - data.mean(0)
+        self.output += pt.dot(data, pt.concatenate([pt.atleast_1d(c) for c in coefs], axis=0))
 
     def build_group_specific_terms(self, pymc_backend, bmb_model):
         """Bambi's ``build_group_specific_terms`` with correlated blocks built jointly."""
@@ -536,6 +611,16 @@ class _LkjDistributionalComponent(DistributionalComponent):
             elif key in self.blocks.special:
                 dims = list(_BambiGroupSpecificTerm(term, noncentered_default).coords)
                 coefs.append(self.blocks.special[key](term, dims))
+            elif _mono.group_label(name) is not None:  # (0 + mo(x)|g), (mo(x)||g)
+                info = _mono.population_term(name, _mono.mo_terms(self.component))
+                gs = _BambiGroupSpecificTerm(term, noncentered_default)
+                noncentered = term.prior.noncentered
+                noncentered = noncentered_default if noncentered is None else noncentered
+                coefs.append(
+                    _mono.build_uncorrelated_group_mo(
+                        info, name, term, list(gs.coords), bool(noncentered)
+                    )
+                )
             else:
                 coefs.append(_BambiGroupSpecificTerm(term, noncentered_default).build(bmb_model))
             columns.append(term.data)
@@ -764,6 +849,7 @@ class LkjBambiModel(bmb.Model):
             formula = bmb.Formula(*formula)
         with r_bar_coding(bars):
             super().__init__(formula, data, **kwargs)
+        _mono.check_terms(self)
         name = self.response_term.name
         if "/" in name and self.response_term.alias is None:
             # PyMC refuses '/' in variable names (I(awards / applications) ~ ...); the
@@ -946,10 +1032,15 @@ def term_info(bambi_model: bmb.Model) -> dict[str, TermInfo]:
     out = {}
     for name, term in group_specific_terms(bambi_model).items():
         name = term.alias or name
+        mo_label = _mono.group_label(name)
+        if mo_label is not None:  # the varying slope of mo(x): mox|g, sd mox|g_sigma
+            name = mo_label
         expr, factor = name.split("|", 1)
         _, labels = _term_columns(term)
         coords = list(term.coords)
         expr_dims = [d for d in coords if not d.endswith("__factor_dim")]
+        if mo_label is not None:
+            expr_dims = []
         sigma_key = term.hyperprior_alias.get("sigma", "sigma")
         out[name] = TermInfo(
             name=name,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from lmmformula import _bambi
+from lmmformula import _bambi, _mono, _ordinal
 from lmmformula._text import column_format
 from lmmformula._text import term_label as _pretty_term
 from lmmformula.errors import DataError, LmmFormulaError, ModelError, SamplingWarning
@@ -249,11 +249,15 @@ class Fit:
     def _fixed_draws(self) -> dict[str, np.ndarray]:
         """``{coefficient: (chain, draw) array}`` for the population-level effects."""
         post = self.posterior
-        draws: dict[str, np.ndarray] = {}
+        draws: dict[str, np.ndarray] = _ordinal.threshold_draws(self.model.bambi, post)
         intercept = _bambi.intercept_term(self.model.bambi)
         if intercept is not None:
             draws["Intercept"] = post[intercept.alias or intercept.name].values
+        mo = _mono.mo_terms(_bambi.parent_component(self.model.bambi))
         for name, term in _bambi.common_terms(self.model.bambi).items():
+            if name in mo:  # brms' bsp_mox and simo_mox1[k]
+                draws.update(_mono.mo_draws(mo[name], post))
+                continue
             name = term.alias or name
             if name in post:
                 draws.update(_columns_of(post[name]))
@@ -348,6 +352,7 @@ class Fit:
                 table[key] = np.broadcast_to(arr[..., None], (*arr.shape, n_levels))
             for col, arr in cols.items():
                 key = self._label(col)
+                key = f"bsp_{key}" if f"bsp_{key}" in table else key  # mo(x): bsp + r_g
                 table[key] = table[key] + arr if key in table else arr
             out[factor] = pd.DataFrame(
                 {k: v.mean(axis=(0, 1)) for k, v in table.items()},
@@ -488,7 +493,12 @@ class Fit:
             New data; default the data the model was fitted on.
         kind : {"mean", "response"}
             ``"mean"``: the expected value (brms' ``posterior_epred``); ``"response"``: draws of
-            new observations (brms' ``posterior_predict``).
+            new observations (brms' ``posterior_predict``). For an ordinal (cumulative) or
+            categorical model ``"mean"`` is the probability of each category, as brms'
+            ``posterior_epred``: the summary has one row per observation and category
+            (a ``(obs, category)`` index), the draws a category dimension; ``"response"``
+            draws the category's position, 0 for the first (Bambi's), where brms' draws
+            count from 1.
         include_group_effects : bool
             ``False`` predicts from population-level effects only (``re_formula = NA``).
         allow_new_levels : bool
@@ -526,6 +536,14 @@ class Fit:
         )
         if not summary:
             return draws
+        index = None
+        extra = [d for d in draws.dims if d not in ("chain", "draw", "__obs__")]
+        if extra:  # ordinal/categorical "mean": a probability per row and category
+            draws = draws.stack(__row__=("__obs__", *extra))
+            index = pd.MultiIndex.from_tuples(
+                list(draws["__row__"].values), names=["obs", "category"]
+            )
+            draws = draws.drop_vars(["__row__", "__obs__", *extra]).rename({"__row__": "__obs__"})
         flat = draws.stack(__sample__=("chain", "draw")).transpose("__obs__", "__sample__").values
         lower, upper = np.quantile(flat, [(1 - CI_PROB) / 2, (1 + CI_PROB) / 2], axis=1)
         return pd.DataFrame(
@@ -534,7 +552,8 @@ class Fit:
                 "sd": flat.std(axis=1, ddof=1),
                 "lower": lower,
                 "upper": upper,
-            }
+            },
+            index=index,
         )
 
     def _check_new_levels(

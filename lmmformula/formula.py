@@ -374,9 +374,11 @@ def bambi_namespace() -> dict[str, Any]:
     """
     import numpy
 
+    from lmmformula._mono import Mo
     from lmmformula.contrasts import contr
 
     return {
+        "mo": Mo,  # brms' monotonic effects (lmmformula._mono)
         "np": numpy,
         "numpy": numpy,
         "sqrt": numpy.sqrt,
@@ -1476,7 +1478,6 @@ _SPECIALS = {
         "Smooth terms are not supported; write a Gaussian process, gp(x1, x2) (brms' gp()), or "
         "B-splines in the fixed part: bs(x, df=5)."
     ),
-    "mo": "Monotonic effects have no Bambi equivalent; use C(x) or x as a number.",
     "me": "Measurement-error terms have no Bambi equivalent.",
     "mi": "Missing-value imputation is not supported: drop or impute missing rows first.",
     "cs": (

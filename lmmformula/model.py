@@ -114,6 +114,7 @@ class Model:
         self.family_spelled = spelled
         self.family = self._bambi_family(spelled)
         self._family_arg = self.family if isinstance(family, str) or family is None else family
+        self._check_ordered_columns()
         try:
             check_response(
                 self.data, self.translation, self._family_arg, labels=self._prepared.labels
@@ -172,6 +173,7 @@ class Model:
             marginal=self.marginal,
             special=dict(self.gp_special),
             cov_chol=dict(self.gp_cov_chol),
+            simo=dict(self.resolved_priors.simo),  # mo() simplexes (lmmformula._mono)
         )
 
     # -- construction helpers -------------------------------------------------------------
@@ -209,6 +211,17 @@ class Model:
         if name == "binomial" and self.translation.response.kind == "plain":
             name = "bernoulli"
         return name
+
+    def _check_ordered_columns(self) -> None:
+        """An ordinal family's response as an ordered categorical (whole-number codes are
+        converted) and every ``mo()`` column an ordered predictor; a DataError otherwise."""
+        from lmmformula import _mono, _ordinal
+
+        if _ordinal.is_ordinal(self.family) and self.translation.response.kind == "plain":
+            column = self.translation.response.text.strip("`")
+            if column in self.data.columns:
+                self.data = _ordinal.as_ordinal_response(self.data, column, self.family)
+        _mono.check_mo_columns(self.data, self.translation.bambi_formula)
 
     def _resolve_noncentered(self, noncentered: bool | Mapping[str, bool]) -> dict[str, bool]:
         factors = self.translation.grouping_factors

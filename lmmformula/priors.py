@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 
-from lmmformula import _bambi
+from lmmformula import _bambi, _mono, _ordinal
 from lmmformula._text import coef_label, format_number, point_at
 from lmmformula.errors import PriorError
 
@@ -136,6 +136,8 @@ _DISTRIBUTIONS: dict[str, _StanDist] = {
         _StanDist("beta", "Beta", ("a", "b"), ("alpha", "beta"), "unit", (0, 1)),
         _StanDist("uniform", "Uniform", ("lower", "upper"), ("lower", "upper"), "interval"),
         _StanDist("lkj", None, ("eta",), ("eta",), "cor", (0,)),
+        # mo() simplexes (class simo): one concentration for every element, brms' dirichlet(1)
+        _StanDist("dirichlet", "Dirichlet", ("alpha",), ("a",), "simplex", (0,)),
     )
 }
 _ALIASES = {
@@ -334,7 +336,7 @@ def _stan_text(value: Any) -> str:
         return f"constant({_fmt(value)})"
     if not isinstance(value, _bambi.Prior):
         return str(value)
-    args = dict(value.args)
+    args = {k: v for k, v in value.args.items() if k not in ("transform", "initval")}
     name = value.name
     if name in ("Flat", "HalfFlat"):
         text = "(flat)"
@@ -468,10 +470,10 @@ class PriorSpec:
                     f"{self.prior!r} is a prior for correlation matrices; give it cls='cor', "
                     f"not {self.cls!r}."
                 )
-        if self.coef and self.cls not in ("b", "sd", "sdgp", "lscale"):
+        if self.coef and self.cls not in ("b", "sd", "simo", "sdgp", "lscale"):
             raise PriorError(
                 f"class {self.cls!r} has no coefficients; coef={self.coef!r} applies only to "
-                "classes 'b', 'sd', 'sdgp' and 'lscale'."
+                "classes 'b', 'sd', 'simo', 'sdgp' and 'lscale'."
             )
         if self.group and self.cls not in ("sd", "cor"):
             raise PriorError(
@@ -697,16 +699,22 @@ def _slots(model: Model) -> list[_Slot]:
     out: list[_Slot] = []
     if parent.intercept_term is not None:
         out.append(_Slot("Intercept", "", "", "Intercept", "real"))
+    ordinal = _ordinal.is_ordinal(model.bambi.family)
+    if ordinal:  # brms' class Intercept is the thresholds of an ordinal model (lmmformula._ordinal)
+        out.append(_Slot("Intercept", "", "", _ordinal.THRESHOLD, "real"))
+    mo = _mono.mo_terms(parent)
     for name in parent.common_terms:
-        out.append(_Slot("b", name, "", name, "real"))
+        out.append(_Slot("b", mo[name].coef if name in mo else name, "", name, "real"))
+    for name, info in mo.items():  # brms' simo_mox1: the simplex of mo(x)
+        out.append(_Slot("simo", info.coef + "1", "", name, "simplex"))
     gp_terms = {gp.term: gp for gp in getattr(model.translation, "gp_terms", ())}
     for name in parent.group_specific_terms:
-        expr, factor = name.split("|", 1)
         if name in gp_terms:  # brms' gp(): classes sdgp and lscale, coef = the GP's label
             label = gp_terms[name].label
             out.append(_Slot("sdgp", label, "", name, "positive"))
             out.append(_Slot("lscale", label, "", f"{label}_lscale", "positive"))
             continue
+        expr, factor = (_mono.group_label(name) or name).split("|", 1)  # mo(x)|g: brms' mox
         out.append(_Slot("sd", coef_label(expr), factor, name, "positive"))
     for dpar, component in _bambi.dpar_components(model.bambi).items():
         if component.intercept_term is not None:
@@ -725,6 +733,8 @@ def _slots(model: Model) -> list[_Slot]:
     for name in _aux_names(model):
         # an auxiliary parameter named like a class (asymmetric Laplace's "b") keeps Bambi's
         # default: it cannot be told apart from the class
+        if ordinal and name == _ordinal.THRESHOLD:
+            continue
         if _is_constant(model, name) and name not in _CLASS_LEVELS:
             out.append(_Slot(name, "", "", name, _aux_support(model, name)))
     return out
@@ -801,6 +811,11 @@ def _check_targets(spec: PriorSpec, cls: str, slots: list[_Slot]) -> None:
                 f"{spec}: the model has no population-level coefficient {spec.coef!r}; "
                 f"valid: {_join(valid)}."
             )
+    if cls == "simo" and spec.coef and spec.coef not in [s.coef for s in mine]:
+        raise PriorError(
+            f"{spec}: the model has no monotonic simplex {spec.coef!r}; valid: "
+            f"{_join(s.coef for s in mine)}."
+        )
     if cls in ("sd", "cor") and spec.group:
         groups = [s.group for s in mine]
         if spec.group not in groups:
@@ -848,6 +863,8 @@ def _specificity(
         if spec.coef and spec.coef != slot.coef:
             return None
         return int(bool(spec.coef))
+    if slot.cls == "simo" and spec.coef and spec.coef != slot.coef:
+        return None
     if slot.cls in ("sd", "cor"):
         if spec.group and spec.group != slot.group:
             return None
@@ -875,6 +892,15 @@ def _resolve_value(spec: PriorSpec, slot: _Slot) -> Any:
     dist, args = parsed.dist, parsed.args
     if slot.support == "cor":
         return float(args[0])
+    if (slot.support == "simplex") != (dist.support == "simplex"):
+        if slot.support == "simplex":
+            raise PriorError(
+                f"{spec}: the simplex of a mo() term takes a dirichlet(alpha) prior (brms' "
+                "default dirichlet(1) is uniform on the simplex)."
+            )
+        raise PriorError(f"{spec}: dirichlet() is the prior of a mo() simplex (class 'simo').")
+    if slot.support == "simplex":
+        return _bambi.Prior("Dirichlet", a=float(args[0]))
     if slot.support == "real":
         return _bambi_prior(dist, args, parsed)
     what = {"sd": "a standard deviation"}.get(slot.cls, f"the {slot.cls} parameter")
@@ -991,6 +1017,10 @@ def _resolve(model: Model, priors: Any) -> tuple[list[_Slot], dict[_Slot, _Resol
     elif base == LMMFORMULA:
         for slot, default in lmmformula_default_priors(model, slots).items():
             resolved[slot] = _Resolved(default.value, "default", basis=default.basis)
+    else:  # Bambi has no prior for mo()'s one slope and simplex: lmmformula's (_mono)
+        mo_slots = [s for s in slots if s.cls == "simo" or _mono.is_mo_slot(s.term)]
+        for slot, default in lmmformula_default_priors(model, mo_slots).items():
+            resolved[slot] = _Resolved(default.value, "default", basis=default.basis)
     for slot in slots:
         best, best_score = None, -1
         for spec, cls in canonical:
@@ -1043,6 +1073,7 @@ class ResolvedPriors:
     by_level: dict[tuple[str, str, str, str], Any] = field(default_factory=dict)
     mapping: Mapping[str, Any] | None = None
     sources: dict[Any, str] = field(default_factory=dict)
+    simo: dict[str, float] = field(default_factory=dict)  # mo() simplexes: term -> alpha
     lscale: dict[str, Any] = field(default_factory=dict)  # brms' gp(): label -> user's prior
 
 
@@ -1072,13 +1103,11 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
     if isinstance(priors, Mapping):
         slots, resolved, by_level = _resolve(model, None)
         sources = _mapping_sources(model, slots, priors)
-        unnamed = {
-            s: r.value
-            for s, r in resolved.items()
-            if sources.get(s) == "default" and s.cls != "lscale"
-        }
+        unnamed = {s: r.value for s, r in resolved.items() if sources.get(s) == "default"}
+        simo = {s.term: float(v.args["a"]) for s, v in unnamed.items() if s.cls == "simo"}
+        kept = {s: v for s, v in unnamed.items() if s.cls not in ("simo", "lscale")}
         return ResolvedPriors(
-            {**_bambi_dict(unnamed), **dict(priors)},
+            {**_ordinal_thresholds(model, _bambi_dict(kept)), **dict(priors)},
             {},
             base=LMMFORMULA,
             slots=tuple(slots),
@@ -1086,15 +1115,16 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
             by_level=by_level,
             mapping=dict(priors),
             sources=sources,
+            simo=simo,
         )
     base, _ = _normalize(priors)
     slots, resolved, by_level = _resolve(model, priors)
     block_eta = {
         slot.group: float(res.value) for slot, res in resolved.items() if slot.cls == "cor"
     }
-    bambi_priors = _bambi_dict(
-        {s: r.value for s, r in resolved.items() if s.cls not in ("cor", "lscale")}
-    )
+    kept = {s: r.value for s, r in resolved.items() if s.cls not in ("cor", "simo", "lscale")}
+    bambi_priors = _ordinal_thresholds(model, _bambi_dict(kept))
+    simo = {s.term: float(r.value.args["a"]) for s, r in resolved.items() if s.cls == "simo"}
     lscale = {  # brms' gp(): the user's lscale priors, by the GP's label (lmmformula._gp)
         slot.coef: res.value
         for slot, res in resolved.items()
@@ -1107,8 +1137,20 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
         slots=tuple(slots),
         entries=resolved,
         by_level=by_level,
+        simo=simo,
         lscale=lscale,
     )
+
+
+def _ordinal_thresholds(model: Model, bambi_priors: dict[str, Any]) -> dict[str, Any]:
+    """An ordinal model's threshold prior as an ordered vector (lmmformula._ordinal)."""
+    prior = bambi_priors.get(_ordinal.THRESHOLD)
+    if prior is None or not _ordinal.is_ordinal(model.bambi.family):
+        return bambi_priors
+    if model.bambi.family.name != "cumulative":  # sratio's thresholds are not ordered
+        return bambi_priors
+    n = _ordinal.n_thresholds(model.bambi)
+    return {**bambi_priors, _ordinal.THRESHOLD: _ordinal.ordered_prior(prior, n)}
 
 
 def apply_priors(model: Model, priors: Any) -> None:
@@ -1235,6 +1277,7 @@ _BRMS_BASIS = {
     "b": "brms: flat (improper)",
     "sd": "brms: student_t(3, 0, max(2.5, round(mad(link(y)), 1))) on sd >= 0",
     "cor": "brms: lkj(1)",
+    "simo": "brms: dirichlet(1)",
     "sigma": "brms: student_t(3, 0, max(2.5, round(mad(y), 1))) on sigma >= 0",
     "sdgp": "brms: the sd's default, student_t(3, 0, max(2.5, round(mad(link(y)), 1))) >= 0",
     "lscale": _GP_LSCALE_BASIS,
@@ -1314,6 +1357,8 @@ def brms_default_priors(model: Model, slots: list[_Slot] | None = None) -> dict[
             out[slot] = _gp_lscale_default(model, slot)
         elif slot.cls == "cor":
             out[slot] = 1.0
+        elif slot.cls == "simo":
+            out[slot] = _bambi.Prior("Dirichlet", a=_mono.DEFAULT_SIMO_ALPHA)
         elif slot.cls == "sigma":
             out[slot] = _bambi.Prior("HalfStudentT", nu=3.0, sigma=sigma_scale)
         elif slot.cls in _BRMS_AUX and family in _BRMS_AUX[slot.cls][0]:
@@ -1390,8 +1435,8 @@ def _outcome_scale(model: Model) -> _OutcomeScale | None:
     if link not in _SCALED_LINKS:
         return None
     response = model.bambi.response_term
-    if response.categorical:
-        return None
+    if response.categorical:  # ordinal: the thresholds and eta are on the link's scale
+        return _OutcomeScale(0.0, 1.0, "0", "") if _ordinal.is_ordinal(model.family) else None
     y = np.asarray(response.data, dtype=float)
     if y.ndim == 2 and y.shape[1] == 2:  # binomial: successes, trials
         y = y[:, 0] / y[:, 1]
@@ -1536,11 +1581,25 @@ def lmmformula_default_priors(
         f"normal({scale.location_text.split(' = ')[0]}, {_times(rule.intercept, scale)})"
     )
     has_intercept = parent.intercept_term is not None
+    mo = _mono.mo_terms(parent)
     for slot in slots:
         if slot.dpar:
             out[slot] = _dpar_default(model, slot, scale, half)
             continue
-        if slot.cls == "Intercept":
+        if slot.cls == "simo":
+            value = _bambi.Prior("Dirichlet", a=_mono.DEFAULT_SIMO_ALPHA)
+            out[slot] = _Default(value, "dirichlet(1): uniform on the simplex (brms' default)")
+        elif slot.cls == "b" and slot.term in mo:  # bsp: a slope per category step
+            codes = _columns(parent.common_terms[slot.term].data).sum(axis=1)
+            size = _sd_of(codes)
+            unit = _times(rule.b, scale)
+            text = (
+                f"normal(0, {unit} / sd(x)), x the category codes 0..{mo[slot.term].n_steps} "
+                f"of {slot.term}, sd(x) = {_fmt(size)}"
+            )
+            value = normal(0.0, rule.b * s / size if size > 0 else rule.b * s)
+            out[slot] = _Default(value, _basis(text, scale))
+        elif slot.cls == "Intercept":
             out[slot] = _Default(
                 normal(scale.location, intercept_sd), _basis(intercept_basis, scale)
             )
@@ -1576,6 +1635,15 @@ def lmmformula_default_priors(
             name = f"{rule.sd_dist}"
             if term.kind == "intercept":
                 out[slot] = _Default(half(rule.sd * s), _basis(f"{name}({unit})", scale))
+                continue
+            if _mono.group_label(slot.term) is not None:  # mo(x)|g: one slope per step
+                size = _rms_of(_columns(term.predictor).sum(axis=1))
+                text = (
+                    f"{name}({unit} / rms(x)), x the category codes of {slot.term.split('|')[0]}"
+                    f", rms(x) = {_fmt(size)}"
+                )
+                value = half(rule.sd * s / size if size > 0 else rule.sd * s)
+                out[slot] = _Default(value, _basis(text, scale))
                 continue
             cols = _columns(term.predictor)
             sizes, texts = _column_sizes(cols, _rms_of, f"rms({slot.coef})")
@@ -1697,8 +1765,14 @@ def _mapping_sources(
 def _in_force(model: Model, slot: _Slot) -> Any:
     """The prior Bambi holds for ``slot`` (for ``sd``: the prior on the term's sigma)."""
     parent = _component(model, slot)
+    if slot.cls == "Intercept" and slot.term == _ordinal.THRESHOLD:
+        return model.bambi.parameters[slot.term].prior
     if slot.cls == "Intercept":
         return parent.intercept_term.prior
+    if slot.cls == "simo":
+        resolved = getattr(model, "resolved_priors", None)
+        alpha = (getattr(resolved, "simo", None) or {}).get(slot.term)
+        return _bambi.Prior("Dirichlet", a=_mono.DEFAULT_SIMO_ALPHA if alpha is None else alpha)
     if slot.cls == "b":
         return parent.common_terms[slot.term].prior
     if slot.cls == "lscale":  # brms' gp(): the user's, else brms' tuned default
@@ -1878,5 +1952,5 @@ def prior_summary(model: Model) -> pd.DataFrame:
             add(_lkj(_in_force(model, slot)), "cor", "", slot.group, "", source, basis)
     for slot in slots:
         if slot.cls not in _CLASS_LEVELS:
-            slot_row(slot, slot.coef if slot.cls in ("sdgp", "lscale") else "")
+            slot_row(slot, slot.coef)  # a mo() simplex has brms' coef (mox1), a GP its label
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -463,10 +463,38 @@ CASES = [
         r"family='categorical' needs a categorical response, but 'count' is numeric",
     ),
     case(
-        "cumulative-family-numeric-response",
-        lambda: model("count ~ x", family="cumulative"),
+        "cumulative-family-numeric-response",  # whole-number codes are accepted (brms')
+        lambda: model("pos ~ x", family="cumulative"),
         DataError,
-        r"pd\.Categorical\(data\['count'\], ordered=True\)",
+        r"not whole numbers",
+        r"pd\.Categorical\(data\['pos'\], ordered=True\)",
+    ),
+    case(
+        "cumulative-family-text-response",
+        lambda: model("f ~ x", family="cumulative"),
+        DataError,
+        r"family='cumulative' needs an ordered response",
+        r"order is not known",
+    ),
+    case(
+        "mo-on-a-continuous-column",
+        lambda: model("y ~ mo(x)"),
+        DataError,
+        r"mo\(x\) needs an ordered predictor",
+        r"write x instead of mo\(x\)",
+    ),
+    case(
+        "mo-on-text",
+        lambda: model("y ~ mo(f)"),
+        DataError,
+        r"mo\(f\) needs an ordered predictor",
+        r"pd\.Categorical\(data\['f'\], categories=\[\.\.\.\], ordered=True\)",
+    ),
+    case(
+        "mo-on-numbers-with-gaps",
+        lambda: model("y ~ mo(c)", data(c=np.tile([1, 2, 4, 5], N // 4))),
+        DataError,
+        r"has gaps: no rows with 3",
     ),
     case(
         "unknown-family-lists-valid-ones",

@@ -27,6 +27,8 @@ MIRRORED = {
     (pymc.PyMCModel, "_clean_results"): "cf158c772e7686dd",
     # _bambi.sampled_var_names: the trace's variables as _run_mcmc chooses them
     (pymc.PyMCModel, "_run_mcmc"): "5b6de6445b560ea2",
+    # mirrored for mo() terms (lmmformula._mono)
+    (model_components.DistributionalComponent, "build_common_terms"): "5f0b8d147140d046",
 }
 
 
