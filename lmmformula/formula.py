@@ -1454,19 +1454,35 @@ _RESPONSE_FUNCTIONS = (
     "cbind",
 )
 
+_TIME_ALTERNATIVE = (
+    "Residual autocorrelation structures are not supported; a smooth trend over time with "
+    "correlated deviations is gp(time); independent deviations per time point (1|time_factor)."
+)
+_SPACE_ALTERNATIVE = (
+    "Spatial autocorrelation structures are not supported; a Gaussian process over the "
+    "locations is gp(lat, lon), a known adjacency-based covariance (1 | gr(region, cov = K))."
+)
+
 _ADDITIONS_UNSUPPORTED = {
-    "se": "brms' se() (known standard errors) has no Bambi equivalent.",
+    "se": (
+        "brms' se() (known standard errors) has no Bambi equivalent; lme4's precision weights "
+        "come closest: weights='w' with w = 1 / se^2 (residual variance sigma^2 / w, sigma "
+        "estimated)."
+    ),
     "cens": "Use Bambi's censored() as the response: censored(y, status) ~ x.",
     "trunc": "Use Bambi's truncated() as the response: truncated(y, lb=0) ~ x.",
     "rate": "Add offset(log(exposure)) to the right side and use a log link (e.g. poisson).",
     "subset": "Subset the data before fitting.",
-    "vreal": "Custom-family data (vreal) has no Bambi equivalent.",
-    "vint": "Custom-family data (vint) has no Bambi equivalent.",
+    "vreal": "Custom families (vreal) are not supported; use one of Bambi's families.",
+    "vint": "Custom families (vint) are not supported; use one of Bambi's families.",
     "mi": "Missing-value imputation is not supported: drop or impute missing rows first.",
     "thres": "Bambi's ordinal families (cumulative, sratio) estimate the thresholds themselves.",
     "cat": "Use family='categorical' with a categorical response.",
-    "dec": "The Wiener diffusion model has no Bambi equivalent.",
-    "index": "brms' index() has no Bambi equivalent.",
+    "dec": (
+        "The Wiener diffusion model has no Bambi equivalent; model the response times alone, "
+        "e.g. log(rt) ~ ... (gaussian) or rt ~ ... with family='gamma'."
+    ),
+    "index": "brms' index() only names rows; drop it (rows are kept in the data's order).",
 }
 
 _SPECIALS = {
@@ -1478,29 +1494,44 @@ _SPECIALS = {
         "Smooth terms are not supported; write a Gaussian process, gp(x1, x2) (brms' gp()), or "
         "B-splines in the fixed part: bs(x, df=5)."
     ),
-    "me": "Measurement-error terms have no Bambi equivalent.",
+    "me": (
+        "Measurement-error terms have no Bambi equivalent; use the measured value as an "
+        "ordinary predictor (x), or the mean of repeated measurements."
+    ),
     "mi": "Missing-value imputation is not supported: drop or impute missing rows first.",
     "cs": (
         "brms' category-specific effects and glmmTMB's compound symmetry have no equivalent; "
         "write (x|g) for an unstructured block."
     ),
-    "mm": "Multi-membership grouping has no Bambi equivalent.",
-    "mmc": "Multi-membership grouping has no Bambi equivalent.",
-    "ar": "Autocorrelation structures are not supported.",
-    "ma": "Autocorrelation structures are not supported.",
-    "arma": "Autocorrelation structures are not supported.",
-    "cosy": "Autocorrelation structures are not supported.",
-    "car": "Spatial autocorrelation structures are not supported.",
-    "sar": "Spatial autocorrelation structures are not supported.",
-    "fcor": "Fixed residual correlation matrices are not supported.",
-    "unstr": "Unstructured residual correlations are not supported.",
+    "mm": (
+        "Multi-membership grouping has no Bambi equivalent; give each membership its own "
+        "grouping factor, (1|g1) + (1|g2), or keep each row's main group, (1|g)."
+    ),
+    "mmc": (
+        "Multi-membership grouping has no Bambi equivalent; give each membership its own "
+        "grouping factor, (1|g1) + (1|g2), or keep each row's main group, (1|g)."
+    ),
+    "ar": _TIME_ALTERNATIVE,
+    "ma": _TIME_ALTERNATIVE,
+    "arma": _TIME_ALTERNATIVE,
+    "cosy": "Compound symmetry within a group is what a varying intercept gives: (1|g).",
+    "car": _SPACE_ALTERNATIVE,
+    "sar": _SPACE_ALTERNATIVE,
+    "fcor": (
+        "Fixed residual correlation matrices are not supported; a known covariance between "
+        "the levels of a factor is (1 | gr(g, cov = K)) with data2={'K': K}."
+    ),
+    "unstr": (
+        "Unstructured residual correlations are not supported; correlated effects per group "
+        "are (x|g), a correlation between time points of a unit (0 + time_factor|unit)."
+    ),
     "diag": "Write (x||g): independent group-level terms are what diag(x|g) means.",
     "us": "Write (x|g): an unstructured (correlated) block is what us(x|g) means.",
-    "ar1": "Only unstructured (x|g) and diagonal (x||g) covariances are supported.",
-    "toep": "Only unstructured (x|g) and diagonal (x||g) covariances are supported.",
-    "ou": "Only unstructured (x|g) and diagonal (x||g) covariances are supported.",
-    "rr": "Only unstructured (x|g) and diagonal (x||g) covariances are supported.",
-    "homdiag": "Only unstructured (x|g) and diagonal (x||g) covariances are supported.",
+    "ar1": _TIME_ALTERNATIVE,
+    "toep": _TIME_ALTERNATIVE,
+    "ou": _TIME_ALTERNATIVE,
+    "rr": "Write the block unstructured, (x|g), or diagonal, (x||g).",
+    "homdiag": "Write the block diagonal, (x||g) (each sd its own), or unstructured, (x|g).",
 }
 
 

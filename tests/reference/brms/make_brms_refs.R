@@ -86,12 +86,20 @@ n_divergent <- function(fit) {
   sum(np$Value[np$Parameter == "divergent__"])
 }
 
+n_max_treedepth <- function(fit) {
+  np <- nuts_params(fit)
+  max_depth <- tryCatch(fit$fit@stan_args[[1]]$control$max_treedepth,
+                        error = function(e) NULL)
+  if (is.null(max_depth)) max_depth <- 10
+  sum(np$Value[np$Parameter == "treedepth__"] >= max_depth)
+}
+
 # Small pieces of standata() that say how brms transformed the GP covariates.
 gp_standata <- function(fit) {
   sd <- standata(fit)
-  keep <- grepl("gp", names(sd), ignore.case = TRUE)
+  keep <- grepl("gp|slambda", names(sd), ignore.case = TRUE)
   sd <- sd[keep]
-  sd <- sd[vapply(sd, function(v) length(v) <= 200, logical(1))]
+  sd <- sd[vapply(sd, function(v) length(v) <= 1000, logical(1))]
   lapply(sd, function(v) if (is.matrix(v)) unname(v) else as.vector(v))
 }
 
@@ -122,7 +130,8 @@ fit_one <- function(name, formula, data, family, prior, seed, truth, notes = NUL
     r <- brms::rhat(fit)
     r <- r[names(r) != "lp__"]
     att <- list(adapt_delta = ad, iter = iter, warmup = warmup,
-                divergences = n_divergent(fit), max_rhat = max(r, na.rm = TRUE),
+                divergences = n_divergent(fit), max_treedepth_hits = n_max_treedepth(fit),
+                max_rhat = max(r, na.rm = TRUE),
                 worst_rhat_parameter = names(r)[which.max(r)], seconds = round(secs, 1))
     message(sprintf("[%s] %s: adapt_delta %.3f, iter %d: %d divergences, max Rhat %.4f (%s)",
                     format(Sys.time(), "%H:%M:%S"), name, ad, iter, att$divergences,
@@ -154,6 +163,7 @@ fit_one <- function(name, formula, data, family, prior, seed, truth, notes = NUL
                    warmup = final$warmup, seed = seed, adapt_delta = final$adapt_delta),
     attempts = attempts,
     divergences = final$divergences,
+    max_treedepth_hits = final$max_treedepth_hits,
     max_rhat = final$max_rhat,
     truth = truth,
     notes = notes,
@@ -231,10 +241,21 @@ gp_notes <- c(
   "Column f of the CSV is the noise-free truth sin(x)."
 )
 
-gp_extra <- function(fit) {
+gp_extra <- function(fit, c = NULL) {
   f_hat <- fitted(fit)  # posterior mean of mu at the data rows
   d <- fit$data
-  list(standata_gp = gp_standata(fit),
+  # brms 2.18 .data_gp(): unique covariate values, divided by dmax (largest distance); for the
+  # approximation also centred at their mean, with boundary L = brms:::choose_L(centred, c)
+  ux <- unique(d$x)
+  dmax <- max(ux) - min(ux)
+  scaling <- list(dmax = dmax)
+  if (!is.null(c)) {
+    centred <- ux / dmax - mean(ux / dmax)
+    scaling <- c(scaling, list(cmeans = mean(ux / dmax), c = c,
+                               L = brms:::choose_L(centred, c = c),
+                               choose_L = paste(deparse(brms:::choose_L), collapse = "\n")))
+  }
+  list(gp_scaling = scaling, standata_gp = gp_standata(fit),
        fitted_at_unique_x = records(data.frame(
          x = unique(d$x),
          Estimate = tapply(f_hat[, "Estimate"], d$x, mean)[as.character(unique(d$x))],
@@ -253,8 +274,8 @@ make_gp1d_approx <- function() {
   fit_one("gp1d_approx", bf(y ~ gp(x, k = 20, c = 5 / 4)), data, gaussian(), gp_prior,
           seed = 1103, truth = gp_truth,
           notes = c(gp_notes[c(1, 3)],
-                    "Hilbert-space approximation with k = 20 basis functions and boundary factor c = 5/4 (brms: covariate centred, then scaled as for the exact form; boundary L = c * max|x_scaled|). Data file: gp1d.csv (the same rows as gp1d)."),
-          extra = gp_extra)
+                    "Hilbert-space approximation with k = 20 basis functions and c = 5/4. brms 2.18.0: the unique x are divided by dmax (as for the exact form), then centred at their mean; the boundary is L = c * max(1, max - min) of that centred covariate (brms:::choose_L), here 1.25 on the scaled axis (12.5 x units): c times the full range, not the half range. Basis phi_m(x) = sin(m pi (x + L) / (2 L)) / sqrt(L), sqrt eigenvalues slambda_m = m pi / (2 L); see gp_scaling and standata_gp (Xgp_1 is the 30 x 20 basis at the unique x). Data file: gp1d.csv (the same rows as gp1d)."),
+          extra = function(fit) gp_extra(fit, c = 5 / 4))
 }
 
 # 3. Known covariance between the levels of a grouping factor.
@@ -301,6 +322,10 @@ mo_sim <- function(seed, group_slopes) {
   list(data = data.frame(y = y, x = x, g = levels_named("g", n_g)[g]),
        truth = list(b_Intercept = 1, total_effect = total, bsp_mox = total / 4,
                     simo_mox1 = simplex, sd_g__Intercept = 0.5, sigma = 0.5,
+                    realised = list(mean_u0 = mean(u0), sd_u0 = sd(u0),
+                                    mean_u1_total = if (group_slopes) mean(u1),
+                                    sd_u1_total = if (group_slopes) sd(u1),
+                                    cor_u0_u1 = if (group_slopes) cor(u0, u1)),
                     mo = "y = 1 + total * c(0, cumsum(simplex))[x + 1] + u0[g] + e; in brms' scaling mo(x) = bsp * D * sum_{i<=x} simo_i with D = 4, so bsp = total / 4"))
 }
 
@@ -349,6 +374,7 @@ cum_sim <- function(seed, link) {
     as.integer(latent > thresholds[3])
   list(data = data.frame(y = y, x = x, g = levels_named("g", n_g)[g]),
        truth = list(thresholds = thresholds, b_x = 0.8, sd_g__Intercept = 0.7,
+                    realised = list(mean_u = mean(u), sd_u = sd(u)),
                     counts = as.list(table(factor(y, levels = 1:4)))))
 }
 
