@@ -1054,6 +1054,121 @@ def term_info(bambi_model: bmb.Model) -> dict[str, TermInfo]:
     return out
 
 
+# -- a read-only view of the Bambi model -----------------------------------------------------
+@dataclass(frozen=True)
+class TermView:
+    """One term of a Bambi model, read once: what the rest of the package may know of it.
+
+    Attributes
+    ----------
+    name : str
+        The term's name in the posterior (Bambi's alias or name: ``Intercept``, ``x``,
+        ``1|g``, ``sigma_z``).
+    kind : {"intercept", "common", "group"}
+    dpar : str
+        The distributional parameter whose formula has the term; ``""`` for the main one.
+    prior : object
+        The term's prior (for a group-level term the ``Normal`` whose ``sigma`` has the sd's
+        prior).
+    data : numpy.ndarray or None
+        Common terms: the design columns ``(n, p)`` before centring; group-level terms: the
+        predictor (ones for an intercept); intercepts: None.
+    """
+
+    name: str
+    kind: str
+    dpar: str
+    prior: Any
+    data: np.ndarray | None = None
+
+    @property
+    def factor(self) -> str:
+        """The grouping factor of a group-level term (``""`` otherwise)."""
+        return self.name.split("|", 1)[1] if self.kind == "group" else ""
+
+    @property
+    def sd_prior(self) -> Any:
+        """The prior of a group-level term's sd (None when it has none)."""
+        args = getattr(self.prior, "args", None)
+        return args.get("sigma") if isinstance(args, dict) else None
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What the package reads of a Bambi model, as values (``view(bambi_model)``)."""
+
+    family: str
+    parent: str
+    link: str
+    center_predictors: bool
+    terms: tuple[TermView, ...]
+    auxiliary: dict[str, Any]  # the family's constant parameters (sigma, ...) -> prior
+    response: np.ndarray
+
+    def intercept(self, dpar: str = "") -> TermView | None:
+        return next((t for t in self.terms if t.kind == "intercept" and t.dpar == dpar), None)
+
+    def common(self, dpar: str = "") -> list[TermView]:
+        return [t for t in self.terms if t.kind == "common" and t.dpar == dpar]
+
+    def group(self) -> list[TermView]:
+        return [t for t in self.terms if t.kind == "group"]
+
+    @property
+    def centred(self) -> bool:
+        """Whether Bambi samples the main formula's intercept of centred predictors."""
+        return self.intercept() is not None and bool(self.common()) and self.center_predictors
+
+
+def view(bambi_model: bmb.Model) -> ModelView:
+    """A read-only view of a Bambi model (its terms, priors, family and response)."""
+    terms: list[TermView] = []
+    components = {"": parent_component(bambi_model), **dpar_components(bambi_model)}
+    for dpar, component in components.items():
+        if component.intercept_term is not None:
+            term = component.intercept_term
+            terms.append(TermView(_aliased(term), "intercept", dpar, term.prior))
+        for term in component.common_terms.values():
+            data = np.asarray(term.data, dtype=float).reshape(len(term.data), -1)
+            terms.append(TermView(_aliased(term), "common", dpar, term.prior, data))
+        for term in component.group_specific_terms.values():
+            predictor = np.asarray(term_predictor(term), dtype=float)
+            terms.append(TermView(_aliased(term), "group", dpar, term.prior, predictor))
+    family = bambi_model.family
+    parent = family.likelihood.parent
+    auxiliary = {
+        name: getattr(bambi_model.parameters.get(name), "prior", None)
+        for name in family.auxiliary_parameters
+        if name in bambi_model.marginal_parameters
+    }
+    return ModelView(
+        family=family.name,
+        parent=parent,
+        link=family.link[parent].name,
+        center_predictors=bool(bambi_model.center_predictors),
+        terms=tuple(terms),
+        auxiliary=auxiliary,
+        response=np.asarray(bambi_model.response_term.data),
+    )
+
+
+def uncenter_intercept(bambi_model: bmb.Model, draws):
+    """Draws (an xarray Dataset) whose main intercept is Bambi's sampled intercept of the
+    centred predictors moved to zero predictors, as Bambi's own results report it."""
+    v = view(bambi_model)
+    intercept = v.intercept()
+    if not v.centred or intercept is None:
+        return draws
+    shift = 0.0
+    n_chain, n_draw = draws.sizes["chain"], draws.sizes["draw"]
+    for term in v.common():
+        coef = draws[term.name].transpose("chain", "draw", ...).values.reshape(n_chain, n_draw, -1)
+        shift = shift + (coef * term.data.mean(axis=0)).sum(axis=-1)
+    out = draws.copy()
+    out[intercept.name] = draws[intercept.name] - shift
+    return out
+
+
 # -- sufficient statistics ---------------------------------------------------------------------
 def _aliased(term) -> str:
     return term.alias or term.name
@@ -1374,6 +1489,14 @@ def add_marginal_effect_draws(posterior, bambi_model: bmb.Model, key: str):
 
 def pymc_model(bambi_model: bmb.Model) -> pm.Model:
     """The built PyMC model."""
+    return bambi_model.backend.model
+
+
+def full_data_pymc_model(bambi_model: bmb.Model) -> pm.Model:
+    """A PyMC model with Bambi's row-by-row response (the built one, or one built afresh
+    when the model samples on sufficient statistics or an integrated-out intercept)."""
+    if isinstance(bambi_model, LkjBambiModel):
+        return bambi_model.full_data_backend().model
     return bambi_model.backend.model
 
 

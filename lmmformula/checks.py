@@ -286,25 +286,23 @@ def _prior_text(prior: Any) -> str:
 def _candidates(bm) -> dict[str, str]:
     """Parameters of the mean that a flag can be attributed to: name -> what to call its prior."""
     out: dict[str, str] = {}
-    intercept = _bambi.intercept_term(bm)
+    v = _bambi.view(bm)
+    intercept = v.intercept()
     if intercept is not None:
-        out[intercept.alias or intercept.name] = _prior_text(intercept.prior)
-    for name, term in _bambi.common_terms(bm).items():
-        out[term.alias or name] = _prior_text(term.prior)
-    for name, term in _bambi.group_specific_terms(bm).items():
-        prior = term.prior
-        sd = prior.args.get("sigma") if hasattr(prior, "args") else None
-        out[term.alias or name] = f"Normal(0, sd), sd ~ {_prior_text(sd)}"
+        out[intercept.name] = _prior_text(intercept.prior)
+    for term in v.common():
+        out[term.name] = _prior_text(term.prior)
+    for term in v.group():
+        out[term.name] = f"Normal(0, sd), sd ~ {_prior_text(term.sd_prior)}"
     return out
 
 
 def _auxiliary(bm, prior: xr.Dataset) -> dict[str, str]:
     """The family's scalar auxiliary parameters (e.g. sigma) with their priors."""
     out = {}
-    for name in bm.family.auxiliary_parameters:
+    for name, aux_prior in _bambi.view(bm).auxiliary.items():
         if name in prior and set(prior[name].dims) <= {"chain", "draw"}:
-            component = bm.parameters.get(name)
-            out[name] = _prior_text(getattr(component, "prior", None))
+            out[name] = _prior_text(aux_prior)
     return out
 
 
@@ -314,28 +312,27 @@ FLAT_PRIORS = ("Flat", "HalfFlat")
 def _flat_parameters(model: Model, bm) -> dict[str, str]:
     """Variables of the PyMC graph whose prior is flat (improper): name -> what it is."""
     out: dict[str, str] = {}
-    intercept = _bambi.intercept_term(bm)
+    v = _bambi.view(bm)
+    intercept = v.intercept()
     if intercept is not None and getattr(intercept.prior, "name", None) in FLAT_PRIORS:
-        out[intercept.alias or intercept.name] = "the Intercept"
-    for name, term in _bambi.common_terms(bm).items():
+        out[intercept.name] = "the Intercept"
+    for term in v.common():
         if getattr(term.prior, "name", None) in FLAT_PRIORS:
-            out[term.alias or name] = f"b {term.alias or name}"
+            out[term.name] = f"b {term.name}"
     blocks = getattr(model, "blocks", None) or {}
     in_blocks = {t for spec in blocks.values() for t in spec.terms}
-    for name, term in _bambi.group_specific_terms(bm).items():
-        sd = term.prior.args.get("sigma") if hasattr(term.prior, "args") else None
-        if getattr(sd, "name", None) not in FLAT_PRIORS:
+    for term in v.group():
+        if getattr(term.sd_prior, "name", None) not in FLAT_PRIORS:
             continue
-        if name in in_blocks:
+        if term.name in in_blocks:
             raise ModelError(
-                f"the sd of {name} has a flat (improper) prior inside a correlated block, "
+                f"the sd of {term.name} has a flat (improper) prior inside a correlated block, "
                 "which prior_check cannot draw from nor hold out; give it a proper prior, e.g. "
-                f"lf.prior('student_t(3, 0, 2.5)', cls='sd', group={name.split('|', 1)[1]!r})."
+                f"lf.prior('student_t(3, 0, 2.5)', cls='sd', group={term.factor!r})."
             )
-        out[f"{term.alias or name}_sigma"] = f"the sd of {name}"
-    for name in bm.family.auxiliary_parameters:
-        component = bm.parameters.get(name)
-        if getattr(getattr(component, "prior", None), "name", None) in FLAT_PRIORS:
+        out[f"{term.name}_sigma"] = f"the sd of {term.name}"
+    for name, aux_prior in v.auxiliary.items():
+        if getattr(aux_prior, "name", None) in FLAT_PRIORS:
             out[name] = name
     return out
 
@@ -370,7 +367,7 @@ def _prior_draws(bm, draws: int, random_seed: int | None, held: list[str]):
         return bm.prior_predictive(draws=draws, random_seed=random_seed)
     import pymc as pm
 
-    full = bm.full_data_backend().model if hasattr(bm, "full_data_backend") else bm.backend.model
+    full = _bambi.full_data_pymc_model(bm)
     zeros = {name: np.zeros(tuple(full[name].shape.eval())) for name in held}
     fixed = pm.do(full, zeros)
     names = [v.name for v in fixed.unobserved_RVs + fixed.observed_RVs]
@@ -394,25 +391,6 @@ def _prior_draws(bm, draws: int, random_seed: int | None, held: list[str]):
     return idata
 
 
-def _uncenter(bm, prior: xr.Dataset) -> xr.Dataset:
-    """Bambi samples the intercept of the centred predictors; predictions want the raw one."""
-    intercept = _bambi.intercept_term(bm)
-    common = _bambi.common_terms(bm)
-    if intercept is None or not common or not bm.center_predictors:
-        return prior
-    name = intercept.alias or intercept.name
-    shift = xr.zeros_like(prior[name])
-    n_chain, n_draw = prior.sizes["chain"], prior.sizes["draw"]
-    for key, term in common.items():
-        key = term.alias or key
-        x_mean = np.asarray(term.data, dtype=float).reshape(len(term.data), -1).mean(axis=0)
-        coef = prior[key].transpose("chain", "draw", ...).values.reshape(n_chain, n_draw, -1)
-        shift = shift + (coef * x_mean).sum(axis=-1)
-    out = prior.copy()
-    out[name] = prior[name] - shift
-    return out
-
-
 def _freeze(prior: xr.Dataset, name: str | None) -> xr.Dataset:
     """The prior draws with one parameter replaced by its prior median (per element)."""
     if name is None:
@@ -430,7 +408,7 @@ def _predict(
 
     ``raw=True`` reads the sampled intercept as the intercept at zero predictors (what the
     same priors would mean without Bambi's centring)."""
-    post = centred if raw else _uncenter(bm, centred)
+    post = centred if raw else _bambi.uncenter_intercept(bm, centred)
     idata = xr.DataTree.from_dict({"posterior": post})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -465,7 +443,7 @@ def mean_kind(link: str, family: str) -> str:
 
 
 def _kind(bm, family: str) -> str:
-    return mean_kind(bm.family.link[_bambi.parent_name(bm)].name, family)
+    return mean_kind(_bambi.view(bm).link, family)
 
 
 def _original_scale(model: Model, option: Any, response: str):
@@ -747,7 +725,7 @@ def _check_settings(draws: Any, **settings: Any) -> None:
 def _outcome(bm, idata, draws: int, response: str) -> tuple[np.ndarray, np.ndarray, str]:
     """``(observed, predictive draws (draws, rows), label)`` on the scale of the mean:
     proportions for a binomial response."""
-    y_data = np.asarray(bm.response_term.data, dtype=float)
+    y_data = np.asarray(_bambi.view(bm).response, dtype=float)
     pp = idata["prior_predictive"].to_dataset()
     pred_da = pp[next(iter(pp.data_vars))].transpose("chain", "draw", ...)
     predictive = np.asarray(pred_da.values, dtype=float).reshape(draws, -1)
@@ -1112,12 +1090,7 @@ def prior_check(
     notes = _notes(model, bm, kind, original_label)
     if flat:
         notes.insert(0, _flat_note(flat))
-    centred = (
-        _bambi.intercept_term(bm) is not None
-        and bool(_bambi.common_terms(bm))
-        and bm.center_predictors
-    )
-    if at is not None and centred:
+    if at is not None and _bambi.view(bm).centred:
         raw = _predict(bm, prior, data=frame, group=False, raw=True)
         notes.append(_uncentred_note(labels, raw, original, original_label))
     attribution = pd.DataFrame(
@@ -1148,14 +1121,12 @@ def prior_check(
 
 def _notes(model: Model, bm, kind: str, original_label: str | None) -> list[str]:
     notes = []
-    intercept = _bambi.intercept_term(bm)
-    common = _bambi.common_terms(bm)
-    if intercept is not None and common and bm.center_predictors:
+    v = _bambi.view(bm)
+    if v.centred:
         means = []
-        for name, term in common.items():
-            data = np.asarray(term.data, dtype=float)
-            if data.ndim == 1 or data.shape[1] == 1:
-                means.append(f"{term.alias or name} = {format_number(float(data.mean()))}")
+        for term in v.common():
+            if term.data.shape[1] == 1:
+                means.append(f"{term.name} = {format_number(float(term.data.mean()))}")
         at_means = f" ({', '.join(means)})" if means else ""
         notes.append(
             "Bambi centres the predictors, so the Intercept prior is the prior of the mean "
