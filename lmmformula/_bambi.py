@@ -202,6 +202,11 @@ class BuildPlan:
     suffstats_shared : bool
         With ``suffstats``, keep the response's statistics as shared data so that a compiled
         model can take another response (the SBC benchmark).
+    special : dict of str to callable
+        brms' ``gp()`` and ``gr(g, cov = K)`` terms outside blocks (:mod:`lmmformula._gp`):
+        term name -> ``builder(term, dims)`` returning the term's coefficients.
+    cov_chol : dict of str to numpy.ndarray
+        For terms on ``gr(g, cov = K)``: the Cholesky factor of K over the term's levels.
     simo : dict of str to float
         The Dirichlet concentration of each ``mo()`` term's simplex, by Bambi term name
         (:mod:`lmmformula._mono`; brms' default 1 for a term not named).
@@ -212,6 +217,8 @@ class BuildPlan:
     suffstats: bool = False
     marginal: str | None = None
     suffstats_shared: bool = False
+    special: dict[str, Any] = field(default_factory=dict)
+    cov_chol: dict[str, np.ndarray] = field(default_factory=dict)
     simo: dict[str, float] = field(default_factory=dict)
 
 
@@ -400,7 +407,12 @@ def _sd_dist(sd_priors: list[tuple[Prior, int]]):
 
 
 def _build_block(
-    pymc_backend, spec: BlockSpec, terms: dict, eta: float, mo: dict | None = None
+    pymc_backend,
+    spec: BlockSpec,
+    terms: dict,
+    eta: float,
+    mo: dict | None = None,
+    cov_chol: np.ndarray | None = None,
 ) -> dict[str, pt.TensorVariable]:
     """One correlated block as one ``LKJCholeskyCov``: the coefficients of its terms (of
     any component: brms' ``|ID|`` joins terms of several formulas), by term name. ``mo``:
@@ -467,9 +479,16 @@ def _build_block(
     mean = np.concatenate(means)
     has_mean = bool(np.any(mean != 0))
 
+    if cov_chol is not None and not spec.noncentered:  # gr(g, cov = K)
+        raise ModelError(
+            f"the block on gr({spec.factor}, cov = ...) is built non-centered "
+            f"(chol(K) z L'); leave noncentered on for {spec.factor!r}."
+        )
     if spec.noncentered:
         z = pm.Normal(spec.offset_name, mu=0.0, sigma=1.0, dims=(factor_dim, row_dim))
         coefs = pt.dot(z, chol.T)
+        if cov_chol is not None:
+            coefs = pt.dot(cov_chol, coefs)
         if has_mean:
             coefs = coefs + mean
     else:
@@ -500,9 +519,17 @@ class _Blocks:
     """The correlated blocks of a model, each built once, when the first component that has
     one of its terms builds its group-specific terms."""
 
-    def __init__(self, specs: dict[str, BlockSpec], eta: float) -> None:
+    def __init__(
+        self,
+        specs: dict[str, BlockSpec],
+        eta: float,
+        special: dict[str, Any] | None = None,
+        cov_chol: dict[str, np.ndarray] | None = None,
+    ) -> None:
         self.specs = specs
         self.eta = eta
+        self.special = dict(special or {})  # brms' gp() and gr(g, cov = K): lmmformula._gp
+        self.cov_chol = dict(cov_chol or {})
         self.coefs: dict[str, pt.TensorVariable] = {}
         self.of_term = {name: key for key, spec in specs.items() for name in spec.terms}
 
@@ -511,7 +538,10 @@ class _Blocks:
             spec = self.specs[self.of_term[name]]
             terms = group_specific_terms(bmb_model)
             mo = _mono.mo_terms(parent_component(bmb_model))
-            self.coefs.update(_build_block(pymc_backend, spec, terms, self.eta, mo))
+            cov_chol = self.cov_chol.get(spec.terms[0])  # gr(g, cov = K)
+            self.coefs.update(
+                _build_block(pymc_backend, spec, terms, self.eta, mo, cov_chol=cov_chol)
+            )
         return self.coefs[name]
 
 
@@ -578,6 +608,9 @@ class _LkjDistributionalComponent(DistributionalComponent):
                 continue
             if name in self.blocks.of_term:
                 coefs.append(self.blocks.coef(name, pymc_backend, bmb_model))
+            elif key in self.blocks.special:
+                dims = list(_BambiGroupSpecificTerm(term, noncentered_default).coords)
+                coefs.append(self.blocks.special[key](term, dims))
             elif _mono.group_label(name) is not None:  # (0 + mo(x)|g), (mo(x)||g)
                 info = _mono.population_term(name, _mono.mo_terms(self.component))
                 gs = _BambiGroupSpecificTerm(term, noncentered_default)
@@ -686,7 +719,10 @@ class _LkjPyMCModel(PyMCModel):
             for name, component in spec.marginal_parameters.items():
                 self.components[name] = ConstantComponent(component)
                 self.components[name].build(self, spec)
-            blocks = _Blocks(self.blocks, self.eta)
+            plan = getattr(spec, "plan", None)  # gp() and gr(cov =) terms: lmmformula._gp
+            blocks = _Blocks(
+                self.blocks, self.eta, getattr(plan, "special", {}), getattr(plan, "cov_chol", {})
+            )
             for name, component in spec.conditional_parameters.items():
                 marginal = self.marginal if name == parent else None
                 built = _LkjDistributionalComponent(component, blocks, marginal)
@@ -1294,15 +1330,16 @@ def marginal_unsupported(bambi_model: bmb.Model) -> str | None:
 
 
 def marginal_candidates(
-    bambi_model: bmb.Model, blocks: dict[str, BlockSpec] | None = None
+    bambi_model: bmb.Model, blocks: dict[str, BlockSpec] | None = None, exclude=()
 ) -> dict[str, _marginal.MarginalTerm]:
     """The varying intercepts that may be integrated out, by Bambi name (outside the
-    ``blocks``; by default those of the model's build plan)."""
+    ``blocks``, by default those of the model's build plan, and not in ``exclude``: the
+    gp() and gr(cov =) terms)."""
     if marginal_unsupported(bambi_model) is not None:
         return {}
     if blocks is None:
         blocks = (getattr(bambi_model, "plan", None) or BuildPlan()).blocks
-    in_blocks = {t for spec in blocks.values() for t in spec.terms}
+    in_blocks = {t for spec in blocks.values() for t in spec.terms} | set(exclude)
     out = {}
     for key, term in parent_group_specific_terms(bambi_model).items():
         name = term.alias or key
@@ -1334,6 +1371,7 @@ def choose_marginal(
     marginalize: bool | str,
     likelihood: str,
     blocks: dict[str, BlockSpec] | None = None,
+    exclude=(),
 ) -> tuple[str | None, str]:
     """The Bambi name of the term to integrate out (or ``None``) and why.
 
@@ -1344,7 +1382,7 @@ def choose_marginal(
     """
     if marginalize is False:
         return None, "marginalize=False"
-    found = marginal_candidates(bambi_model, blocks)
+    found = marginal_candidates(bambi_model, blocks, exclude)
     if not found:
         reason = marginal_unsupported(bambi_model) or "no varying intercept (1|g) qualifies"
         if marginalize is True:

@@ -239,6 +239,11 @@ def add_interaction_factors(frame: pd.DataFrame, translation: Translation) -> No
             for part in parts[1:]:
                 joined = joined + ":" + frame[part].astype(str)
             frame[name] = joined.to_numpy(dtype=object)
+    for gp in translation.gp_terms:  # brms' gp(): a level per unique covariate combination
+        if all(c in frame.columns for c in (*gp.covariates, *([gp.by] if gp.by else []))):
+            from lmmformula._gp import combo_labels
+
+            frame[gp.column] = combo_labels(frame, gp.covariates, gp.by)
 
 
 def _roles(translation: Translation, columns: Iterable[str], extra: Iterable[str]) -> _Roles:
@@ -567,7 +572,10 @@ def _factor_levels(frame: pd.DataFrame, factor: str) -> pd.DataFrame | None:
 
 
 def _check_grouping_factors(frame: pd.DataFrame, translation: Translation) -> None:
+    gp_columns = {g.column for g in translation.gp_terms}  # not groups: GP points
     for factor in translation.grouping_factors:
+        if factor in gp_columns:
+            continue
         levels = _factor_levels(frame, factor)
         if levels is None:
             continue
@@ -927,7 +935,10 @@ def _check_binomial(frame: pd.DataFrame, translation: Translation, labels: pd.In
 
 def _check_levels_below_rows(frame: pd.DataFrame, translation: Translation) -> None:
     n = len(frame)
+    gp_columns = {g.column for g in translation.gp_terms}  # not groups: GP points
     for factor in translation.grouping_factors:
+        if factor in gp_columns:
+            continue
         levels = _factor_levels(frame, factor)
         if levels is None:
             continue
@@ -1020,7 +1031,7 @@ def prepare_new_data(data: Any, model: Any) -> pd.DataFrame:
         raise DataError("the new data is empty (0 rows); there is nothing to predict.")
     fitted = model.data
     translation = model.translation
-    derived = set(translation.interaction_factors)
+    derived = set(translation.interaction_factors) | {g.column for g in translation.gp_terms}
     fitted = fitted[[c for c in fitted.columns if c not in derived]]
     roles = _roles(translation, list(fitted.columns), (model.weights,) if model.weights else ())
     needed = [c for c in fitted.columns if c not in roles.response and c not in roles.weights]

@@ -33,6 +33,12 @@ written                          read as
 ``y | weights(w) ~ ...``         Bambi's ``weighted(y, w)`` (brms)
 ``p(s, n) ~ ...``                binomial (Bambi)
 ``(a + b)^2``                    ``(a + b)**2`` (formulae spells R's ``^`` as ``**``)
+``gp(x1, ..., xk)``              brms' exact Gaussian process on the unique covariate
+                                 combinations: ``(1|gpx1...)`` in the Bambi formula, built by
+                                 :mod:`lmmformula._gp` (``k =``, ``c =``: brms' Hilbert-space
+                                 approximation; ``by = f``: one GP per level of ``f``)
+``(1|gr(g, cov = K))``           ``(1|g)`` with the levels correlated as ``data2["K"]`` (brms);
+                                 ``gr(g)`` alone is ``g``
 ===============================  ============================================================
 
 Everything else in the fixed part passes to Bambi untouched (``x*z``, ``C(x)``, ``scale(x)``,
@@ -89,6 +95,8 @@ from lmmformula.errors import FormulaSyntaxError, UnsupportedSyntaxError
 
 __all__ = [
     "Bar",
+    "CovTerm",
+    "GPTerm",
     "GroupTerm",
     "Response",
     "Token",
@@ -143,6 +151,71 @@ class GroupTerm:
     def formulae_name(self) -> str:
         """The term's name inside its own formula (without the parameter's prefix)."""
         return self.name[len(self.dpar) + 1 :] if self.dpar else self.name
+
+
+@dataclass(frozen=True)
+class GPTerm:
+    """brms' ``gp(x1, ..., xk, by = , k = , c = )`` as written (built by :mod:`lmmformula._gp`).
+
+    Attributes
+    ----------
+    text : str
+        The call as written, e.g. ``"gp(x, k = 20)"``.
+    label : str
+        brms' label: ``gp`` followed by the covariates' (and ``by``'s) names, e.g. ``"gpx"``,
+        ``"gplatlon"``; the summary's ``sdgp(gpx)`` and ``lscale(gpx)``.
+    column : str
+        The derived grouping column (one level per unique covariate combination) that the
+        model layer adds to its copy of the data; the Bambi formula has ``(1|column)``.
+    covariates : tuple of str
+        The covariates.
+    by : str or None
+        A factor: one GP per level.
+    k : int or None
+        Number of basis functions per dimension of the approximate GP; ``None``: exact GP.
+    c : tuple of float
+        brms' boundary factor per covariate (approximate GP only; default 5/4).
+    scale : bool
+        brms' ``scale``: divide the covariates by the largest distance between two points.
+    start, end : int
+        The span of the call in the formula.
+    """
+
+    text: str
+    label: str
+    column: str
+    covariates: tuple[str, ...]
+    by: str | None = None
+    k: int | None = None
+    c: tuple[float, ...] = (1.25,)
+    scale: bool = True
+    start: int = 0
+    end: int = 0
+
+    @property
+    def term(self) -> str:
+        """Bambi's name of the derived group-level term."""
+        return f"1|{self.column}"
+
+
+@dataclass(frozen=True)
+class CovTerm:
+    """brms' ``gr(g, cov = K)``: the levels of ``g`` correlated as the known matrix K.
+
+    Attributes
+    ----------
+    factor : str
+        The grouping factor.
+    key : str
+        The name of the matrix in ``data2``.
+    start, end : int
+        The span of ``gr(...)`` in the formula.
+    """
+
+    factor: str
+    key: str
+    start: int = 0
+    end: int = 0
 
 
 @dataclass(frozen=True)
@@ -229,6 +302,12 @@ class Translation:
         parameter's group-level terms are in :attr:`group_terms` (with ``dpar`` set) and its
         blocks in :attr:`correlated`, where terms that share a brms ID (``(1|p|g)``) in any of
         the formulas form one block.
+    gp_terms : tuple of GPTerm
+        brms' ``gp()`` terms; each is also a ``(1|column)`` term of the Bambi formula whose
+        effects the model builds as the GP's values at the unique covariate combinations.
+    cov_terms : dict of str to CovTerm
+        Group-level terms on ``gr(g, cov = K)`` (by Bambi name, e.g. ``"1|g"``): their levels
+        are correlated as the matrix ``data2[K]``.
     """
 
     formula: str
@@ -244,6 +323,8 @@ class Translation:
     interaction_factors: dict[str, tuple[str, ...]] = field(default_factory=dict)
     intercept_as_b: bool = False
     dpar_formulas: dict[str, str] = field(default_factory=dict)
+    gp_terms: tuple[GPTerm, ...] = ()
+    cov_terms: dict[str, CovTerm] = field(default_factory=dict)
 
     @property
     def bambi_formulas(self) -> tuple[str, ...]:
@@ -1405,9 +1486,14 @@ _ADDITIONS_UNSUPPORTED = {
 }
 
 _SPECIALS = {
-    "s": "Smooth terms are not supported; Bambi offers B-splines in the fixed part: bs(x, df=5).",
-    "t2": "Smooth terms are not supported; Bambi offers B-splines in the fixed part: bs(x, df=5).",
-    "gp": "Use Bambi's approximate Gaussian process in the fixed part: hsgp(x, m=10, c=2).",
+    "s": (
+        "Smooth terms are not supported; write a Gaussian process, gp(x) (brms' gp(); "
+        "gp(x, k = 20) for the fast approximation), or B-splines in the fixed part: bs(x, df=5)."
+    ),
+    "t2": (
+        "Smooth terms are not supported; write a Gaussian process, gp(x1, x2) (brms' gp()), or "
+        "B-splines in the fixed part: bs(x, df=5)."
+    ),
     "me": (
         "Measurement-error terms have no Bambi equivalent; use the measured value as an "
         "ordinary predictor (x), or the mean of repeated measurements."
@@ -1417,7 +1503,6 @@ _SPECIALS = {
         "brms' category-specific effects and glmmTMB's compound symmetry have no equivalent; "
         "write (x|g) for an unstructured block."
     ),
-    "gr": "Write the grouping factor itself: (1|g); gr()'s by=, cor= and cov= are not supported.",
     "mm": (
         "Multi-membership grouping has no Bambi equivalent; give each membership its own "
         "grouping factor, (1|g1) + (1|g2), or keep each row's main group, (1|g)."
@@ -1448,6 +1533,246 @@ _SPECIALS = {
     "rr": "Write the block unstructured, (x|g), or diagonal, (x||g).",
     "homdiag": "Write the block diagonal, (x||g) (each sd its own), or unstructured, (x|g).",
 }
+
+
+# -- brms' gp() and gr() ---------------------------------------------------------------------
+_GP_OPTIONS = ("by", "k", "c", "scale", "cov", "iso", "gr", "cmc")
+
+
+def _named_args(f: _Formula, call: _Call, names: tuple[str, ...]) -> tuple[list, dict]:
+    """Positional argument spans and named ``name = value`` arguments of ``call``."""
+    positional, named = [], {}
+    for lo, hi in call.args:
+        toks = [t for t in f.tokens if lo <= t.start and t.end <= hi]
+        if len(toks) >= 2 and toks[0].kind == "name" and toks[1].text == "=":
+            name = toks[0].text
+            if name not in names:
+                raise UnsupportedSyntaxError(
+                    f"{call.func}() has no argument {name!r} that lmmformula supports",
+                    f.text,
+                    lo,
+                    hi,
+                    hint=f"{call.func}() takes {', '.join(names)}.",
+                )
+            named[name] = (f.text[toks[1].end : hi].strip(), toks[min(2, len(toks) - 1)].start, hi)
+        else:
+            if named:
+                raise FormulaSyntaxError(
+                    f"a positional argument after a named one in {call.func}()", f.text, lo, hi
+                )
+            positional.append((lo, hi))
+    return positional, named
+
+
+def _number(f: _Formula, text: str, lo: int, hi: int, what: str) -> float:
+    m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(?:/\s*([0-9.eE+-]+)\s*)?", text)
+    try:
+        assert m is not None
+        value = float(m.group(1)) / (float(m.group(2)) if m.group(2) else 1.0)
+    except (AssertionError, ValueError, ZeroDivisionError):
+        raise FormulaSyntaxError(
+            f"{what} must be a number, not '{text}'", f.text, lo, hi, hint=f"e.g. {what} = 20"
+        ) from None
+    return value
+
+
+def _flag(f: _Formula, value: tuple[str, int, int], name: str, want: bool, hint: str) -> bool:
+    text, lo, hi = value
+    if text not in ("TRUE", "FALSE", "True", "False", "T", "F"):
+        raise FormulaSyntaxError(f"{name} must be TRUE or FALSE", f.text, lo, hi)
+    flag = text in ("TRUE", "True", "T")
+    if flag != want:
+        raise UnsupportedSyntaxError(
+            f"gp(..., {name} = {text}) is not supported", f.text, lo, hi, hint=hint
+        )
+    return flag
+
+
+def _gp_term(f: _Formula, call: _Call) -> GPTerm:
+    """brms' ``gp()`` call read into a :class:`GPTerm` (brms' defaults for what is not given)."""
+    positional, named = _named_args(f, call, _GP_OPTIONS)
+    if not positional:
+        raise FormulaSyntaxError(
+            "gp() needs one or more covariates", f.text, call.start, call.end, hint="Write gp(x)."
+        )
+    covariates = []
+    for lo, hi in positional:
+        if not _is_simple(f, (lo, hi)) or f.text[lo:hi].strip()[0].isdigit():
+            raise UnsupportedSyntaxError(
+                f"gp() takes column names, not '{f.text[lo:hi]}'",
+                f.text,
+                lo,
+                hi,
+                hint="Compute the covariate as a column of the data first.",
+            )
+        covariates.append(f.text[lo:hi].strip().strip("`"))
+    by = None
+    if "by" in named:
+        text, lo, hi = named["by"]
+        if not _is_simple(f, (lo, hi)):
+            raise UnsupportedSyntaxError(
+                "gp(..., by = ) takes a column name", f.text, lo, hi, hint="e.g. by = f"
+            )
+        by = text.strip("`")
+    k = None
+    if "k" in named:
+        text, lo, hi = named["k"]
+        if text != "NA":
+            value = _number(f, text, lo, hi, "k")
+            if value < 1 or value != int(value):
+                raise FormulaSyntaxError(
+                    "gp(..., k = ) must be a positive whole number (brms: 'k' must be positive)",
+                    f.text,
+                    lo,
+                    hi,
+                )
+            k = int(value)
+    c = 5 / 4
+    if "c" in named:
+        text, lo, hi = named["c"]
+        c = _number(f, text, lo, hi, "c")
+        if c <= 0:
+            raise FormulaSyntaxError("gp(..., c = ) must be positive", f.text, lo, hi)
+    scale = True
+    if "scale" in named:
+        text, lo, hi = named["scale"]
+        if text not in ("TRUE", "FALSE", "True", "False", "T", "F"):
+            raise FormulaSyntaxError("scale must be TRUE or FALSE", f.text, lo, hi)
+        scale = text in ("TRUE", "True", "T")
+    if "cov" in named:
+        text, lo, hi = named["cov"]
+        if text.strip("'\"") != "exp_quad":
+            raise UnsupportedSyntaxError(
+                f"gp(..., cov = {text}): only the squared-exponential kernel is supported",
+                f.text,
+                lo,
+                hi,
+                hint='Leave cov out (brms\' default "exp_quad").',
+            )
+    if "iso" in named and len(covariates) > 1:
+        _flag(f, named["iso"], "iso", True, "Only isotropic GPs are supported; leave iso out.")
+    if "gr" in named:
+        _flag(f, named["gr"], "gr", True, "GPs are evaluated on the unique points; leave gr out.")
+    if "cmc" in named:
+        _flag(f, named["cmc"], "cmc", True, "One GP per level of by is supported; leave cmc out.")
+    label = "gp" + "".join(re.sub(r"[^\w]", "", v) for v in covariates)
+    if by is not None:
+        label += re.sub(r"[^\w]", "", by)
+    return GPTerm(
+        text=f.text[call.start : call.end],
+        label=label,
+        column=label,
+        covariates=tuple(covariates),
+        by=by,
+        k=k,
+        c=(c,) * len(covariates),
+        scale=scale,
+        start=call.start,
+        end=call.end,
+    )
+
+
+def _gr_bar(f: _Formula, bar: Bar) -> tuple[Bar, CovTerm | None]:
+    """brms' ``gr(g)`` and ``gr(g, cov = K)`` as the grouping factor: the bar on ``g``, and
+    the known covariance where given."""
+    node = bar.factor_node
+    if not (isinstance(node, _Call) and node.func == "gr"):
+        return bar, None
+    positional, named = _named_args(f, node, ("cov", "by", "cor", "id", "dist", "cases"))
+    if len(positional) != 1 or not _is_simple(f, positional[0]):
+        raise UnsupportedSyntaxError(
+            "gr() takes one grouping column", f.text, node.start, node.end, hint="e.g. gr(g)"
+        )
+    lo, hi = positional[0]
+    factor = f.text[lo:hi].strip()
+    for name in ("by", "cor", "id", "dist", "cases"):
+        if name in named:
+            _, vlo, vhi = named[name]
+            raise UnsupportedSyntaxError(
+                f"gr(..., {name} = ) is not supported",
+                f.text,
+                vlo,
+                vhi,
+                hint=f"gr({factor}) and gr({factor}, cov = K) are.",
+            )
+    inner = _Atom(lo, hi, "name", factor)
+    new = replace(bar, factor=factor, factor_node=inner)
+    if "cov" not in named:
+        return new, None
+    text, vlo, vhi = named["cov"]
+    if not _PLAIN_NAME.fullmatch(text):
+        raise UnsupportedSyntaxError(
+            "gr(..., cov = ) names a matrix passed in data2",
+            f.text,
+            vlo,
+            vhi,
+            hint="Write gr(g, cov = K) and pass data2={'K': K}.",
+        )
+    return new, CovTerm(factor=factor, key=text, start=vlo, end=vhi)
+
+
+def _split_gp(
+    f: _Formula, fixed_nodes: list[tuple[str, _Node]]
+) -> tuple[list[GPTerm], list[tuple[str, _Node]]]:
+    """The ``gp()`` addends of the fixed part, read; and the other addends."""
+    gps: list[GPTerm] = []
+    rest: list[tuple[str, _Node]] = []
+    for sign, node in fixed_nodes:
+        if isinstance(node, _Call) and node.func == "gp":
+            if sign == "-":
+                raise FormulaSyntaxError(
+                    "a gp() term cannot be subtracted", f.text, node.start, node.end
+                )
+            gp = _gp_term(f, node)
+            if any(g.label == gp.label for g in gps):
+                raise UnsupportedSyntaxError(
+                    f"{gp.text} appears twice", f.text, node.start, node.end, hint="Give it once."
+                )
+            gps.append(gp)
+        else:
+            rest.append((sign, node))
+    return gps, rest
+
+
+def _addends_text(f: _Formula, nodes: list[tuple[str, _Node]]) -> str:
+    """The fixed part written from its addends (``1`` when none is left)."""
+    if not nodes:
+        return "1"
+    parts = []
+    for i, (sign, node) in enumerate(nodes):
+        text = f.node_text(node)
+        parts.append((("-" if sign == "-" else "") + text) if i == 0 else f" {sign} {text}")
+    return "".join(parts)
+
+
+def _plain_names(f: _Formula) -> set[str]:
+    return {t.text for t in f.tokens if t.kind == "name"} - {"gp", "gr"}
+
+
+def _check_gp_gr_places(f: _Formula, gp_terms: list[GPTerm], bars) -> None:
+    """gp() only as a term of the fixed part, gr() only as a bar's grouping factor."""
+    allowed = {g.start for g in gp_terms}
+    allowed |= {b.factor_node.start for b in bars if b.factor_node is not None}
+    for i, t in enumerate(f.tokens[:-1]):
+        if t.kind == "name" and t.text in ("gp", "gr") and f.tokens[i + 1].text == "(":
+            if t.start in allowed and t.text == "gp":
+                continue
+            if t.text == "gr" and any(
+                b.factor_node is not None and b.factor_node.start == t.start for b in bars
+            ):
+                continue
+            hint = (
+                "Write gp() as a term of its own: y ~ x + gp(x1, x2)."
+                if t.text == "gp"
+                else "Write gr() as the grouping factor of a bar: (1 | gr(g, cov = K))."
+            )
+            raise UnsupportedSyntaxError(
+                f"{t.text}() is not supported here",
+                f.text,
+                t.start,
+                f.tokens[f.match[i + 1]].end,
+                hint=hint,
+            )
 
 
 def _is_simple(f: _Formula, span: tuple[int, int]) -> bool:
@@ -1921,6 +2246,8 @@ def translate(formula: str) -> Translation:
         interaction_factors=interactions,
         intercept_as_b=main.intercept_as_b,
         dpar_formulas={dpar: part.bambi_formula for _, dpar, part in parts[1:]},
+        gp_terms=tuple(main.gp_terms),
+        cov_terms=dict(main.cov_terms),
     )
 
 
@@ -1949,6 +2276,8 @@ class _Part:
     variables: tuple[str, ...]
     notes: list[str]
     bambi_formula: str
+    gp_terms: list[GPTerm] = field(default_factory=list)
+    cov_terms: dict[str, CovTerm] = field(default_factory=dict)
 
 
 _BF_NAMES = ("bf", "brmsformula")
@@ -2074,6 +2403,17 @@ def _read_one(f: _Formula, dpar: str, offset: int) -> _Part:
         )
     fixed = _fixed_text(f)
     fixed_nodes = _rhs_parts(f)[0]
+    gp_terms, fixed_nodes = _split_gp(f, fixed_nodes)  # brms' gp(): lmmformula._gp
+    if gp_terms:
+        if dpar:
+            raise UnsupportedSyntaxError(
+                f"gp() in the formula of the distributional parameter {dpar!r}",
+                f.text,
+                gp_terms[0].start,
+                gp_terms[0].end,
+                hint="gp() is supported in the main formula of a bf() only, for now.",
+            )
+        fixed = _addends_text(f, fixed_nodes)
     fixed, intercept_as_b = _brms_intercept(f, fixed_nodes, fixed, notes)
     if dpar and intercept_as_b:
         raise UnsupportedSyntaxError(
@@ -2095,6 +2435,21 @@ def _read_one(f: _Formula, dpar: str, offset: int) -> _Part:
         )
 
     written = find_bars(f)
+    _check_gp_gr_places(f, gp_terms, written)
+    cov_at: dict[int, CovTerm] = {}  # brms' gr(g, cov = K), by the bar's start
+    for i, bar in enumerate(written):
+        written_bar, cov = _gr_bar(f, bar)
+        written = (*written[:i], written_bar, *written[i + 1 :])
+        if cov is not None:
+            if dpar:
+                raise UnsupportedSyntaxError(
+                    f"gr(..., cov = ) in the formula of the distributional parameter {dpar!r}",
+                    f.text,
+                    cov.start,
+                    cov.end,
+                    hint="gr(g, cov = K) is supported in the main formula of a bf() only.",
+                )
+            cov_at[bar.start] = cov
     bars = expand_double_verts(expand_nested(written))
     if any(b.op == "||" for b in written):
         notes.append(
@@ -2145,6 +2500,29 @@ def _read_one(f: _Formula, dpar: str, offset: int) -> _Part:
             _BarPart(bar, text, terms, dpar, source, bar.start + offset, bar.end + offset)
         )
 
+    cov_terms = {
+        name: cov_at[bp.bar.start]
+        for bp in per_bar
+        if bp.bar.start in cov_at
+        for name, _, _ in bp.terms
+    }
+    for gp in gp_terms:  # a (1|column) bar whose effects the model builds as the GP's values
+        if gp.column in {fac for bp in per_bar for _, _, fac in bp.terms} or gp.column in (
+            _plain_names(f)
+        ):
+            raise UnsupportedSyntaxError(
+                f"{gp.text}: its label {gp.column!r} is also a name in the formula",
+                f.text,
+                gp.start,
+                gp.end,
+                hint="Rename that column.",
+            )
+        bar = Bar(lhs="1", factor=gp.column, start=gp.start, end=gp.end)
+        terms = [(gp.term, "1", gp.column)]
+        text = f"(1|{gp.column})"
+        per_bar.append(
+            _BarPart(bar, text, terms, dpar, gp.text, gp.start + offset, gp.end + offset)
+        )
     rhs = " + ".join([fixed] + [bp.text for bp in per_bar])
     lhs = dpar or response.bambi
     bambi_formula = f"{lhs} ~ {rhs}"
@@ -2162,6 +2540,8 @@ def _read_one(f: _Formula, dpar: str, offset: int) -> _Part:
         )
     var_names = {v for v in desc.var_names if v not in interactions and v != dpar}
     var_names |= {p for parts in interactions.values() for p in parts}
+    var_names -= {g.column for g in gp_terms}
+    var_names |= {v for g in gp_terms for v in (*g.covariates, *([g.by] if g.by else []))}
     variables = _variables(f, var_names)
     if dpar:
         variables = tuple(v for v in variables if v != dpar)
@@ -2174,4 +2554,6 @@ def _read_one(f: _Formula, dpar: str, offset: int) -> _Part:
         variables=variables,
         notes=notes,
         bambi_formula=bambi_formula,
+        gp_terms=gp_terms,
+        cov_terms=cov_terms,
     )

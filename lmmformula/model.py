@@ -91,6 +91,7 @@ class Model:
         na_action: str = "drop",
         suffstats: bool | str = "auto",
         marginalize: bool | str = "auto",
+        data2: Mapping[str, Any] | None = None,
         **bambi_kwargs: Any,
     ) -> None:
         if isinstance(suffstats, (bool, np.bool_)):
@@ -153,11 +154,19 @@ class Model:
         self.block_eta = dict(self.resolved_priors.block_eta)
         self._apply_term_noncentered(self.bambi)
         self.blocks = self._effective_blocks()
+        from lmmformula._gp import attach_specials  # brms' gp() and gr(g, cov = K)
+
+        self.data2 = data2
+        self.gp_plans = attach_specials(self, data2)
         self.likelihood, self.likelihood_reason = self._choose_likelihood(suffstats)
         # integrate the largest gaussian (1|g) out exactly (lmmformula._marginal)
         self.marginalize = _marginal_option(marginalize)
         self.marginal, self.marginal_reason = _bambi.choose_marginal(
-            self.bambi, self.marginalize, self.likelihood, self.blocks
+            self.bambi,
+            self.marginalize,
+            self.likelihood,
+            self.blocks,
+            exclude=tuple(self.gp_special),
         )
         if self.marginal is not None:
             self.likelihood = "full data, " + self.marginal + " integrated out"
@@ -171,6 +180,8 @@ class Model:
             eta=self.lkj_eta,
             suffstats=self.likelihood == "sufficient statistics",
             marginal=self.marginal,
+            special=dict(self.gp_special),
+            cov_chol=dict(self.gp_cov_chol),
             simo=dict(self.resolved_priors.simo),  # mo() simplexes (lmmformula._mono)
         )
 
@@ -437,7 +448,9 @@ class Model:
             NUTS target acceptance rate (raise it, e.g. to 0.95, against divergences). With
             nutpie and a correlated block the default is 0.9 and the mass matrix is adapted
             from the draws' variances as Stan does (``lmmformula.fit.LKJ_NUTS_DEFAULTS``;
-            pass ``nuts={...}`` to change either); otherwise nutpie's defaults (0.8).
+            pass ``nuts={...}`` to change either); with a ``gp()`` term it is 0.99
+            (``lmmformula.fit.GP_TARGET_ACCEPT``, as brms' GP fits need); otherwise
+            nutpie's defaults (0.8).
         progressbar : bool
             Show the sampler's progress bar.
         **kwargs
@@ -503,7 +516,14 @@ class Model:
             "na_action": self.na_action,
             "suffstats": self.suffstats,
             "marginalize": self.marginalize,
-        }
+        } | self._data2_spec()
+
+    def _data2_spec(self) -> dict[str, Any]:
+        """brms' data2 matrices that gr(g, cov = K) uses, as plain lists (saved with a fit)."""
+        from lmmformula._gp import encode_data2
+
+        used = encode_data2(getattr(self, "cov_frames", {}))
+        return {"data2": used} if used else {}
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any], data: Any, priors: Any = None) -> Model:
@@ -541,6 +561,7 @@ def model(
     na_action: str = "drop",
     suffstats: bool | str = "auto",
     marginalize: bool | str = "auto",
+    data2: Mapping[str, Any] | None = None,
     **bambi_kwargs: Any,
 ) -> Model:
     """Read an lme4/brms formula and build the Bayesian multilevel model it means.
@@ -585,6 +606,10 @@ def model(
         sample; :mod:`lmmformula._marginal`). ``"auto"`` does so on the full-data likelihood
         when that factor has at least 100 levels, ``True`` whenever possible (an error
         otherwise), ``False`` never.
+    data2 : dict, optional
+        brms' ``data2``: the matrices named by ``gr(g, cov = K)`` in the formula, each a
+        pandas DataFrame whose index and columns are the levels of ``g`` (matched by name), or
+        a numpy array whose rows and columns follow the sorted levels of ``g``.
     **bambi_kwargs
         Passed to ``bambi.Model``.
 
@@ -611,6 +636,7 @@ def model(
         na_action=na_action,
         suffstats=suffstats,
         marginalize=marginalize,
+        data2=data2,
         **bambi_kwargs,
     )
 

@@ -470,10 +470,10 @@ class PriorSpec:
                     f"{self.prior!r} is a prior for correlation matrices; give it cls='cor', "
                     f"not {self.cls!r}."
                 )
-        if self.coef and self.cls not in ("b", "sd", "simo"):
+        if self.coef and self.cls not in ("b", "sd", "simo", "sdgp", "lscale"):
             raise PriorError(
                 f"class {self.cls!r} has no coefficients; coef={self.coef!r} applies only to "
-                "classes 'b', 'sd' and 'simo'."
+                "classes 'b', 'sd', 'simo', 'sdgp' and 'lscale'."
             )
         if self.group and self.cls not in ("sd", "cor"):
             raise PriorError(
@@ -707,7 +707,13 @@ def _slots(model: Model) -> list[_Slot]:
         out.append(_Slot("b", mo[name].coef if name in mo else name, "", name, "real"))
     for name, info in mo.items():  # brms' simo_mox1: the simplex of mo(x)
         out.append(_Slot("simo", info.coef + "1", "", name, "simplex"))
+    gp_terms = {gp.term: gp for gp in getattr(model.translation, "gp_terms", ())}
     for name in parent.group_specific_terms:
+        if name in gp_terms:  # brms' gp(): classes sdgp and lscale, coef = the GP's label
+            label = gp_terms[name].label
+            out.append(_Slot("sdgp", label, "", name, "positive"))
+            out.append(_Slot("lscale", label, "", f"{label}_lscale", "positive"))
+            continue
         expr, factor = (_mono.group_label(name) or name).split("|", 1)  # mo(x)|g: brms' mox
         out.append(_Slot("sd", coef_label(expr), factor, name, "positive"))
     for dpar, component in _bambi.dpar_components(model.bambi).items():
@@ -853,6 +859,10 @@ def _specificity(
         if not spec.coef:
             return 0
         return 1 if spec.coef == slot.coef else None
+    if slot.cls in ("sdgp", "lscale"):
+        if spec.coef and spec.coef != slot.coef:
+            return None
+        return int(bool(spec.coef))
     if slot.cls == "simo" and spec.coef and spec.coef != slot.coef:
         return None
     if slot.cls in ("sd", "cor"):
@@ -1064,6 +1074,7 @@ class ResolvedPriors:
     mapping: Mapping[str, Any] | None = None
     sources: dict[Any, str] = field(default_factory=dict)
     simo: dict[str, float] = field(default_factory=dict)  # mo() simplexes: term -> alpha
+    lscale: dict[str, Any] = field(default_factory=dict)  # brms' gp(): label -> user's prior
 
 
 def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
@@ -1094,7 +1105,7 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
         sources = _mapping_sources(model, slots, priors)
         unnamed = {s: r.value for s, r in resolved.items() if sources.get(s) == "default"}
         simo = {s.term: float(v.args["a"]) for s, v in unnamed.items() if s.cls == "simo"}
-        kept = {s: v for s, v in unnamed.items() if s.cls != "simo"}
+        kept = {s: v for s, v in unnamed.items() if s.cls not in ("simo", "lscale")}
         return ResolvedPriors(
             {**_ordinal_thresholds(model, _bambi_dict(kept)), **dict(priors)},
             {},
@@ -1111,9 +1122,14 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
     block_eta = {
         slot.group: float(res.value) for slot, res in resolved.items() if slot.cls == "cor"
     }
-    kept = {s: r.value for s, r in resolved.items() if s.cls not in ("cor", "simo")}
+    kept = {s: r.value for s, r in resolved.items() if s.cls not in ("cor", "simo", "lscale")}
     bambi_priors = _ordinal_thresholds(model, _bambi_dict(kept))
     simo = {s.term: float(r.value.args["a"]) for s, r in resolved.items() if s.cls == "simo"}
+    lscale = {  # brms' gp(): the user's lscale priors, by the GP's label (lmmformula._gp)
+        slot.coef: res.value
+        for slot, res in resolved.items()
+        if slot.cls == "lscale" and res.source == "user"
+    }
     return ResolvedPriors(
         bambi_priors,
         block_eta,
@@ -1122,6 +1138,7 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
         entries=resolved,
         by_level=by_level,
         simo=simo,
+        lscale=lscale,
     )
 
 
@@ -1186,7 +1203,7 @@ def _bambi_dict(values: Mapping[_Slot, Any]) -> dict[str, Any]:
     """Bambi's ``priors`` dict for slot -> prior (an ``sd`` prior is the sigma of a Normal)."""
     out: dict[str, Any] = {}
     for slot, value in values.items():
-        if slot.cls == "sd":
+        if slot.cls in ("sd", "sdgp"):
             value = _bambi.Prior("Normal", mu=0.0, sigma=value)
         if slot.dpar:  # Bambi's nested dict for a distributional parameter's terms
             out.setdefault(slot.dpar, {})[slot.term] = value
@@ -1249,6 +1266,12 @@ def brms_scale_location(model: Model, link: str | None = None) -> tuple[float, f
     return location, scale
 
 
+_GP_LSCALE_BASIS = (
+    "brms: inv_gamma tuned so that P(lscale < smallest distance) = P(lscale > largest) = 0.01 "
+    "(def_lscale_prior; normal(0, 0.5) on lscale > 0 where the tuning fails)"
+)
+
+
 _BRMS_BASIS = {
     "Intercept": "brms: student_t(3, round(median(link(y)), 1), max(2.5, round(mad(link(y)), 1)))",
     "b": "brms: flat (improper)",
@@ -1256,6 +1279,8 @@ _BRMS_BASIS = {
     "cor": "brms: lkj(1)",
     "simo": "brms: dirichlet(1)",
     "sigma": "brms: student_t(3, 0, max(2.5, round(mad(y), 1))) on sigma >= 0",
+    "sdgp": "brms: the sd's default, student_t(3, 0, max(2.5, round(mad(link(y)), 1))) >= 0",
+    "lscale": _GP_LSCALE_BASIS,
 }
 
 
@@ -1326,8 +1351,10 @@ def brms_default_priors(model: Model, slots: list[_Slot] | None = None) -> dict[
             out[slot] = _bambi.Prior("StudentT", nu=3.0, mu=location, sigma=scale)
         elif slot.cls == "b":
             out[slot] = _bambi.Prior("Flat")
-        elif slot.cls == "sd":
+        elif slot.cls in ("sd", "sdgp"):  # brms: sdgp's default is the sd's
             out[slot] = _bambi.Prior("HalfStudentT", nu=3.0, sigma=scale)
+        elif slot.cls == "lscale":
+            out[slot] = _gp_lscale_default(model, slot)
         elif slot.cls == "cor":
             out[slot] = 1.0
         elif slot.cls == "simo":
@@ -1597,6 +1624,11 @@ def lmmformula_default_priors(
                 text = f"normal(0, {unit} / sd(x)) per column, {unit} for indicator columns"
             value = normal(_squeeze(np.zeros(len(sigmas))), _squeeze(np.asarray(sigmas)))
             out[slot] = _Default(value, _basis(text, scale))
+        elif slot.cls == "sdgp":  # as a varying intercept's sd
+            text = f"{rule.sd_dist}({_times(rule.sd, scale)}), as a varying intercept's sd"
+            out[slot] = _Default(half(rule.sd * s), _basis(text, scale))
+        elif slot.cls == "lscale":
+            out[slot] = _Default(_gp_lscale_default(model, slot), _GP_LSCALE_BASIS)
         elif slot.cls == "sd":
             term = parent.group_specific_terms[slot.term]
             unit = _times(rule.sd, scale)
@@ -1673,6 +1705,18 @@ def _dpar_default(model: Model, slot: _Slot, scale: _OutcomeScale, half) -> _Def
     )
 
 
+def _gp_lscale_default(model: Model, slot: _Slot) -> Any:
+    """brms' tuned default prior of a GP's length-scale (:func:`lmmformula._gp.lscale_prior`);
+    with ``by``, the prior of the first level (each level keeps its own in the model)."""
+    from lmmformula._gp import plan_gp
+
+    gp = next(g for g in model.translation.gp_terms if g.label == slot.coef)
+    kind, p1, p2 = plan_gp(model.data, gp).groups[0].lscale_prior
+    if kind == "inv_gamma":
+        return _bambi.Prior("InverseGamma", alpha=p1, beta=p2)
+    return _bambi.Prior("HalfNormal", sigma=p2)
+
+
 def _squeeze(arr: np.ndarray) -> Any:
     arr = np.asarray(arr, dtype=float)
     return float(arr.ravel()[0]) if arr.size == 1 else arr
@@ -1731,7 +1775,11 @@ def _in_force(model: Model, slot: _Slot) -> Any:
         return _bambi.Prior("Dirichlet", a=_mono.DEFAULT_SIMO_ALPHA if alpha is None else alpha)
     if slot.cls == "b":
         return parent.common_terms[slot.term].prior
-    if slot.cls == "sd":
+    if slot.cls == "lscale":  # brms' gp(): the user's, else brms' tuned default
+        override = getattr(model, "resolved_priors", None)
+        override = getattr(override, "lscale", {}).get(slot.coef)
+        return override if override is not None else _gp_lscale_default(model, slot)
+    if slot.cls in ("sd", "sdgp"):
         prior = parent.group_specific_terms[slot.term].prior
         if isinstance(prior, _bambi.Prior) and isinstance(prior.args.get("sigma"), _bambi.Prior):
             return prior.args["sigma"]
@@ -1904,5 +1952,5 @@ def prior_summary(model: Model) -> pd.DataFrame:
             add(_lkj(_in_force(model, slot)), "cor", "", slot.group, "", source, basis)
     for slot in slots:
         if slot.cls not in _CLASS_LEVELS:
-            slot_row(slot, slot.coef)  # a mo() simplex has brms' coef (mox1)
+            slot_row(slot, slot.coef)  # a mo() simplex has brms' coef (mox1), a GP its label
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
