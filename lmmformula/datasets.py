@@ -173,7 +173,7 @@ def load_dataset(name: str) -> pd.DataFrame:
         (deg C), PRES (hPa), DEWP (dew point, deg C), RAIN (mm), WSPM (wind speed, m/s), each
         the day's maximum over the hourly readings, log_ozone = log(O3), and the station's
         lat and lon (WGS84 degrees; good to about 0.01-0.05 degree, 1-5 km: fine for the
-        distances between stations, 3-50 km).
+        distances between stations, 4-60 km).
         ``cbpp``: herd, incidence, size, period. ``nwo_grants``: discipline, gender (``"m"`` /
         ``"f"``), applications, awards. ``pastes``: strength, batch, cask, sample.
         ``penicillin``: diameter (mm), plate, sample. ``sleepstudy``: Reaction (ms), Days,

@@ -104,7 +104,7 @@ gp_standata <- function(fit) {
 }
 
 fit_one <- function(name, formula, data, family, prior, seed, truth, notes = NULL,
-                    data2 = NULL, extra = NULL) {
+                    data2 = NULL, extra = NULL, data_file = paste0(name, ".csv")) {
   message(sprintf("[%s] %s: fitting", format(Sys.time(), "%H:%M:%S"), name))
   defaults <- get_prior(formula, data = data, family = family, data2 = data2)
   if (identical(Sys.getenv("BRMS_REFS_DRYRUN"), "1")) {  # check data, priors, Stan code only
@@ -157,7 +157,7 @@ fit_one <- function(name, formula, data, family, prior, seed, truth, notes = NUL
     formula = paste(capture.output(print(fit$formula)), collapse = "\n"),
     family = list(family = fam$family, link = fam$link,
                   links = as.list(unlist(fam[grepl("^link_", names(fam))]))),
-    data_file = paste0(name, ".csv"),
+    data_file = data_file,
     nrow = nrow(data),
     sampler = list(backend = "rstan", chains = CHAINS, cores = CORES, iter = final$iter,
                    warmup = final$warmup, seed = seed, adapt_delta = final$adapt_delta),
@@ -275,7 +275,7 @@ make_gp1d_approx <- function() {
           seed = 1103, truth = gp_truth,
           notes = c(gp_notes[c(1, 3)],
                     "Hilbert-space approximation with k = 20 basis functions and c = 5/4. brms 2.18.0: the unique x are divided by dmax (as for the exact form), then centred at their mean; the boundary is L = c * max(1, max - min) of that centred covariate (brms:::choose_L), here 1.25 on the scaled axis (12.5 x units): c times the full range, not the half range. Basis phi_m(x) = sin(m pi (x + L) / (2 L)) / sqrt(L), sqrt eigenvalues slambda_m = m pi / (2 L); see gp_scaling and standata_gp (Xgp_1 is the 30 x 20 basis at the unique x). Data file: gp1d.csv (the same rows as gp1d)."),
-          extra = function(fit) gp_extra(fit, c = 5 / 4))
+          extra = function(fit) gp_extra(fit, c = 5 / 4), data_file = "gp1d.csv")
 }
 
 # 3. Known covariance between the levels of a grouping factor.
