@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from oracle import half, level_codes, lkj_cholesky_cov_logpdf, unpack_lower
 from scipy import stats
 
 import lmmformula as lf
 from lmmformula.errors import FormulaSyntaxError, ModelError, PriorError
-from oracle import half, level_codes, lkj_cholesky_cov_logpdf, unpack_lower
 
 REFERENCE = Path(__file__).parent / "reference" / "brms"
 
