@@ -141,6 +141,7 @@ def _run_translate(args: argparse.Namespace) -> int:
     lines = [
         f"formula:        {t.formula}",
         f"bambi formula:  {t.bambi_formula}",
+        *(f"  {dpar:<13} {text}" for dpar, text in t.dpar_formulas.items()),
         f"response:       {t.response.text}  ->  {t.response.bambi}",
         f"family:         {_family_line(t.response.source, t.family)}",
         f"fixed part:     {t.fixed}",

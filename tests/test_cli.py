@@ -30,6 +30,13 @@ def test_translate_double_vert_lists_independent_terms(capsys: pytest.CaptureFix
     assert "notes:\n  - ||" in out and "diag()" in out
 
 
+def test_translate_distributional_formula(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["translate", "bf(y ~ x + (1|p|g), sigma ~ z + (1|p|g))"]) == 0
+    out = capsys.readouterr().out
+    assert "bambi formula:  y ~ x + (1|g)\n  sigma         sigma ~ z + (1|g)\n" in out
+    assert "g: 1|g, sigma_1|g  (LKJ-correlated)" in out
+
+
 def test_translate_binomial_family(capsys: pytest.CaptureFixture[str]) -> None:
     formula = "awards | trials(applications) ~ 0 + gender + (1|discipline)"
     assert main(["translate", formula]) == 0
