@@ -1080,6 +1080,8 @@ class TermView:
     dpar: str
     prior: Any
     data: np.ndarray | None = None
+    key: str = ""  # Bambi's key of the term in its component ("z" for sigma_z)
+    intercept_only: bool = False  # a group-level term that is a varying intercept
 
     @property
     def factor(self) -> str:
@@ -1104,6 +1106,15 @@ class ModelView:
     terms: tuple[TermView, ...]
     auxiliary: dict[str, Any]  # the family's constant parameters (sigma, ...) -> prior
     response: np.ndarray
+    response_categorical: bool = False
+    offsets: tuple[np.ndarray, ...] = ()  # the main formula's offset columns
+    parameters: tuple[str, ...] = ()  # the family's parameters, in the likelihood's order
+    auxiliary_names: tuple[str, ...] = ()  # Bambi's auxiliary parameters of the family
+    default_priors: dict[str, Any] = field(default_factory=dict)  # the family's, by parameter
+
+    def term(self, key: str, dpar: str = "") -> TermView:
+        """The term with Bambi's ``key`` in the formula of ``dpar`` (``""``: the main one)."""
+        return next(t for t in self.terms if t.key == key and t.dpar == dpar)
 
     def intercept(self, dpar: str = "") -> TermView | None:
         return next((t for t in self.terms if t.kind == "intercept" and t.dpar == dpar), None)
@@ -1127,20 +1138,24 @@ def view(bambi_model: bmb.Model) -> ModelView:
     for dpar, component in components.items():
         if component.intercept_term is not None:
             term = component.intercept_term
-            terms.append(TermView(_aliased(term), "intercept", dpar, term.prior))
-        for term in component.common_terms.values():
+            terms.append(TermView(_aliased(term), "intercept", dpar, term.prior, key="Intercept"))
+        for key, term in component.common_terms.items():
             data = np.asarray(term.data, dtype=float).reshape(len(term.data), -1)
-            terms.append(TermView(_aliased(term), "common", dpar, term.prior, data))
-        for term in component.group_specific_terms.values():
+            terms.append(TermView(_aliased(term), "common", dpar, term.prior, data, key))
+        for key, term in component.group_specific_terms.items():
             predictor = np.asarray(term_predictor(term), dtype=float)
-            terms.append(TermView(_aliased(term), "group", dpar, term.prior, predictor))
+            only = term.kind == "intercept"
+            terms.append(TermView(_aliased(term), "group", dpar, term.prior, predictor, key, only))
     family = bambi_model.family
     parent = family.likelihood.parent
     auxiliary = {
-        name: getattr(bambi_model.parameters.get(name), "prior", None)
-        for name in family.auxiliary_parameters
-        if name in bambi_model.marginal_parameters
+        name: getattr(component, "prior", None)
+        for name, component in bambi_model.marginal_parameters.items()
     }
+    response = bambi_model.response_term
+    offsets = tuple(
+        np.asarray(t.data, dtype=float) for t in parent_component(bambi_model).offset_terms.values()
+    )
     return ModelView(
         family=family.name,
         parent=parent,
@@ -1148,8 +1163,18 @@ def view(bambi_model: bmb.Model) -> ModelView:
         center_predictors=bool(bambi_model.center_predictors),
         terms=tuple(terms),
         auxiliary=auxiliary,
-        response=np.asarray(bambi_model.response_term.data),
+        response=np.asarray(response.data),
+        response_categorical=bool(response.categorical),
+        offsets=offsets,
+        parameters=tuple(family.likelihood.params),
+        auxiliary_names=tuple(family.auxiliary_parameters),
+        default_priors=dict(family.default_priors),
     )
+
+
+def mo_terms(bambi_model: bmb.Model) -> dict:
+    """The main formula's ``mo()`` terms (:class:`lmmformula._mono.MoTerm`), by Bambi key."""
+    return _mono.mo_terms(parent_component(bambi_model))
 
 
 def uncenter_intercept(bambi_model: bmb.Model, draws):

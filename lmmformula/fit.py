@@ -253,7 +253,7 @@ class Fit:
         intercept = _bambi.intercept_term(self.model.bambi)
         if intercept is not None:
             draws["Intercept"] = post[intercept.alias or intercept.name].values
-        mo = _mono.mo_terms(_bambi.parent_component(self.model.bambi))
+        mo = _bambi.mo_terms(self.model.bambi)
         for name, term in _bambi.common_terms(self.model.bambi).items():
             if name in mo:  # brms' bsp_mox and simo_mox1[k]
                 draws.update(_mono.mo_draws(mo[name], post))

@@ -674,7 +674,7 @@ class _Slot:
 
 
 def _aux_support(model: Model, name: str) -> str:
-    default = model.bambi.family.default_priors.get(name)
+    default = _bambi.view(model.bambi).default_priors.get(name)
     dist = getattr(default, "name", None)
     if dist in _POSITIVE_PYMC or dist in ("Gamma", "HalfStudentT"):
         return "positive"
@@ -685,30 +685,30 @@ def _aux_support(model: Model, name: str) -> str:
 
 def _aux_names(model: Model) -> list[str]:
     """Auxiliary parameters of the family with a prior of their own (not modelled by formula)."""
-    aux = model.bambi.family.auxiliary_parameters
-    return [p for p in model.bambi.family.likelihood.params if p in aux]
+    v = _bambi.view(model.bambi)
+    return [p for p in v.parameters if p in v.auxiliary_names]
 
 
 def _is_constant(model: Model, name: str) -> bool:
-    return name in model.bambi.parameters and not hasattr(model.bambi.parameters[name], "terms")
+    return name in _bambi.view(model.bambi).auxiliary
 
 
 def _slots(model: Model) -> list[_Slot]:
     """Every parameter a prior can be put on, in the order of the summary table."""
-    parent = _bambi.parent_component(model.bambi)
+    v = _bambi.view(model.bambi)
     out: list[_Slot] = []
-    if parent.intercept_term is not None:
+    if v.intercept() is not None:
         out.append(_Slot("Intercept", "", "", "Intercept", "real"))
-    ordinal = _ordinal.is_ordinal(model.bambi.family)
+    ordinal = _ordinal.is_ordinal(v.family)
     if ordinal:  # brms' class Intercept is the thresholds of an ordinal model (lmmformula._ordinal)
         out.append(_Slot("Intercept", "", "", _ordinal.THRESHOLD, "real"))
-    mo = _mono.mo_terms(parent)
-    for name in parent.common_terms:
+    mo = _bambi.mo_terms(model.bambi)
+    for name in (t.key for t in v.common()):
         out.append(_Slot("b", mo[name].coef if name in mo else name, "", name, "real"))
     for name, info in mo.items():  # brms' simo_mox1: the simplex of mo(x)
         out.append(_Slot("simo", info.coef + "1", "", name, "simplex"))
     gp_terms = {gp.term: gp for gp in getattr(model.translation, "gp_terms", ())}
-    for name in parent.group_specific_terms:
+    for name in (t.key for t in v.group() if not t.dpar):
         if name in gp_terms:  # brms' gp(): classes sdgp and lscale, coef = the GP's label
             label = gp_terms[name].label
             out.append(_Slot("sdgp", label, "", name, "positive"))
@@ -716,12 +716,12 @@ def _slots(model: Model) -> list[_Slot]:
             continue
         expr, factor = (_mono.group_label(name) or name).split("|", 1)  # mo(x)|g: brms' mox
         out.append(_Slot("sd", coef_label(expr), factor, name, "positive"))
-    for dpar, component in _bambi.dpar_components(model.bambi).items():
-        if component.intercept_term is not None:
+    for dpar in dict.fromkeys(t.dpar for t in v.terms if t.dpar):
+        if v.intercept(dpar) is not None:
             out.append(_Slot("Intercept", "", "", "Intercept", "real", dpar))
-        for name in component.common_terms:
+        for name in (t.key for t in v.common(dpar)):
             out.append(_Slot("b", name, "", name, "real", dpar))
-        for name in component.group_specific_terms:
+        for name in (t.key for t in v.group() if t.dpar == dpar):
             expr, factor = name.split("|", 1)
             out.append(_Slot("sd", coef_label(expr), factor, name, "positive", dpar))
     cor_factors: dict[str, None] = {}
@@ -738,13 +738,6 @@ def _slots(model: Model) -> list[_Slot]:
         if _is_constant(model, name) and name not in _CLASS_LEVELS:
             out.append(_Slot(name, "", "", name, _aux_support(model, name)))
     return out
-
-
-def _component(model: Model, slot: _Slot):
-    """The Bambi component whose term the slot is (the parent's or a dpar's)."""
-    if slot.dpar:
-        return _bambi.dpar_components(model.bambi)[slot.dpar]
-    return _bambi.parent_component(model.bambi)
 
 
 def _join(names) -> str:
@@ -1145,9 +1138,10 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
 def _ordinal_thresholds(model: Model, bambi_priors: dict[str, Any]) -> dict[str, Any]:
     """An ordinal model's threshold prior as an ordered vector (lmmformula._ordinal)."""
     prior = bambi_priors.get(_ordinal.THRESHOLD)
-    if prior is None or not _ordinal.is_ordinal(model.bambi.family):
+    family = _bambi.view(model.bambi).family
+    if prior is None or not _ordinal.is_ordinal(family):
         return bambi_priors
-    if model.bambi.family.name != "cumulative":  # sratio's thresholds are not ordered
+    if family != "cumulative":  # sratio's thresholds are not ordered
         return bambi_priors
     n = _ordinal.n_thresholds(model.bambi)
     return {**bambi_priors, _ordinal.THRESHOLD: _ordinal.ordered_prior(prior, n)}
@@ -1242,11 +1236,11 @@ def brms_scale_location(model: Model, link: str | None = None) -> tuple[float, f
     numeric response; location 0 and scale 2.5 otherwise (e.g. logit and probit links).
     """
     link = link or model.link_name
-    if model.bambi.family.name in ("hurdle_lognormal",):
+    v = _bambi.view(model.bambi)
+    if v.family in ("hurdle_lognormal",):
         link = "log"  # brms' has_logscale()
     location, scale = 0.0, 2.5
-    response = model.bambi.response_term
-    y = np.asarray(response.data, dtype=float) if not response.categorical else None
+    y = np.asarray(v.response, dtype=float) if not v.response_categorical else None
     if y is not None and y.ndim == 2:
         y = y[:, 0]  # binomial: brms scales on the successes
     y_link = _apply_link(y, link) if y is not None else None
@@ -1257,8 +1251,7 @@ def brms_scale_location(model: Model, link: str | None = None) -> tuple[float, f
         location_y = round(float(np.median(y_link)), 1)
         if math.isfinite(location_y):
             location = location_y
-            offset_terms = _bambi.parent_component(model.bambi).offset_terms.values()
-            offsets = [np.asarray(t.data, dtype=float) for t in offset_terms]
+            offsets = v.offsets
             if offsets:
                 mean_offset = float(np.mean(np.sum(offsets, axis=0)))
                 if math.isfinite(mean_offset):
@@ -1336,7 +1329,7 @@ def brms_default_priors(model: Model, slots: list[_Slot] | None = None) -> dict[
     slots = _slots(model) if slots is None else slots
     location, scale = brms_scale_location(model)
     _, sigma_scale = brms_scale_location(model, link="identity")
-    family = model.bambi.family.name
+    family = _bambi.view(model.bambi).family
     out: dict[_Slot, Any] = {}
     for slot in slots:
         if slot.dpar:  # brms' def_dpar_prior: student_t(3, 0, 2.5) on the link scale, b flat
@@ -1434,18 +1427,15 @@ def _outcome_scale(model: Model) -> _OutcomeScale | None:
     link = model.link_name
     if link not in _SCALED_LINKS:
         return None
-    response = model.bambi.response_term
-    if response.categorical:  # ordinal: the thresholds and eta are on the link's scale
+    v = _bambi.view(model.bambi)
+    if v.response_categorical:  # ordinal: the thresholds and eta are on the link's scale
         return _OutcomeScale(0.0, 1.0, "0", "") if _ordinal.is_ordinal(model.family) else None
-    y = np.asarray(response.data, dtype=float)
+    y = np.asarray(v.response, dtype=float)
     if y.ndim == 2 and y.shape[1] == 2:  # binomial: successes, trials
         y = y[:, 0] / y[:, 1]
     elif y.ndim != 1:
         return None
-    offsets = [
-        np.asarray(t.data, dtype=float)
-        for t in _bambi.parent_component(model.bambi).offset_terms.values()
-    ]
+    offsets = v.offsets
     shift = float(np.mean(np.sum(offsets, axis=0))) if offsets else 0.0
     minus = f" - mean(offset) = {_fmt(shift)}" if shift else ""
     if link == "identity":
@@ -1561,7 +1551,7 @@ def lmmformula_default_priors(
     if scale is None:
         return out
     s = scale.scale
-    parent = _bambi.parent_component(model.bambi)
+    v = _bambi.view(model.bambi)
     if model.link_name == "log":
         rule = replace(rule, intercept=rule.log_link, b=rule.log_link)
 
@@ -1580,8 +1570,8 @@ def lmmformula_default_priors(
     intercept_basis = (
         f"normal({scale.location_text.split(' = ')[0]}, {_times(rule.intercept, scale)})"
     )
-    has_intercept = parent.intercept_term is not None
-    mo = _mono.mo_terms(parent)
+    has_intercept = v.intercept() is not None
+    mo = _bambi.mo_terms(model.bambi)
     for slot in slots:
         if slot.dpar:
             out[slot] = _dpar_default(model, slot, scale, half)
@@ -1590,7 +1580,7 @@ def lmmformula_default_priors(
             value = _bambi.Prior("Dirichlet", a=_mono.DEFAULT_SIMO_ALPHA)
             out[slot] = _Default(value, "dirichlet(1): uniform on the simplex (brms' default)")
         elif slot.cls == "b" and slot.term in mo:  # bsp: a slope per category step
-            codes = _columns(parent.common_terms[slot.term].data).sum(axis=1)
+            codes = _columns(v.term(slot.term).data).sum(axis=1)
             size = _sd_of(codes)
             unit = _times(rule.b, scale)
             text = (
@@ -1604,7 +1594,7 @@ def lmmformula_default_priors(
                 normal(scale.location, intercept_sd), _basis(intercept_basis, scale)
             )
         elif slot.cls == "b":
-            cols = _columns(parent.common_terms[slot.term].data)
+            cols = _columns(v.term(slot.term).data)
             cell_means = not has_intercept and cols.shape[1] > 1 and _is_indicator(cols)
             cell_means = cell_means and bool(np.allclose(cols.sum(axis=1), 1))
             if cell_means:
@@ -1630,14 +1620,14 @@ def lmmformula_default_priors(
         elif slot.cls == "lscale":
             out[slot] = _Default(_gp_lscale_default(model, slot), _GP_LSCALE_BASIS)
         elif slot.cls == "sd":
-            term = parent.group_specific_terms[slot.term]
+            term = v.term(slot.term)
             unit = _times(rule.sd, scale)
             name = f"{rule.sd_dist}"
-            if term.kind == "intercept":
+            if term.intercept_only:
                 out[slot] = _Default(half(rule.sd * s), _basis(f"{name}({unit})", scale))
                 continue
             if _mono.group_label(slot.term) is not None:  # mo(x)|g: one slope per step
-                size = _rms_of(_columns(term.predictor).sum(axis=1))
+                size = _rms_of(_columns(term.data).sum(axis=1))
                 text = (
                     f"{name}({unit} / rms(x)), x the category codes of {slot.term.split('|')[0]}"
                     f", rms(x) = {_fmt(size)}"
@@ -1645,7 +1635,7 @@ def lmmformula_default_priors(
                 value = half(rule.sd * s / size if size > 0 else rule.sd * s)
                 out[slot] = _Default(value, _basis(text, scale))
                 continue
-            cols = _columns(term.predictor)
+            cols = _columns(term.data)
             sizes, texts = _column_sizes(cols, _rms_of, f"rms({slot.coef})")
             sigmas = [rule.sd * s / size for size in sizes]
             if all(t == "indicator" for t in texts):
@@ -1655,7 +1645,7 @@ def lmmformula_default_priors(
             else:
                 text = f"{name}({unit} / rms(x)) per column, {name}({unit}) for indicators"
             out[slot] = _Default(half(np.asarray(sigmas)), _basis(text, scale))
-        elif slot.cls == "sigma" and model.bambi.family.name in _REAL_FAMILIES:
+        elif slot.cls == "sigma" and v.family in _REAL_FAMILIES:
             # scale, not rate: PyMC folds 1 / lam into a constant of the compiled code, while
             # a scale stays a lifted input (the compiled code does not depend on the data)
             text = f"exponential(1 / {_times(rule.sigma, scale)})"
@@ -1675,30 +1665,30 @@ def _dpar_default(model: Model, slot: _Slot, scale: _OutcomeScale, half) -> _Def
       sd of x multiplies the parameter by e^{+-2} at two prior sds);
     - sd: ``halfnormal(1)``, ``halfnormal(1 / rms(x))`` per numeric column.
     """
-    component = _component(model, slot)
+    v = _bambi.view(model.bambi)
     link = _bambi.dpar_link(model.bambi, slot.dpar)
 
     def normal(mu: Any, sigma: Any) -> _bambi.Prior:
         return _bambi.Prior("Normal", mu=mu, sigma=sigma, auto_scale=False)
 
     if slot.cls == "Intercept":
-        real = model.bambi.family.name in _REAL_FAMILIES
+        real = v.family in _REAL_FAMILIES
         if slot.dpar == "sigma" and link == "log" and real and model.link_name == "identity":
             s = float(scale.scale)
             text = f"normal(log(sd(y)), 1), {slot.dpar} on the log scale; sd(y) = {_fmt(s)}"
             return _Default(normal(float(np.log(s)), 1.0), text)
         return _Default(normal(0.0, 2.5), f"normal(0, 2.5) on the {link} scale of {slot.dpar}")
     if slot.cls == "b":
-        cols = _columns(component.common_terms[slot.term].data)
+        cols = _columns(v.term(slot.term, slot.dpar).data)
         sizes, parts = _column_sizes(cols, _sd_of, f"sd({slot.coef})")
         sigmas = np.asarray([1.0 / size for size in sizes])
         value = normal(_squeeze(np.zeros(len(sigmas))), _squeeze(sigmas))
         detail = ", ".join(parts)
         return _Default(value, f"normal(0, 1 / sd(x)) on the {link} scale of {slot.dpar}; {detail}")
-    term = component.group_specific_terms[slot.term]
-    if term.kind == "intercept":
+    term = v.term(slot.term, slot.dpar)
+    if term.intercept_only:
         return _Default(half(1.0), f"halfnormal(1) on the {link} scale of {slot.dpar}")
-    sizes, texts = _column_sizes(_columns(term.predictor), _rms_of, f"rms({slot.coef})")
+    sizes, texts = _column_sizes(_columns(term.data), _rms_of, f"rms({slot.coef})")
     value = half(np.asarray([1.0 / size for size in sizes]))
     return _Default(
         value, f"halfnormal(1 / rms(x)) on the {link} scale of {slot.dpar}; {', '.join(texts)}"
@@ -1762,28 +1752,27 @@ def _mapping_sources(
     return out
 
 
-def _in_force(model: Model, slot: _Slot) -> Any:
-    """The prior Bambi holds for ``slot`` (for ``sd``: the prior on the term's sigma)."""
-    parent = _component(model, slot)
+def _in_force(model: Model, slot: _Slot, v: Any = None) -> Any:
+    """The prior Bambi holds for ``slot`` (for ``sd``: the prior on the term's sigma); ``v``
+    is the model's view (``_bambi.view``), read afresh when not given."""
+    v = _bambi.view(model.bambi) if v is None else v
     if slot.cls == "Intercept" and slot.term == _ordinal.THRESHOLD:
-        return model.bambi.parameters[slot.term].prior
+        return v.auxiliary[slot.term]
     if slot.cls == "Intercept":
-        return parent.intercept_term.prior
+        return v.intercept(slot.dpar).prior
     if slot.cls == "simo":
         resolved = getattr(model, "resolved_priors", None)
         alpha = (getattr(resolved, "simo", None) or {}).get(slot.term)
         return _bambi.Prior("Dirichlet", a=_mono.DEFAULT_SIMO_ALPHA if alpha is None else alpha)
     if slot.cls == "b":
-        return parent.common_terms[slot.term].prior
+        return v.term(slot.term, slot.dpar).prior
     if slot.cls == "lscale":  # brms' gp(): the user's, else brms' tuned default
         override = getattr(model, "resolved_priors", None)
         override = getattr(override, "lscale", {}).get(slot.coef)
         return override if override is not None else _gp_lscale_default(model, slot)
     if slot.cls in ("sd", "sdgp"):
-        prior = parent.group_specific_terms[slot.term].prior
-        if isinstance(prior, _bambi.Prior) and isinstance(prior.args.get("sigma"), _bambi.Prior):
-            return prior.args["sigma"]
-        return prior
+        term = v.term(slot.term, slot.dpar)
+        return term.sd_prior if isinstance(term.sd_prior, _bambi.Prior) else term.prior
     if slot.cls == "cor":
         blocks = getattr(model, "blocks", None) or {}
         spec = next((b for b in blocks.values() if b.factor == slot.group), None)
@@ -1791,7 +1780,7 @@ def _in_force(model: Model, slot: _Slot) -> Any:
         if eta is None:
             eta = model.block_eta.get(slot.group, model.lkj_eta)
         return eta
-    return model.bambi.parameters[slot.term].prior
+    return v.auxiliary[slot.term]
 
 
 def _lkj(eta: float) -> str:
@@ -1842,6 +1831,7 @@ def prior_summary(model: Model) -> pd.DataFrame:
     normal(0, 2.5 sd(y) / sd(Days)), sd(Days) = 2.88; sd(y) = 56.33
     """
     rp = model.resolved_priors  # what the model was built with: nothing is resolved again
+    view = _bambi.view(model.bambi)
     user = rp.mapping
     mapping = user is not None
     slots, resolved, by_level = list(rp.slots), rp.entries, rp.by_level
@@ -1903,7 +1893,7 @@ def prior_summary(model: Model) -> pd.DataFrame:
         return _lkj(value) if members[0].cls == "cor" else _stan_text(value)
 
     def slot_row(slot: _Slot, coef: str = "", group: str = "") -> None:
-        text = _stan_text(_in_force(model, slot))
+        text = _stan_text(_in_force(model, slot, view))
         add(text, slot.cls, coef, group, slot.dpar, source_of(slot), basis_of(slot))
 
     def term_rows(dpar: str) -> None:
@@ -1949,7 +1939,7 @@ def prior_summary(model: Model) -> pd.DataFrame:
             res = resolved.get(slot)
             source = res.source if res is not None else eta_source
             basis = res.basis if res is not None else eta_basis
-            add(_lkj(_in_force(model, slot)), "cor", "", slot.group, "", source, basis)
+            add(_lkj(_in_force(model, slot, view)), "cor", "", slot.group, "", source, basis)
     for slot in slots:
         if slot.cls not in _CLASS_LEVELS:
             slot_row(slot, slot.coef)  # a mo() simplex has brms' coef (mox1), a GP its label
