@@ -921,7 +921,14 @@ def _warn_if_unhealthy(result: Fit) -> None:
                 + ", ".join(map(repr, centered))
                 + " (noncentered=True, the default)"
             )
-        advice.append("raise target_accept (e.g. fit(target_accept=0.95))")
+        used = result.settings.get("target_accept")
+        used = 0.8 if used is None else float(used)  # nutpie's and PyMC's default
+        higher = min(0.999, round(1 - (1 - used) / 2, 3))  # half the distance to 1
+        advice.append(
+            f"raise target_accept (it was {used:g}; e.g. fit(target_accept={higher:g}))"
+            if used < 0.999
+            else "reparameterise or give the priors more information (target_accept is 0.999)"
+        )
     if d.max_rhat > 1.01 or d.min_ess_bulk < 100 * d.chains or d.min_ess_tail < 100 * d.chains:
         advice.append("run more draws (and tuning steps)")
     warnings.warn(

@@ -180,3 +180,27 @@ def test_one_sampling_warning_says_what_to_do(sleepstudy):
             random_seed=3,
             progressbar=False,
         )
+
+
+class _Health:
+    """A fit's diagnostics with divergences, for the sampler-health advice."""
+
+    divergences, chains, max_rhat, min_ess_bulk, min_ess_tail = 3, 2, 1.0, 1e4, 1e4
+
+    def problems(self) -> list[str]:
+        return ["3 divergent transitions"]
+
+
+@pytest.mark.parametrize(("used", "suggested"), [(None, 0.9), (0.9, 0.95), (0.99, 0.995)])
+def test_divergence_advice_suggests_a_higher_target_accept(used, suggested):
+    from types import SimpleNamespace
+
+    from lmmformula.fit import _warn_if_unhealthy
+
+    stub = SimpleNamespace(
+        diagnostics=_Health,
+        settings={"target_accept": used},
+        model=SimpleNamespace(noncentered={}),
+    )
+    with pytest.warns(lf.SamplingWarning, match=rf"fit\(target_accept={suggested:g}\)"):
+        _warn_if_unhealthy(stub)
