@@ -500,7 +500,8 @@ class Fit:
             draws the category's position, 0 for the first (Bambi's), where brms' draws
             count from 1.
         include_group_effects : bool
-            ``False`` predicts from population-level effects only (``re_formula = NA``).
+            ``False`` predicts from population-level effects only (``re_formula = NA``);
+            as in brms a ``gp()`` term is population-level and stays.
         allow_new_levels : bool
             Allow grouping-factor levels not seen in the fit; their effects are drawn from the
             posterior of a random existing level per draw, the same level for every term of
@@ -604,6 +605,18 @@ class Fit:
         bm = self.model.bambi
         idata = self.idata.copy()
         parent = dpar or _bambi.parent_name(bm)
+        include = include_group_effects
+        gp_terms = {g.term for g in getattr(self.model.translation, "gp_terms", ())}
+        if gp_terms and not include_group_effects:
+            # brms' re_formula = NA drops the group-level terms but keeps gp(), which is a
+            # population-level term there: predict with the other group-level effects at 0
+            # (new levels of their factors too)
+            post = idata["posterior"].to_dataset()
+            for info in self._terms().values():
+                if info.name not in gp_terms and info.name in post:
+                    post[info.name] = xr.zeros_like(post[info.name])
+            idata["posterior"] = xr.DataTree(post)
+            include, allow_new_levels = True, True
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
@@ -614,7 +627,7 @@ class Fit:
                     kind="response" if kind == "response" else "response_params",
                     data=data,
                     inplace=False,
-                    include_group_specific=include_group_effects,
+                    include_group_specific=include,
                     sample_new_groups=True if allow_new_levels else None,
                     random_seed=random_seed,
                 )

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from scipy import stats
 
 import lmmformula as lf
@@ -397,3 +398,29 @@ def test_by_factor_fit_and_prediction():
     assert np.corrcoef(got, want)[0, 1] > 0.95
     with pytest.raises(DataError, match="has levels not seen in the fit: 'c'"):
         fit.predict(pd.DataFrame({"x": [1.0], "f": ["c"]}))
+
+
+def test_population_predictions_keep_the_gp_and_drop_group_effects():
+    """brms' re_formula = NA keeps gp() (a population-level term) and drops (1|g)."""
+    rng = np.random.default_rng(3)
+    x = np.repeat(np.linspace(0, 10, 20), 6)
+    g = np.tile(np.arange(6), 20)
+    u = rng.normal(size=6) * 0.5
+    d = pd.DataFrame({"x": x, "g": [f"g{i}" for i in g]})
+    d["y"] = 2 + np.sin(x) + u[g] + rng.normal(size=len(x)) * 0.3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = lf.fit("y ~ gp(x) + (1|g)", d, random_seed=1, **{**SAMPLER, "draws": 200})
+    post = fit.posterior
+    population = fit.predict(include_group_effects=False, summary=False)
+    full = fit.predict(summary=False)
+    # the difference is each row's (1|g) effect, draw by draw
+    effects = post["1|g"].sel(g__factor_dim=xr.DataArray(d["g"].to_numpy(), dims="__obs__"))
+    np.testing.assert_allclose(
+        (full - population).values, effects.transpose("chain", "draw", "__obs__").values
+    )
+    # and what is left follows the smooth truth, at fitted and at new x, new levels too
+    assert np.corrcoef(population.mean(("chain", "draw")), 2 + np.sin(x))[0, 1] > 0.95
+    new = pd.DataFrame({"x": [2.5, 5.0, 7.5], "g": ["new", "g0", "g1"]})
+    got = fit.predict(new, include_group_effects=False)["estimate"].to_numpy()
+    assert np.abs(got - (2 + np.sin(new["x"].to_numpy()))).max() < 0.6
