@@ -207,6 +207,10 @@ class BuildPlan:
         term name -> ``builder(term, dims)`` returning the term's coefficients.
     cov_chol : dict of str to numpy.ndarray
         For terms on ``gr(g, cov = K)``: the Cholesky factor of K over the term's levels.
+    predict_wrapper : callable, optional
+        ``(predict_group_specific, component) -> predict_group_specific``: wraps Bambi's
+        group-specific predictions of the main formula (``gp()`` terms: new GP points from the
+        GP's conditional, :func:`lmmformula._gp.gp_predictor`).
     simo : dict of str to float
         The Dirichlet concentration of each ``mo()`` term's simplex, by Bambi term name
         (:mod:`lmmformula._mono`; brms' default 1 for a term not named).
@@ -218,6 +222,7 @@ class BuildPlan:
     marginal: str | None = None
     suffstats_shared: bool = False
     special: dict[str, Any] = field(default_factory=dict)
+    predict_wrapper: Any = None
     cov_chol: dict[str, np.ndarray] = field(default_factory=dict)
     simo: dict[str, float] = field(default_factory=dict)
 
@@ -863,6 +868,15 @@ class LkjBambiModel(bmb.Model):
             raise TypeError(f"a BuildPlan, not {type(plan).__name__}")
         self.plan = plan
         self.built = False
+        component = parent_component(self)
+        original = getattr(component, "_lkj_predict_group_specific", None)
+        if plan.predict_wrapper is not None:
+            if original is None:  # Bambi's own, kept once so that a new plan rewraps it
+                original = component.predict_group_specific
+                component._lkj_predict_group_specific = original
+            component.predict_group_specific = plan.predict_wrapper(original, component)
+        elif original is not None:
+            component.predict_group_specific = original
 
     def build(self):
         plan = self.plan

@@ -587,19 +587,40 @@ def hs_new_values(
 
 
 # -- wiring into the model (called by lmmformula.model.Model) ---------------------------------
-def attach_specials(model: Any, data2: Any) -> dict[str, GPPlan]:
-    """The builders of the model's ``gp()`` and ``gr(cov =)`` terms (``model.gp_special``,
-    ``model.gp_cov_chol``: the model hands them to the seam in its build plan) and GP
-    predictions at new points; returns the GP plans by Bambi term name."""
+@dataclass(frozen=True)
+class Specials:
+    """The model's ``gp()`` and ``gr(g, cov = K)`` terms, planned (:func:`plan_specials`).
+
+    Attributes
+    ----------
+    plans : dict of str to GPPlan
+        Each GP by its Bambi term name (``1|gpx``).
+    builders : dict of str to callable
+        The seam's builders of those terms' coefficients (GPs, and ``gr(cov =)`` terms outside
+        a correlated block), by Bambi term name.
+    cov_chol : dict of str to numpy.ndarray
+        For every ``gr(g, cov = K)`` term: the Cholesky factor of K over the term's levels.
+    cov_frames : dict of str to pandas.DataFrame
+        data2's matrices as level-named frames (saved with a fit).
+    """
+
+    plans: dict[str, GPPlan] = field(default_factory=dict)
+    builders: dict[str, Any] = field(default_factory=dict)
+    cov_chol: dict[str, np.ndarray] = field(default_factory=dict)
+    cov_frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def plan_specials(model: Any, data2: Any) -> Specials:
+    """Plan the model's ``gp()`` and ``gr(cov =)`` terms (reads the model, changes nothing);
+    the model hands the result to the seam in its build plan."""
     from lmmformula import _bambi
 
     translation = model.translation
-    bm = model.bambi
-    terms = _bambi.parent_group_specific_terms(bm)
+    terms = _bambi.parent_group_specific_terms(model.bambi)
     in_blocks = {n for b in model.blocks.values() for n in b.terms}
-    special: dict[str, Any] = {}
+    builders: dict[str, Any] = {}
     cov_chol: dict[str, np.ndarray] = {}
-    model.cov_frames = {}  # data2's matrices as level-named frames (saved with a fit)
+    cov_frames: dict[str, pd.DataFrame] = {}
     for name, cov in translation.cov_terms.items():
         term = terms[name]
         levels = [str(g) for g in term.groups]
@@ -607,25 +628,27 @@ def attach_specials(model: Any, data2: Any) -> dict[str, GPPlan]:
         cov_chol[name] = chol
         frame = _as_frame(data2[cov.key], levels)
         if frame is not None:
-            model.cov_frames[cov.key] = frame
+            cov_frames[cov.key] = frame
         if name not in in_blocks:
             check_cov_option(cov, model.noncentered.get(cov.factor, True))
-            special[name] = _CovBuilder(chol)
+            builders[name] = _CovBuilder(chol)
     plans: dict[str, GPPlan] = {}
     for gp in translation.gp_terms:
         plan = plan_gp(model.data, gp)
         resolved = getattr(model, "resolved_priors", None)
         plan.lscale_override = getattr(resolved, "lscale", {}).get(gp.label)
         plans[gp.term] = plan
-        special[gp.term] = _GPBuilder(plan)
-    model.gp_special = special
-    model.gp_cov_chol = cov_chol
-    if plans:
-        component = _bambi.parent_component(bm)
-        component.predict_group_specific = _GPPredict(
-            component.predict_group_specific, plans, component
-        )
-    return plans
+        builders[gp.term] = _GPBuilder(plan)
+    return Specials(plans, builders, cov_chol, cov_frames)
+
+
+def gp_predictor(plans: dict[str, GPPlan]) -> Any:
+    """``(predict_group_specific, component) -> wrapped``: Bambi's group-specific predictions
+    with new GP points predicted from the GP's conditional (the seam installs it, through the
+    build plan, when the model has GPs); None without GPs."""
+    if not plans:
+        return None
+    return lambda original, component: _GPPredict(original, plans, component)
 
 
 class _CovBuilder:

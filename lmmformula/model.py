@@ -154,10 +154,12 @@ class Model:
         self.block_eta = dict(self.resolved_priors.block_eta)
         self._apply_term_noncentered(self.bambi)
         self.blocks = self._effective_blocks()
-        from lmmformula._gp import attach_specials  # brms' gp() and gr(g, cov = K)
+        from lmmformula._gp import plan_specials  # brms' gp() and gr(g, cov = K)
 
         self.data2 = data2
-        self.gp_plans = attach_specials(self, data2)
+        self.specials = plan_specials(self, data2)
+        self.gp_plans = self.specials.plans
+        self.cov_frames = self.specials.cov_frames
         self.likelihood, self.likelihood_reason = self._choose_likelihood(suffstats)
         # integrate the largest gaussian (1|g) out exactly (lmmformula._marginal)
         self.marginalize = _marginal_option(marginalize)
@@ -166,7 +168,7 @@ class Model:
             self.marginalize,
             self.likelihood,
             self.blocks,
-            exclude=tuple(self.gp_special),
+            exclude=tuple(self.specials.builders),
         )
         if self.marginal is not None:
             self.likelihood = "full data, " + self.marginal + " integrated out"
@@ -175,13 +177,16 @@ class Model:
 
     def _build_plan(self) -> _bambi.BuildPlan:
         """What the seam builds on Bambi's terms: the blocks and the likelihood chosen."""
+        from lmmformula._gp import gp_predictor
+
         return _bambi.BuildPlan(
             blocks=dict(self.blocks),
             eta=self.lkj_eta,
             suffstats=self.likelihood == "sufficient statistics",
             marginal=self.marginal,
-            special=dict(self.gp_special),
-            cov_chol=dict(self.gp_cov_chol),
+            special=dict(self.specials.builders),
+            cov_chol=dict(self.specials.cov_chol),
+            predict_wrapper=gp_predictor(self.specials.plans),
             simo=dict(self.resolved_priors.simo),  # mo() simplexes (lmmformula._mono)
         )
 

@@ -115,7 +115,9 @@ def test_numpy_matrix_follows_sorted_levels():
     data, k = grcov()
     by_name = lf.model("y ~ (1 | gr(g, cov = K))", data, data2={"K": k})
     by_position = lf.model("y ~ (1 | gr(g, cov = K))", data, data2={"K": k.to_numpy()})
-    np.testing.assert_array_equal(by_name.gp_cov_chol["1|g"], by_position.gp_cov_chol["1|g"])
+    np.testing.assert_array_equal(
+        by_name.specials.cov_chol["1|g"], by_position.specials.cov_chol["1|g"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -207,5 +209,7 @@ def test_saved_fit_keeps_the_matrix(grcov_fit, tmp_path):
     path = tmp_path / "grcov.nc"
     grcov_fit.save(path)
     loaded = lf.load_fit(path)
-    np.testing.assert_allclose(loaded.model.gp_cov_chol["1|g"], grcov_fit.model.gp_cov_chol["1|g"])
+    np.testing.assert_allclose(
+        loaded.model.specials.cov_chol["1|g"], grcov_fit.model.specials.cov_chol["1|g"]
+    )
     np.testing.assert_allclose(loaded.predict()["estimate"], grcov_fit.predict()["estimate"])
