@@ -250,17 +250,17 @@ class Fit:
         """``{coefficient: (chain, draw) array}`` for the population-level effects."""
         post = self.posterior
         draws: dict[str, np.ndarray] = _ordinal.threshold_draws(self.model.bambi, post)
-        intercept = _bambi.intercept_term(self.model.bambi)
+        v = _bambi.view(self.model.bambi)
+        intercept = v.intercept()
         if intercept is not None:
-            draws["Intercept"] = post[intercept.alias or intercept.name].values
+            draws["Intercept"] = post[intercept.name].values
         mo = _bambi.mo_terms(self.model.bambi)
-        for name, term in _bambi.common_terms(self.model.bambi).items():
-            if name in mo:  # brms' bsp_mox and simo_mox1[k]
-                draws.update(_mono.mo_draws(mo[name], post))
+        for term in v.common():
+            if term.key in mo:  # brms' bsp_mox and simo_mox1[k]
+                draws.update(_mono.mo_draws(mo[term.key], post))
                 continue
-            name = term.alias or name
-            if name in post:
-                draws.update(_columns_of(post[name]))
+            if term.name in post:
+                draws.update(_columns_of(post[term.name]))
         for name in _bambi.dpar_population_names(self.model.bambi):  # sigma_Intercept, sigma_z
             if name in post:
                 draws.update(_columns_of(post[name]))
@@ -459,7 +459,7 @@ class Fit:
                 group_level[factor] = sub.drop(columns=["grp", "var1", "var2"]).set_index("label")
         population = self.fixef()
         family_draws = {}
-        for name in m.bambi.family.auxiliary_parameters:
+        for name in _bambi.view(m.bambi).auxiliary_names:
             if name in post and set(post[name].dims) <= {"chain", "draw"}:
                 family_draws[name] = post[name].values
         family_specific = _describe(family_draws)
