@@ -96,6 +96,19 @@ def test_a_parameter_the_family_lacks_is_refused():
         lf.model("bf(y ~ x, nu ~ z)", df)
 
 
+@pytest.mark.parametrize(
+    ("formula", "family", "pattern"),
+    [
+        ("bf(c ~ x, zi ~ z)", "zero_inflated_poisson", "calls 'psi' \\(psi = 1 - zi"),
+        ("bf(c ~ x, shape ~ z)", "negbinomial", "calls 'alpha'; write alpha ~"),
+    ],
+)
+def test_brms_names_of_parameters_point_to_bambis(formula, family, pattern):
+    df = _simulate(groups=4, per=5).assign(c=np.arange(20) % 4)
+    with pytest.raises(ModelError, match=pattern):
+        lf.model(formula, df, family=family)
+
+
 def test_likelihood_says_why_not_sufficient_statistics():
     m = lf.model("bf(y ~ x + (1|g), sigma ~ z)", _simulate(groups=5, per=4))
     assert m.likelihood == "full data"
