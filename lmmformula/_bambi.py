@@ -1125,6 +1125,7 @@ class ModelView:
     parameters: tuple[str, ...] = ()  # the family's parameters, in the likelihood's order
     auxiliary_names: tuple[str, ...] = ()  # Bambi's auxiliary parameters of the family
     default_priors: dict[str, Any] = field(default_factory=dict)  # the family's, by parameter
+    components: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> term keys
 
     def term(self, key: str, dpar: str = "") -> TermView:
         """The term with Bambi's ``key`` in the formula of ``dpar`` (``""``: the main one)."""
@@ -1167,6 +1168,10 @@ def view(bambi_model: bmb.Model) -> ModelView:
         for name, component in bambi_model.marginal_parameters.items()
     }
     response = bambi_model.response_term
+    try:
+        response_values = np.asarray(response.data)
+    except Exception:  # Bambi cannot read some responses back; its families checked them
+        response_values = np.empty(0)
     offsets = tuple(
         np.asarray(t.data, dtype=float) for t in parent_component(bambi_model).offset_terms.values()
     )
@@ -1177,12 +1182,16 @@ def view(bambi_model: bmb.Model) -> ModelView:
         center_predictors=bool(bambi_model.center_predictors),
         terms=tuple(terms),
         auxiliary=auxiliary,
-        response=np.asarray(response.data),
+        response=response_values,
         response_categorical=bool(response.categorical),
         offsets=offsets,
         parameters=tuple(family.likelihood.params),
         auxiliary_names=tuple(family.auxiliary_parameters),
         default_priors=dict(family.default_priors),
+        components={
+            name: tuple(getattr(c, "terms", None) or ())
+            for name, c in bambi_model.parameters.items()
+        },
     )
 
 

@@ -973,16 +973,13 @@ def check_design(
     """
     from lmmformula import _bambi
 
-    response = getattr(bambi_model, "response_term", None)
-    try:
-        observed = np.asarray(response.data) if response is not None else None
-    except Exception:  # Bambi cannot read this response back; its families checked it
-        observed = None
+    v = _bambi.view(bambi_model)
+    observed = v.response if v.response.size else None  # empty: Bambi cannot read it back
     if observed is not None and observed.dtype.kind in "fc":
         _check_finite_response(observed, translation.response.text, labels)
-    terms = {**_bambi.common_terms(bambi_model), **_bambi.group_specific_terms(bambi_model)}
-    for name, term in terms.items():
-        values = np.asarray(getattr(term, "data", np.empty(0)))
+    for term in v.terms:
+        name = term.key if not term.dpar else term.name
+        values = np.asarray(term.data if term.data is not None else np.empty(0))
         if values.dtype.kind not in "fc":
             continue
         bad = _nonfinite_rows(values)
@@ -1108,10 +1105,10 @@ def check_prior_names(priors: Any, bambi_model: bmb.Model) -> None:
 
     if not isinstance(priors, dict) or not priors:
         return
-    parameters = bambi_model.parameters
+    components = _bambi.view(bambi_model).components
     parent = _bambi.parent_name(bambi_model)
-    terms = list(parameters[parent].terms)
-    auxiliary = [name for name in parameters if name != parent]
+    terms = list(components[parent])
+    auxiliary = [name for name in components if name != parent]
     valid = [*terms, *auxiliary]
     allowed = {*valid, parent, "common", "group_specific"}
     for key, value in priors.items():
@@ -1122,7 +1119,7 @@ def check_prior_names(priors: Any, bambi_model: bmb.Model) -> None:
                 f"{', '.join(map(repr, valid))}."
             )
         if isinstance(value, dict) and key in auxiliary:
-            nested = list(parameters[key].terms)
+            nested = list(components[key])
             unknown = [k for k in value if k not in {*nested, "common", "group_specific"}]
             if unknown:
                 raise PriorError(

@@ -1099,8 +1099,14 @@ def resolve_priors(model: Model, priors: Any) -> ResolvedPriors:
         unnamed = {s: r.value for s, r in resolved.items() if sources.get(s) == "default"}
         simo = {s.term: float(v.args["a"]) for s, v in unnamed.items() if s.cls == "simo"}
         kept = {s: v for s, v in unnamed.items() if s.cls not in ("simo", "lscale")}
+        merged = _ordinal_thresholds(model, _bambi_dict(kept))
+        for key, value in priors.items():  # a dpar's nested dict adds to its defaults
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
         return ResolvedPriors(
-            {**_ordinal_thresholds(model, _bambi_dict(kept)), **dict(priors)},
+            merged,
             {},
             base=LMMFORMULA,
             slots=tuple(slots),

@@ -139,6 +139,22 @@ def test_priors_by_dpar_reach_the_parameter_formula_only():
     assert list(sd_main["source"]) == ["default"]
 
 
+def test_a_bambi_dict_for_a_parameter_keeps_the_defaults_it_does_not_name():
+    import bambi as bmb
+
+    df = _simulate(groups=6, per=5)
+    given = bmb.Prior("Normal", mu=0, sigma=0.3)
+    m = lf.model("bf(y ~ x + (1|g), sigma ~ z)", df, priors={"sigma": {"z": given}})
+    table = m.prior_summary().set_index(["class", "coef", "dpar"])
+    assert table.loc[("b", "z", "sigma"), "prior"] == "normal(0, 0.3)"
+    assert table.loc[("b", "z", "sigma"), "source"] == "user"
+    # the sigma formula's intercept keeps lmmformula's default, not Bambi's normal(0, 1)
+    intercept = table.loc[("Intercept", "", "sigma"), "prior"]
+    assert intercept == f"normal({np.log(df['y'].std()):.4g}, 1)"
+    with pytest.raises(PriorError, match="the model of 'sigma' has no term 'w'"):
+        lf.model("bf(y ~ x + (1|g), sigma ~ z)", df, priors={"sigma": {"w": given}})
+
+
 @pytest.mark.parametrize(
     ("spec", "pattern"),
     [
