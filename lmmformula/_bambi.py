@@ -1096,6 +1096,7 @@ class TermView:
     data: np.ndarray | None = None
     key: str = ""  # Bambi's key of the term in its component ("z" for sigma_z)
     intercept_only: bool = False  # a group-level term that is a varying intercept
+    levels: tuple[str, ...] = ()  # a group-level term's levels, in Bambi's order
 
     @property
     def factor(self) -> str:
@@ -1160,7 +1161,10 @@ def view(bambi_model: bmb.Model) -> ModelView:
         for key, term in component.group_specific_terms.items():
             predictor = np.asarray(term_predictor(term), dtype=float)
             only = term.kind == "intercept"
-            terms.append(TermView(_aliased(term), "group", dpar, term.prior, predictor, key, only))
+            levels = tuple(str(g) for g in term.groups)
+            terms.append(
+                TermView(_aliased(term), "group", dpar, term.prior, predictor, key, only, levels)
+            )
     family = bambi_model.family
     parent = family.likelihood.parent
     auxiliary = {

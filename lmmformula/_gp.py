@@ -616,14 +616,13 @@ def plan_specials(model: Any, data2: Any) -> Specials:
     from lmmformula import _bambi
 
     translation = model.translation
-    terms = _bambi.parent_group_specific_terms(model.bambi)
+    view = _bambi.view(model.bambi)
     in_blocks = {n for b in model.blocks.values() for n in b.terms}
     builders: dict[str, Any] = {}
     cov_chol: dict[str, np.ndarray] = {}
     cov_frames: dict[str, pd.DataFrame] = {}
     for name, cov in translation.cov_terms.items():
-        term = terms[name]
-        levels = [str(g) for g in term.groups]
+        levels = list(view.term(name).levels)
         chol = cov_cholesky(cov, levels, data2, translation.formula)
         cov_chol[name] = chol
         frame = _as_frame(data2[cov.key], levels)
