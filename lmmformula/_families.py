@@ -13,15 +13,19 @@ Two questions are asked of a family, and each has its own groups:
   :data:`LOG_LOCATION`, :data:`NOT_ONE_NUMBER`.
 
 Plus the families with a residual scale (:data:`RESIDUAL_SCALE`) and the names R and brms
-users type (:data:`R_FAMILY_NAMES`, :data:`FAMILY_ALIASES`). A new family goes into one
-response group and every other group that describes it; ``tests/test_families.py`` checks
-that each name is one of Bambi's and that every Bambi family has its response group.
+users type (:data:`R_FAMILY_NAMES`, :data:`FAMILY_ALIASES`; brms' names of parameters that
+Bambi names otherwise, :data:`BRMS_PARAMETER_NAMES`, :data:`BRMS_COMPLEMENT_NAMES`). A new
+family goes into one response group and every other group that describes it;
+``tests/test_families.py`` checks that each name is one of Bambi's and that every Bambi family
+has its response group.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BINOMIAL_RESPONSE",
+    "BRMS_COMPLEMENT_NAMES",
+    "BRMS_PARAMETER_NAMES",
     "CATEGORY_RESPONSE",
     "COUNT_RESPONSE",
     "FAMILY_ALIASES",
@@ -129,3 +133,10 @@ FAMILY_ALIASES = {
 }
 """Names people type (lower-cased, ``-`` and spaces as ``_``) and the Bambi family an unknown
 name is pointed to in the error message ("Did you mean ...?"); not accepted silently."""
+
+# brms' names of a family's parameters that Bambi names otherwise. The same parameter, with the
+# same parameterisation: negative binomial, gamma, Weibull shape (Bambi: alpha; inverse
+# Gaussian: lam) and beta, beta-binomial phi (kappa). The complement: brms' zero-inflation and
+# hurdle probabilities zi and hu are 1 - Bambi's psi.
+BRMS_PARAMETER_NAMES = {"shape": ("alpha", "lam"), "phi": ("kappa",)}
+BRMS_COMPLEMENT_NAMES = {"zi": ("psi",), "hu": ("psi",)}

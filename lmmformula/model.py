@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from lmmformula import _bambi
+from lmmformula._families import BRMS_COMPLEMENT_NAMES, BRMS_PARAMETER_NAMES
 from lmmformula._frame import (
     R_FAMILY_NAMES,
     MissingDataWarning,
@@ -30,15 +31,6 @@ SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 
 def _family_name(family: Any) -> str:
     return family if isinstance(family, str) else getattr(family, "name", str(family))
-
-
-# brms' names of distributional parameters -> Bambi's (same parameter, or psi = 1 - zi)
-_BRMS_DPARS = {
-    "shape": ("alpha", "lam"),
-    "phi": ("kappa",),
-    "zi": ("psi",),
-    "hu": ("psi",),
-}
 
 
 class Model:
@@ -208,14 +200,17 @@ class Model:
             parent, others = _bambi.family_parameters(self._family_arg)
         except Exception:  # a family Bambi does not know is refused when Bambi builds it
             return
+        brms_names = {**BRMS_PARAMETER_NAMES, **BRMS_COMPLEMENT_NAMES}
         for dpar in self.translation.dpar_formulas:
-            named = [b for b in _BRMS_DPARS.get(dpar, ()) if b in others]
+            named = [b for b in brms_names.get(dpar, ()) if b in others]
             if dpar not in others and named:
-                flip = " (psi = 1 - zi: its coefficients are zi's with the sign flipped)"
+                flip = ""
+                if dpar in BRMS_COMPLEMENT_NAMES:
+                    flip = f" ({named[0]} = 1 - {dpar}: its coefficients are {dpar}'s, negated)"
                 raise ModelError(
                     f"bf() has a formula for brms' {dpar!r}, which the "
-                    f"{self.family_spelled!r} family calls {named[0]!r}"
-                    f"{flip if dpar in ('zi', 'hu') else ''}; write {named[0]} ~ ... instead."
+                    f"{self.family_spelled!r} family calls {named[0]!r}{flip}; write "
+                    f"{named[0]} ~ ... instead."
                 )
             if dpar not in others:
                 raise ModelError(

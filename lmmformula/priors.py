@@ -45,6 +45,7 @@ import pandas as pd
 import pymc as pm
 
 from lmmformula import _bambi, _mono, _ordinal
+from lmmformula._families import BRMS_PARAMETER_NAMES
 from lmmformula._text import coef_label, format_number, point_at
 from lmmformula.errors import PriorError
 
@@ -154,7 +155,6 @@ _BY_PYMC = {d.pymc: d for d in _DISTRIBUTIONS.values() if d.pymc}
 _POSITIVE_PYMC = {d.pymc for d in _DISTRIBUTIONS.values() if d.support == "positive"}
 
 # brms' names for auxiliary parameters that Bambi names differently (same parameterisation)
-_BRMS_AUX_ALIASES = {"shape": ("alpha", "lam"), "phi": ("kappa",)}
 
 _NAME = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -766,7 +766,7 @@ def _canonical_class(spec: PriorSpec, model: Model, slots: list[_Slot]) -> str:
     present = {s.cls for s in slots}
     if spec.cls in present:
         return spec.cls
-    for bambi_name in _BRMS_AUX_ALIASES.get(spec.cls, ()):
+    for bambi_name in BRMS_PARAMETER_NAMES.get(spec.cls, ()):
         if bambi_name in present:
             return bambi_name
     aux = _aux_names(model)
