@@ -991,17 +991,6 @@ def dpar_components(bambi_model: bmb.Model) -> dict:
     return {n: c for n, c in bambi_model.conditional_parameters.items() if n != parent}
 
 
-def dpar_population_names(bambi_model: bmb.Model) -> list[str]:
-    """The posterior names of the population-level coefficients of every distributional
-    parameter's formula (``sigma_Intercept``, ``sigma_z``), in formula order."""
-    out = []
-    for component in dpar_components(bambi_model).values():
-        if component.intercept_term is not None:
-            out.append(_aliased(component.intercept_term))
-        out += [_aliased(term) for term in component.common_terms.values()]
-    return out
-
-
 def family_parameters(family) -> tuple[str, tuple[str, ...]]:
     """The parameter a family's linear predictor models and its other (distributional)
     parameters: ``("mu", ("sigma",))`` for the gaussian family. ``family`` is a name of a
@@ -1547,9 +1536,7 @@ def pymc_model(bambi_model: bmb.Model) -> pm.Model:
 def full_data_pymc_model(bambi_model: bmb.Model) -> pm.Model:
     """A PyMC model with Bambi's row-by-row response (the built one, or one built afresh
     when the model samples on sufficient statistics or an integrated-out intercept)."""
-    if isinstance(bambi_model, LkjBambiModel):
-        return bambi_model.full_data_backend().model
-    return bambi_model.backend.model
+    return bambi_model.full_data_backend().model
 
 
 def sampled_var_names(bambi_model: bmb.Model) -> list[str]:

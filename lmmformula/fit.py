@@ -261,9 +261,9 @@ class Fit:
                 continue
             if term.name in post:
                 draws.update(_columns_of(post[term.name]))
-        for name in _bambi.dpar_population_names(self.model.bambi):  # sigma_Intercept, sigma_z
-            if name in post:
-                draws.update(_columns_of(post[name]))
+        for term in v.terms:  # the formulas of distributional parameters: sigma_z, ...
+            if term.dpar and term.kind != "group" and term.name in post:
+                draws.update(_columns_of(post[term.name]))
         return draws
 
     def fixef(self) -> pd.DataFrame:

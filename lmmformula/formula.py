@@ -2283,16 +2283,12 @@ class _Part:
 _BF_NAMES = ("bf", "brmsformula")
 
 
-def _formulas(formula: object) -> list[tuple[str, str, _Formula]]:
+def _formulas(formula: object) -> list[tuple[str, str, _Formula | _Shifted]]:
     """``[(text, dpar, parsed)]``: the formula itself, or the formulas of brms' ``bf()``
     (the main one first with ``dpar == ""``). Errors in a formula of a ``bf()`` point into the
     whole text."""
-    if not isinstance(formula, str):
-        return [("", "", _parse(formula))]
-    stripped = formula.strip()
-    head = re.match(r"(bf|brmsformula)\s*\(", stripped)
-    if head is None:
-        return [(formula, "", _parse(formula))]
+    if not isinstance(formula, str) or not re.match(r"\s*(bf|brmsformula)\s*\(", formula):
+        return [(formula, "", _parse(formula))]  # one formula (_parse refuses a non-string)
     tokens = tokenize(formula)
     match = _match_brackets(formula, tokens)
     if match.get(1) != len(tokens) - 1:
