@@ -1008,15 +1008,6 @@ def dpar_link(bambi_model: bmb.Model, dpar: str) -> str:
     return bambi_model.family.link[dpar].name
 
 
-def common_terms(bambi_model: bmb.Model) -> dict:
-    """The parent component's common (population-level) terms, by name."""
-    return dict(parent_component(bambi_model).common_terms)
-
-
-def intercept_term(bambi_model: bmb.Model):
-    return parent_component(bambi_model).intercept_term
-
-
 @dataclass
 class TermInfo:
     """What the results layer needs to know about a group-level term."""
