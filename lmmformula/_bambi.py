@@ -1466,7 +1466,7 @@ def marginal_level_sums(bambi_model: bmb.Model, posterior, key: str) -> np.ndarr
         y = y - parts.offset
     sums = np.empty((posterior.sizes["chain"] * posterior.sizes["draw"], n_levels))
     sums[:] = a @ y
-    aliases = {k: (t.alias or k) for k, t in common_terms(bambi_model).items()}
+    aliases = {k: (t.alias or k) for k, t in parent_component(bambi_model).common_terms.items()}
     if parts.x.shape[1]:
         coefs = np.column_stack(
             [draws(posterior, aliases.get(t, t))[:, j] for _, t, j in parts.x_columns]
