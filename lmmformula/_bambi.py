@@ -1452,9 +1452,10 @@ def _marginal_response(spec, eta, sigma, tau, term) -> None:
     pm.Potential(f"{response}_marginal", _marginal.logp(y - eta, index, counts, sigma, tau))
 
 
-def marginal_level_sums(bambi_model: bmb.Model, posterior, key: str) -> np.ndarray:
+def marginal_level_sums(bambi_model: bmb.Model, posterior, key: str) -> _marginal.LevelSums:
     """Per draw and level, the sum of the residuals ``y - eta`` (eta without the integrated
-    term): (chain * draw, J), from the uncentred posterior through sparse level sums."""
+    term), from the uncentred posterior, as the pieces :class:`lmmformula._marginal.LevelSums`
+    forms a block of draws from (level sums of the data, sparse level sums of the columns)."""
     draws = _marginal.draws
     parts = design_parts(bambi_model)
     term = parent_group_specific_terms(bambi_model)[key]
@@ -1464,25 +1465,34 @@ def marginal_level_sums(bambi_model: bmb.Model, posterior, key: str) -> np.ndarr
     y = np.asarray(np.squeeze(bambi_model.response_term.data), dtype=float)
     if parts.offset is not None:
         y = y - parts.offset
-    sums = np.empty((posterior.sizes["chain"] * posterior.sizes["draw"], n_levels))
-    sums[:] = a @ y
+    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
     aliases = {k: (t.alias or k) for k, t in parent_component(bambi_model).common_terms.items()}
+    coefs = np.zeros((n_draws, 0))
     if parts.x.shape[1]:
         coefs = np.column_stack(
             [draws(posterior, aliases.get(t, t))[:, j] for _, t, j in parts.x_columns]
         )
-        sums -= coefs @ (a @ parts.x).T
     name = term.alias or term.name
     keep = [i for i, col in enumerate(parts.z_columns) if col[2] != name]
+    az = effects = None
     if keep:
-        z = parts.z[:, keep]
+        az = (a @ parts.z[:, keep]).tocsr()
         order: list[str] = []
         for col in (parts.z_columns[i] for i in keep):
             if not order or order[-1] != col[2]:
                 order.append(col[2])
-        u = np.concatenate([draws(posterior, t, factor_first=True) for t in order], axis=1)
-        sums -= ((a @ z).tocsr() @ u.T).T
-    return sums
+        effects = np.concatenate([draws(posterior, t, factor_first=True) for t in order], axis=1)
+    return _marginal.LevelSums(
+        base=a @ y, ax=np.asarray(a @ parts.x), coefs=coefs, az=az, effects=effects
+    )
+
+
+def marginal_effect_names(bambi_model: bmb.Model, key: str | None) -> list[str]:
+    """The posterior names of the effects drawn after sampling (none when ``key`` is None)."""
+    if key is None:
+        return []
+    term = parent_group_specific_terms(bambi_model)[key]
+    return [term.alias or term.name]
 
 
 def add_marginal_effect_draws(posterior, bambi_model: bmb.Model, key: str):

@@ -130,6 +130,13 @@ def test_recovered_effects_have_the_exact_conditional():
     # the same draws give the same effects
     again = _bambi.add_marginal_effect_draws(post, m.bambi, "1|s")["1|s"].values
     np.testing.assert_array_equal(again, out["1|s"].values)
+    # blocks of draws take their own seeds: one thread or several give the same effects
+    sums = _bambi.marginal_level_sums(m.bambi, post, "1|s")
+    scale = [_marginal.draws(post, n) for n in ("sigma", "1|s_sigma")]
+    counts = np.bincount(s_index, minlength=len(levels_s))
+    serial = _marginal.draw_effects(sums, counts, *scale, seed=7, threads=1)
+    parallel = _marginal.draw_effects(sums, counts, *scale, seed=7, threads=3)
+    np.testing.assert_array_equal(serial, parallel)
 
 
 def _lf_levels(m, name):
@@ -152,6 +159,9 @@ def test_same_posterior_as_the_full_model(fast, tmp_path):
         marg = lf.model("y ~ x + (1|s) + (1|d)", df).fit(random_seed=5, **settings)
     assert marg.model.marginal == "1|s" and full.model.marginal is None
     assert marg.diagnostics().divergences == 0
+    # the sampler-health check covers what the sampler moved, not the effects drawn after
+    assert "1|s" in full._parameter_names() and "1|s" not in marg._parameter_names()
+    assert "1|d" in marg._parameter_names()
     for name in ("Intercept", "x", "sigma", "1|s_sigma", "1|d_sigma", "1|d", "1|s"):
         a = full.posterior[name].values.reshape(-1, *full.posterior[name].shape[2:])
         b = marg.posterior[name].values.reshape(-1, *marg.posterior[name].shape[2:])
