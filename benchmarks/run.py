@@ -24,6 +24,10 @@ Implementations
                      ``nutpie.compile_pymc_model``, ``nutpie.sample``, Bambi's result cleaning
     pymc             the lecture's hand-written model: ``pm.LKJCholeskyCov`` non-centered,
                      written directly in PyMC, ``nutpie.compile_pymc_model`` + ``nutpie.sample``
+    brms             ``brm(formula, data)`` (brms' default priors, Stan's NUTS, the same chains,
+                     draws and seed) in R through ``Rscript`` when R with brms is installed (said
+                     in the output when not); compiling the Stan model (about a minute) and
+                     sampling timed apart. Not in the default list: ``--impls ...,brms``
     lme4             ``lmer(formula, data)`` (REML) in R through ``Rscript``, when R with lme4 is
                      installed (said in the output when not): two fits in one R process, each
                      timed inside R; its variance components are set against lmmformula's
@@ -85,7 +89,8 @@ CASES = {
         "factors": {"s": False, "d": False, "dept": False},
     },
 }
-IMPLS = ("lmmformula", "lmmformula-full", "lmmformula-joint", "bambi", "pymc", "lme4")
+IMPLS = ("lmmformula", "lmmformula-full", "lmmformula-joint", "bambi", "pymc", "lme4", "brms")
+DEFAULT_IMPLS = IMPLS[:-1]  # brms compiles a Stan model (about a minute): asked for by name
 R_FACTORS = {"ozone": ["station"], "sleepstudy": ["Subject"], "insteval": ["s", "d", "dept"]}
 LME4_SCRIPT = r"""
 args <- commandArgs(TRUE)
@@ -103,6 +108,36 @@ for (i in seq_len(nrow(vc))) {
   cat(sprintf("vc\t%s\t%s\t%s\t%.10g\n", vc$grp[i], vc$var1[i], vc$var2[i], vc$sdcor[i]))
 }
 cat(sprintf("fixef\t%s\t%.10g\n", names(fixef(m)), fixef(m)), sep = "")
+"""
+BRMS_SCRIPT = r"""
+args <- commandArgs(TRUE)
+suppressMessages(library(brms))
+# Debian's r-cran-bh ships no headers: point rstan at the system Boost (as
+# tests/reference/brms/make_brms_refs.R does)
+if (!nzchar(rstan::rstan_options("boost_lib")) && dir.exists("/usr/include/boost")) {
+  boost_dir <- file.path(tempdir(), "boost_include")
+  dir.create(boost_dir, showWarnings = FALSE)
+  file.symlink("/usr/include/boost", file.path(boost_dir, "boost"))
+  rstan::rstan_options(boost_lib = boost_dir)
+}
+df <- read.csv(args[1])
+for (f in strsplit(args[3], ",")[[1]]) df[[f]] <- factor(df[[f]])
+n_chains <- as.integer(args[4]); n_iter <- as.integer(args[5]); n_warm <- as.integer(args[6])
+t0 <- proc.time()
+m0 <- brm(as.formula(args[2]), data = df, chains = 0, silent = 2, refresh = 0)
+t1 <- proc.time()
+fit <- update(m0, recompile = FALSE, chains = n_chains, cores = min(n_chains, 2),
+              iter = n_iter, warmup = n_warm, seed = as.integer(args[7]), silent = 2,
+              refresh = 0)
+t2 <- proc.time()
+cat(sprintf("compile\t%.4f\n", (t1 - t0)[["elapsed"]]))
+cat(sprintf("sample\t%.4f\n", (t2 - t1)[["elapsed"]]))
+np <- nuts_params(fit)
+cat(sprintf("divergences\t%d\n", sum(np$Value[np$Parameter == "divergent__"])))
+s <- posterior::summarise_draws(posterior::as_draws_array(fit), "rhat", "ess_bulk")
+s <- s[s$variable != "lp__" & s$variable != "lprior", ]
+cat(sprintf("min_ess_bulk\t%.1f\n", min(s$ess_bulk, na.rm = TRUE)))
+cat(sprintf("max_rhat\t%.4f\n", max(s$rhat, na.rm = TRUE)))
 """
 
 
@@ -412,6 +447,87 @@ def run_lme4(case: str, repeats: int = 2) -> dict:
     return out
 
 
+def brms_available() -> str | None:
+    """Why brms cannot be timed here (``None`` when ``Rscript`` with brms is present)."""
+    import shutil
+
+    if shutil.which("Rscript") is None:
+        return "Rscript is not on the PATH"
+    proc = subprocess.run(
+        ["Rscript", "-e", "suppressMessages(library(brms))"], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        return "R is present but the brms package is not (apt-get install r-cran-brms)"
+    return None
+
+
+def run_brms(case: str, args) -> dict:
+    """Time ``brm`` on the case's data in R (brms' default priors, Stan's NUTS): compiling the
+    Stan model and sampling apart, both timed inside R (reading the data excluded), with the
+    benchmark's chains, draws and seed; divergences, min bulk ESS and max R-hat from
+    ``posterior::summarise_draws`` over every parameter but ``lp__``/``lprior``."""
+    out: dict = {"case": case, "impl": "brms", "load_start": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as tmp:
+        if case == "insteval":
+            path = str(INSTEVAL)
+        else:
+            path = str(Path(tmp) / f"{case}.csv")
+            load_case(case).to_csv(path, index=False)
+        cmd = [
+            "Rscript",
+            "-e",
+            BRMS_SCRIPT,
+            path,
+            CASES[case]["formula"],
+            ",".join(R_FACTORS[case]),
+            str(args.chains),
+            str(args.tune + args.draws),
+            str(args.tune),
+            str(args.seed),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    out["load_end"] = os.getloadavg()
+    if proc.returncode != 0:
+        out["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return out
+    for line in proc.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 2 and parts[0] in (
+            "compile",
+            "sample",
+            "divergences",
+            "min_ess_bulk",
+            "max_rhat",
+        ):
+            out[parts[0]] = float(parts[1])
+    return out
+
+
+def brms_table(results: list[dict], brms: list[dict]) -> list[str]:
+    """brms' compile and sampling times against lmmformula's, in the same run."""
+    ours = {r["case"]: r for r in results if r.get("impl") == "lmmformula" and "error" not in r}
+    lines = [
+        "| case | brms compile s | brms sample s | brms total s | divergences | min bulk ESS "
+        "| max R-hat | lmmformula end to end s | brms / lmmformula | load 1-min (start-end) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in brms:
+        if "error" in r:
+            lines.append(f"| {r['case']} | error: {r['error']} | | | | | | | | |")
+            continue
+        total = r["compile"] + r["sample"]
+        mine = ours.get(r["case"])
+        e2e = mine["build"][0] + mine["compile"][0] + mine["sample"][0] if mine else None
+        lines.append(
+            f"| {r['case']} | {r['compile']:.1f} | {r['sample']:.1f} | {total:.1f} | "
+            f"{r['divergences']:.0f} | {r['min_ess_bulk']:.0f} | {r['max_rhat']:.3f} | "
+            f"{_fmt(e2e)} | "
+            + (f"{total / e2e:.1f}x" if e2e else "-")
+            + f" | {r['load_start'][0]:.2f}-{r['load_end'][0]:.2f} |"
+        )
+    return lines
+
+
 def lme4_table(results: list[dict], lme4: list[dict]) -> list[str]:
     """lme4's fit times against lmmformula's end-to-end time, and the variance components
     (lme4's REML sd estimates against lmmformula's posterior means)."""
@@ -612,7 +728,7 @@ def uptime() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--impls", default=",".join(IMPLS))
+    parser.add_argument("--impls", default=",".join(DEFAULT_IMPLS))
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--chains", type=int, default=4)
@@ -681,7 +797,7 @@ def main(argv=None) -> int:
             if impl == "lmmformula-joint" and ours and "integrated" not in ours.get("likelihood"):
                 print(f"{case:>10} {impl:>16}: skipped (lmmformula integrates nothing out)")
                 continue
-            if impl == "lme4":
+            if impl in ("lme4", "brms"):
                 continue  # timed after the Python implementations, below
             env = dict(os.environ)
             tmp = None
@@ -726,6 +842,18 @@ def main(argv=None) -> int:
                 r = run_lme4(case)
                 lme4_results.append(r)
                 print(f"{case:>10} {'lme4':>16}: {r.get('fits', r.get('error'))}", flush=True)
+    brms_results = []
+    if "brms" in impls:
+        reason = brms_available()
+        if reason is not None:
+            msg = f"brms not timed: {reason}"
+            print(msg)
+            notes.append(msg)
+        else:
+            for case in cases:
+                r = run_brms(case, args)
+                brms_results.append(r)
+                print(f"{case:>10} {'brms':>16}: {r}", flush=True)
     up_end = uptime()
     lines = [
         "# lmmformula benchmark",
@@ -773,13 +901,23 @@ def main(argv=None) -> int:
             *lme4_table(results, lme4_results),
             "",
         ]
+    if brms_results:
+        lines += [
+            "brms (`brm`, its default priors, Stan's NUTS through rstan; compiling the Stan model "
+            "and sampling timed apart in R, reading the data excluded), in the same run:",
+            "",
+            *brms_table(results, brms_results),
+            "",
+        ]
     text = "\n".join(lines)
     print()
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    (out.with_suffix(".json")).write_text(json.dumps(results + lme4_results, indent=1))
+    (out.with_suffix(".json")).write_text(
+        json.dumps(results + lme4_results + brms_results, indent=1)
+    )
     print(f"\nwritten: {out}")
     return 0
 
