@@ -64,6 +64,7 @@ import bambi.families as bambi_families
 import bambi.models as bambi_models
 import bambi.priors as bambi_priors
 import numpy as np
+import pandas as pd
 import pymc as pm
 import pytensor
 import pytensor.tensor as pt
@@ -83,7 +84,9 @@ from bambi.families.multivariate import MultivariateFamily
 from bambi.families.univariate import Categorical
 from bambi.priors import Prior
 from bambi.utils import as_dataset
+from formulae import categorical as _formulae_categorical
 from formulae.terms import terms as _formulae_terms
+from formulae.terms import variable as _formulae_variable
 from pytensor import sparse as ps
 
 from lmmformula import _marginal, _mono, _suffstats
@@ -300,7 +303,13 @@ def _r_bar_encodings(model, bars) -> dict[str, object]:
 
 
 def _formulae_eval_r_bars(self, data, env):
-    """formulae's ``Model.eval``, then each group-level term re-coded as R codes its bar."""
+    """formulae's ``Model.eval``, then each group-level term re-coded as R codes its bar.
+
+    The grouping factors' one-hot rows are built as int8 (:func:`_eval_categoric_compact`)."""
+    for term in self.group_terms:
+        for component in term.factor.components:
+            if isinstance(component, _formulae_variable.Variable):
+                component._lmmformula_group_factor = True
     _FORMULAE_EVAL(self, data, env)
     bars = getattr(_BAR_CODING, "bars", None)
     if not bars:
@@ -312,6 +321,36 @@ def _formulae_eval_r_bars(self, data, env):
 
 _FORMULAE_EVAL = _formulae_terms.Model.eval
 _formulae_terms.Model.eval = _formulae_eval_r_bars
+
+
+def _eval_categoric_compact(self, x, spans_intercept):
+    """formulae's ``Variable.eval_categoric``; for a grouping factor (``(...|g)``: full-rank
+    treatment coding, one 1 per row) the same rows and contrast matrix as int8 instead of
+    int64. formulae and Bambi only take their ``argmax``, and formulae builds the group-level
+    design itself as a sparse matrix; as int64 the rows of InstEval's students are 1.75 GB
+    and most of the build time (73,421 rows x 2,972 levels)."""
+    if (
+        not getattr(self, "_lmmformula_group_factor", False)
+        or not spans_intercept
+        or self.is_response
+    ):
+        return _FORMULAE_EVAL_CATEGORIC(self, x, spans_intercept)
+    if not hasattr(x.dtype, "ordered") or not x.dtype.ordered:  # as formulae orders them
+        categories = sorted(np.unique(x).tolist())
+        dtype = pd.api.types.CategoricalDtype(categories=categories, ordered=True)
+        x = pd.Categorical(x).astype(dtype)
+    else:
+        x = pd.Categorical(x)
+    self.levels = x.categories.tolist()
+    labels = [str(level) for level in self.levels]
+    eye = np.eye(len(self.levels), dtype=np.int8)  # formulae accepts signed kinds only
+    self.contrast_matrix = _formulae_categorical.ContrastMatrix(eye, labels)
+    self.value = eye[x.codes]
+    self.spans_intercept = spans_intercept
+
+
+_FORMULAE_EVAL_CATEGORIC = _formulae_variable.Variable.eval_categoric
+_formulae_variable.Variable.eval_categoric = _eval_categoric_compact
 
 
 @contextmanager

@@ -30,6 +30,8 @@ MIRRORED = {
     # mirrored for mo() terms (lmmformula._mono)
     (model_components.DistributionalComponent, "build_common_terms"): "5f0b8d147140d046",
 }
+# formulae's function _bambi._eval_categoric_compact mirrors for grouping factors
+FORMULAE_EVAL_CATEGORIC = "de2a3c9a57920df2"
 
 
 def test_bambi_minor_version_is_the_pinned_one():
@@ -90,3 +92,60 @@ def test_bambi_names_the_noncentered_variables_as_assumed(plain_bambi):
     assert {"1|g_offset", "x|g_offset", "1|g_sigma", "x|g_sigma"} <= free
     assert {d.name for d in model.deterministics} >= {"1|g", "x|g", "f|g"}
     assert tuple(model.named_vars_to_dims["f|g"]) == ("g__factor_dim", "f__expr_dim")
+
+
+def test_formulae_eval_categoric_is_unchanged():
+    from formulae.terms.variable import Variable
+
+    source = inspect.getsource(_bambi._FORMULAE_EVAL_CATEGORIC)
+    assert _bambi._FORMULAE_EVAL_CATEGORIC is not Variable.eval_categoric  # patched
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    assert digest == FORMULAE_EVAL_CATEGORIC, (
+        "formulae changed Variable.eval_categoric; port it into _bambi._eval_categoric_compact"
+    )
+
+
+def test_grouping_factors_coded_compactly_as_formulae_codes_them(monkeypatch):
+    """The int8 one-hot rows of the grouping factors give what formulae's own int64 coding
+    gives: the same levels, group index and sparse group-level design, for a plain factor, an
+    interaction of two and a nested bar, and on new data with an unseen level."""
+    from formulae.terms.variable import Variable
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame(
+        {
+            "y": rng.normal(size=90),
+            "x": rng.normal(size=90),
+            "a": rng.choice(["p", "q", "r"], 90),
+            "b": rng.choice(["u", "v", "w", "z"], 90),
+        }
+    )
+    formula = "y ~ x + (1 + x|a) + (1|a:b) + (0 + x|b)"
+    new = df.head(6).assign(a=["p", "q", "new", "r", "p", "q"])
+
+    def terms(model):
+        return model.parameters["mu"].group_specific_terms
+
+    compact = bmb.Model(formula, df)
+    with monkeypatch.context() as m:
+        m.setattr(Variable, "eval_categoric", _bambi._FORMULAE_EVAL_CATEGORIC)
+        original = bmb.Model(formula, df)
+    assert list(terms(compact)) == list(terms(original))
+    for name, term in terms(compact).items():
+        ref = terms(original)[name]
+        assert term.grouper.dtype == np.int8 and ref.grouper.dtype != np.int8
+        np.testing.assert_array_equal(term.grouper, ref.grouper)
+        np.testing.assert_array_equal(term.group_index, ref.group_index)
+        assert list(term.groups) == list(ref.groups)
+        np.testing.assert_array_equal(term.data.toarray(), ref.data.toarray())
+    import formulae
+
+    previous = formulae.config["EVAL_UNSEEN_CATEGORIES"]
+    formulae.config["EVAL_UNSEEN_CATEGORIES"] = "silent"  # as Bambi's predict does
+    try:
+        for name, term in terms(compact).items():
+            z_new = term.term.eval_new_data(new).toarray()
+            ref = terms(original)[name].term.eval_new_data(new).toarray()
+            np.testing.assert_array_equal(z_new, ref)
+    finally:
+        formulae.config["EVAL_UNSEEN_CATEGORIES"] = previous
