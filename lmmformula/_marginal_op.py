@@ -35,10 +35,12 @@ inputs, not Op parameters: lmmformula's nutpie path (:mod:`lmmformula._nutpie`) 
 run-time data, so a model refitted on other data of the same shapes compiles nothing again.
 
 Backends: a numba implementation registered with a PyTensor numba cache key (the Op has no
-parameters; bump :data:`NUMBA_CACHE_VERSION` whenever the kernel changes), ``perform``
-(numpy/scipy) for the C and Python backends, and a JAX implementation registered by
+parameters; the key holds :data:`NUMBA_CACHE_VERSION` and a hash of the kernel's source),
+``perform`` (numpy/scipy) for the C and Python backends, and a JAX implementation registered by
 :func:`register_jax` (called before sampling with ``sampler="numpyro"`` or ``"blackjax"``;
-importing JAX on every ``import lmmformula`` would cost most of a second).
+importing JAX on every ``import lmmformula`` would cost most of a second). The module is
+imported (and the numba implementation registered, which imports numba) only when a model
+uses the Op.
 
 :func:`statistics` computes the statistics from ``y``, ``W`` and the level index; ``theta`` is
 shifted by a least-squares fit ``theta0`` of the response (so ``y'y`` is of the size of the
@@ -68,7 +70,7 @@ __all__ = [
 ]
 
 NUMBA_CACHE_VERSION = 1
-"""Part of the numba cache key of :class:`MarginalLogp`: bump it when the kernel changes."""
+"""Part of the numba cache key of :class:`MarginalLogp` (with a hash of the kernel's source)."""
 
 _LOG_2PI = float(np.log(2 * np.pi))
 
@@ -329,7 +331,21 @@ def _register_numba() -> None:
             d_tau = tau * (sum_sq_vv - sum_n_v)
             return np.asarray(value), d_theta, np.asarray(d_sigma), np.asarray(d_tau)
 
-        return marginal_logp_kernel, NUMBA_CACHE_VERSION
+        return marginal_logp_kernel, _numba_cache_version()
+
+
+def _numba_cache_version() -> int:
+    """:data:`NUMBA_CACHE_VERSION` and a hash of the kernel's source: an edited kernel gets
+    a new PyTensor numba cache key even when the version is not bumped."""
+    import hashlib
+    import inspect
+
+    try:
+        source = inspect.getsource(_register_numba)
+    except (OSError, TypeError):  # pragma: no cover - no source (frozen install)
+        source = ""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    return NUMBA_CACHE_VERSION * 10**15 + int(digest, 16) % 10**15
 
 
 # -- JAX --------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def _compiled(stats, mode):
     return pytensor.function([theta, sigma, tau], [value, *grads], mode=mode)
 
 
-@pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA"])
+@pytest.mark.parametrize("mode", ["CVM", "FAST_COMPILE", "NUMBA"])  # perform: C/py VMs
 def test_value_and_gradient_equal_the_row_wise_density(mode):
     """Value and closed-form gradient (perform and numba) against the row-wise numpy density
     and its central finite differences, at random points."""
@@ -110,7 +110,7 @@ def test_jax_implementation_equals_numpy():
     theta = (
         np.random.default_rng(2).normal(0, 1, w.shape[1]) + np.r_[40.0, np.zeros(w.shape[1] - 1)]
     )
-    expected = _compiled(stats, "FAST_RUN")(theta, 1.3, 0.6)
+    expected = _compiled(stats, "CVM")(theta, 1.3, 0.6)
     got = _compiled(stats, "JAX")(theta, 1.3, 0.6)
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
@@ -151,23 +151,21 @@ def test_model_log_density_equals_the_row_wise_graph(formula):
     assert _uses_op(new) and not _uses_op(old)
     rng = np.random.default_rng(3)
     start = new.initial_point()
-    fns = [
-        (m.compile_logp(), m.compile_dlogp())
-        for m in (new, old)  # C backend (the Op's perform)
-    ]
-    numba_fns = [
-        pytensor.function(m.value_vars, [m.logp(), *pt.grad(m.logp(), m.value_vars)], mode="NUMBA")
-        for m in (new, old)
-    ]
+    fns = {
+        mode: [
+            pytensor.function(m.value_vars, [m.logp(), *pt.grad(m.logp(), m.value_vars)], mode=mode)
+            for m in (new, old)
+        ]
+        for mode in ("CVM", "NUMBA")  # the Op's perform, its numba kernel
+    }
     for _ in range(3):
         point = {k: v + rng.normal(0, 0.7, np.shape(v)) for k, v in start.items()}
-        (logp_new, dlogp_new), (logp_old, dlogp_old) = [(f(point), g(point)) for f, g in fns]
-        np.testing.assert_allclose(logp_new, logp_old, rtol=1e-9)
-        np.testing.assert_allclose(dlogp_new, dlogp_old, rtol=1e-7, atol=1e-7)
-        args = [point[v.name] for v in new.value_vars]
-        a, b = numba_fns[0](*args), numba_fns[1](*[point[v.name] for v in old.value_vars])
-        for x, y in zip(a, b, strict=True):
-            np.testing.assert_allclose(x, y, rtol=1e-7, atol=1e-7)
+        for f_new, f_old in fns.values():
+            got = f_new(*[point[v.name] for v in new.value_vars])
+            expected = f_old(*[point[v.name] for v in old.value_vars])
+            np.testing.assert_allclose(got[0], expected[0], rtol=1e-9)
+            for a, b in zip(got[1:], expected[1:], strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-7)
 
 
 def test_falls_back_to_the_row_wise_graph():
