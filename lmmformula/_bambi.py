@@ -1434,37 +1434,9 @@ def choose_marginal(
     return key, f"{found[key].name} ({n_levels} levels) integrated out"
 
 
-def _marginal_sigma(term, noncentered: bool):
-    """The term's sd, ``1|g_sigma``, with its own prior (the effects are not built)."""
-    name = term.alias or term.name
-    sigma_key = term.hyperprior_alias.get("sigma", "sigma")
-    return _BambiGroupSpecificTerm(term, noncentered).build_distribution(
-        prior=term.prior.args["sigma"], label=f"{name}_{sigma_key}", dims=None
-    )
-
-
 MARGINAL_STATISTICS = True
 """Build the marginal likelihood on precomputed statistics (:mod:`lmmformula._marginal_op`)
 when the linear predictor allows it; ``False`` keeps the row-wise graph (for comparisons)."""
-
-
-def _marginal_response(spec, eta, sigma, tau, term, blocks: _Blocks | None = None) -> None:
-    """Add the marginal likelihood as one ``pm.Potential`` named ``{response}_marginal``: on
-    precomputed statistics when :func:`_marginal_design` gives the linear predictor as one
-    coefficient vector, else row by row from ``eta``."""
-    y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
-    index = np.asarray(term.group_index)
-    counts = np.bincount(index, minlength=len(term.groups))
-    response = spec.response_term.alias or spec.response_term.name
-    design = _marginal_design(spec, term, blocks) if MARGINAL_STATISTICS else None
-    if design is not None:
-        from lmmformula import _marginal_op  # imports numba's dispatch: only when used
-
-        theta, w, y_fixed, n_dense = design
-        stats = _marginal_op.statistics(y_fixed, w, index, len(term.groups), n_dense)
-        pm.Potential(f"{response}_marginal", _marginal_op.logp(theta, sigma, tau, stats))
-        return
-    pm.Potential(f"{response}_marginal", _marginal.logp(y - eta, index, counts, sigma, tau))
 
 
 def _marginal_design(spec, marginal_term, blocks: _Blocks | None):
@@ -1524,6 +1496,34 @@ def _marginal_design(spec, marginal_term, blocks: _Blocks | None):
         return None
     theta = pt.concatenate([pt.cast(c, "float64") for c in coefs])
     return theta, sp.sparse.hstack(sparse, format="csr"), y, x.shape[1]
+
+
+def _marginal_sigma(term, noncentered: bool):
+    """The term's sd, ``1|g_sigma``, with its own prior (the effects are not built)."""
+    name = term.alias or term.name
+    sigma_key = term.hyperprior_alias.get("sigma", "sigma")
+    return _BambiGroupSpecificTerm(term, noncentered).build_distribution(
+        prior=term.prior.args["sigma"], label=f"{name}_{sigma_key}", dims=None
+    )
+
+
+def _marginal_response(spec, eta, sigma, tau, term, blocks: _Blocks | None = None) -> None:
+    """Add the marginal likelihood as one ``pm.Potential`` named ``{response}_marginal``: on
+    precomputed statistics when :func:`_marginal_design` gives the linear predictor as one
+    coefficient vector, else row by row from ``eta``."""
+    y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
+    index = np.asarray(term.group_index)
+    counts = np.bincount(index, minlength=len(term.groups))
+    response = spec.response_term.alias or spec.response_term.name
+    design = _marginal_design(spec, term, blocks) if MARGINAL_STATISTICS else None
+    if design is not None:
+        from lmmformula import _marginal_op  # imports numba's dispatch: only when used
+
+        theta, w, y_fixed, n_dense = design
+        stats = _marginal_op.statistics(y_fixed, w, index, len(term.groups), n_dense)
+        pm.Potential(f"{response}_marginal", _marginal_op.logp(theta, sigma, tau, stats))
+        return
+    pm.Potential(f"{response}_marginal", _marginal.logp(y - eta, index, counts, sigma, tau))
 
 
 def marginal_level_sums(bambi_model: bmb.Model, posterior, key: str) -> np.ndarray:

@@ -103,8 +103,14 @@ def test_one_kernel_call_gives_value_and_gradient():
 
 
 def test_jax_implementation_equals_numpy():
+    """The JAX implementation (registered before a JAX sampler runs) against perform."""
     pytest.importorskip("jax")
-    _marginal_op.register_jax()
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    from lmmformula._jax import jax_sampler_kwargs
+
+    jax_sampler_kwargs("numpyro", 1, {})  # what a fit with sampler="numpyro" calls first
+    assert jax_funcify.dispatch(_marginal_op.MarginalLogp) is not jax_funcify.dispatch(object)
     y, w, s = _design(_crossed(n=200, n_s=30))
     stats = _marginal_op.statistics(y, w, s, 30, n_dense=2)
     theta = (
