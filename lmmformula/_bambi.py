@@ -1454,6 +1454,9 @@ def _marginal_design(spec, marginal_term, blocks: _Blocks | None):
     for offset in component.offset_terms.values():
         y = y - np.asarray(offset.data, dtype=float).squeeze()
     coefs, dense = [], []
+    population = [component.intercept_term, *component.common_terms.values()]
+    if any(t is not None and _aliased(t) not in model.named_vars for t in population):
+        return None  # a coefficient fixed to a number, or built otherwise
     if component.intercept_term is not None:
         coefs.append(pt.atleast_1d(model[_aliased(component.intercept_term)]).flatten())
         dense.append(np.ones((n, 1)))

@@ -144,6 +144,8 @@ def statistics(
 def _kernel_numpy(theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
     """Value and gradient (numpy/scipy); the reference ``perform`` uses."""
     p, j = theta.size, counts.size
+    if wy.size != p or gp.size != p + 1 or bp.size != j + 1 or ay.size != j:
+        raise ValueError("MarginalLogp: theta and the statistics do not match")
     g = scipy.sparse.csr_matrix((gd, gi, gp), shape=(p, p))
     b = scipy.sparse.csr_matrix((bd, bi, bp), shape=(j, p))
     g_theta = g @ theta
@@ -274,6 +276,8 @@ def _register_numba() -> None:
         def marginal_logp_kernel(theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
             p = theta.size
             n_levels = counts.size
+            if wy.size != p or gp.size != p + 1 or bp.size != n_levels + 1 or ay.size != n_levels:
+                raise ValueError("MarginalLogp: theta and the statistics do not match")
             s2 = sigma * sigma
             t2 = tau * tau
             d_theta = np.empty(p)

@@ -199,3 +199,29 @@ def test_nutpie_compiles_with_the_data_as_inputs():
     _, info = _nutpie.compile_model(m.pymc_model, var_names=_bambi.sampled_var_names(m.bambi))
     assert info.path == "lmmformula" and info.cached_wrappers
     assert info.lifted_constants >= 9  # y'y, W'y, A y, counts, G and B vectors, theta0, ...
+
+
+@pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA"])
+def test_mismatched_coefficients_are_refused(mode):
+    """A coefficient vector of the wrong length raises in the kernel (perform and numba)
+    instead of reading past its end."""
+    y, w, s = _design(_crossed(n=200, n_s=30))
+    stats = _marginal_op.statistics(y, w, s, 30, n_dense=2)
+    theta = pt.dvector("theta")
+    data = [
+        np.asarray(stats.yy),
+        stats.wy,
+        stats.ay,
+        stats.counts,
+        stats.gram.data,
+        stats.gram.indices,
+        stats.gram.indptr,
+        stats.level_design.data,
+        stats.level_design.indices,
+        stats.level_design.indptr,
+    ]
+    value = _marginal_op.marginal_logp(theta, 1.0, 1.0, *data)[0]
+    f = pytensor.function([theta], value, mode=mode)
+    assert np.isfinite(f(np.zeros(w.shape[1])))
+    with pytest.raises(ValueError, match="do not match"):
+        f(np.zeros(w.shape[1] - 1))
