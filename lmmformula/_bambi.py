@@ -780,7 +780,7 @@ class _LkjPyMCModel(PyMCModel):
                 parent_built = self.components[parent]
                 sigma = self.components["sigma"].output
                 _marginal_response(
-                    spec, parent_built.output, sigma, parent_built.marginal_sigma, term
+                    spec, parent_built.output, sigma, parent_built.marginal_sigma, term, blocks
                 )
             elif weights is not None:
                 _PrecisionWeightedResponse(spec.response_term, spec.family, weights).build(
@@ -1473,6 +1473,73 @@ def choose_marginal(
     return key, f"{found[key].name} ({n_levels} levels) integrated out"
 
 
+MARGINAL_STATISTICS = True
+"""Build the marginal likelihood on precomputed statistics (:mod:`lmmformula._marginal_op`)
+when the linear predictor allows it; ``False`` keeps the row-wise graph (for comparisons)."""
+
+
+def _marginal_design(spec, marginal_term, blocks: _Blocks | None):
+    """``(theta, W, y - offsets, columns of the population design)`` with the parent's
+    linear predictor without ``marginal_term`` equal to ``W @ theta`` (plus the offsets), in
+    Bambi's parametrisation (centred common columns when Bambi centres them); ``None`` when
+    it is not of that form (correlated blocks, gp()/gr(cov =)/mo() terms on the parent, a
+    coefficient of an unexpected shape): the caller keeps the row-wise graph."""
+    component = parent_component(spec)
+    if component.hsgp_terms or _mono.mo_terms(component):
+        return None
+    model = pm.modelcontext(None)
+    y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
+    n = y.size
+    for offset in component.offset_terms.values():
+        y = y - np.asarray(offset.data, dtype=float).squeeze()
+    coefs, dense = [], []
+    population = [component.intercept_term, *component.common_terms.values()]
+    if any(t is not None and _aliased(t) not in model.named_vars for t in population):
+        return None  # a coefficient fixed to a number, or built otherwise
+    if component.intercept_term is not None:
+        coefs.append(pt.atleast_1d(model[_aliased(component.intercept_term)]).flatten())
+        dense.append(np.ones((n, 1)))
+    if component.common_terms:
+        data = np.column_stack([term.data for term in component.common_terms.values()])
+        data = np.asarray(data, dtype=float).reshape(n, -1)
+        if component.intercept_term is not None and spec.center_predictors:  # as Bambi
+            data = data - data.mean(0)
+        dense.append(data)
+        for term in component.common_terms.values():
+            coefs.append(pt.atleast_1d(model[_aliased(term)]).flatten())
+    x = np.concatenate(dense, axis=1) if dense else np.zeros((n, 0))
+    sparse = [sp.sparse.csr_matrix(x)]
+    for key, term in component.group_specific_terms.items():
+        name = _aliased(term)
+        if term is marginal_term:
+            continue
+        if blocks is not None and (name in blocks.of_term or key in blocks.special):
+            return None
+        if _mono.group_label(name) is not None or name not in model.named_vars:
+            return None
+        coef = model[name]
+        predictor = np.asarray(term_predictor(term), dtype=float)
+        n_levels, width = len(term.groups), (1 if predictor.ndim == 1 else predictor.shape[1])
+        expected = (n_levels,) if predictor.ndim == 1 else (n_levels, width)
+        if coef.type.ndim != len(expected) or any(
+            s is not None and s != e for s, e in zip(coef.type.shape, expected, strict=True)
+        ):
+            return None
+        index = np.asarray(term.group_index)
+        rows = np.repeat(np.arange(n), width)
+        cols = (index[:, None] * width + np.arange(width)[None, :]).ravel()
+        sparse.append(
+            sp.sparse.csr_matrix(
+                (predictor.reshape(n, width).ravel(), (rows, cols)), shape=(n, n_levels * width)
+            )
+        )
+        coefs.append(coef.flatten())
+    if not coefs:
+        return None
+    theta = pt.concatenate([pt.cast(c, "float64") for c in coefs])
+    return theta, sp.sparse.hstack(sparse, format="csr"), y, x.shape[1]
+
+
 def _marginal_sigma(term, noncentered: bool):
     """The term's sd, ``1|g_sigma``, with its own prior (the effects are not built)."""
     name = term.alias or term.name
@@ -1482,12 +1549,22 @@ def _marginal_sigma(term, noncentered: bool):
     )
 
 
-def _marginal_response(spec, eta, sigma, tau, term) -> None:
-    """Add the marginal likelihood as one ``pm.Potential`` named ``{response}_marginal``."""
+def _marginal_response(spec, eta, sigma, tau, term, blocks: _Blocks | None = None) -> None:
+    """Add the marginal likelihood as one ``pm.Potential`` named ``{response}_marginal``: on
+    precomputed statistics when :func:`_marginal_design` gives the linear predictor as one
+    coefficient vector, else row by row from ``eta``."""
     y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
     index = np.asarray(term.group_index)
     counts = np.bincount(index, minlength=len(term.groups))
     response = spec.response_term.alias or spec.response_term.name
+    design = _marginal_design(spec, term, blocks) if MARGINAL_STATISTICS else None
+    if design is not None:
+        from lmmformula import _marginal_op  # imports numba's dispatch: only when used
+
+        theta, w, y_fixed, n_dense = design
+        stats = _marginal_op.statistics(y_fixed, w, index, len(term.groups), n_dense)
+        pm.Potential(f"{response}_marginal", _marginal_op.logp(theta, sigma, tau, stats))
+        return
     pm.Potential(f"{response}_marginal", _marginal.logp(y - eta, index, counts, sigma, tau))
 
 

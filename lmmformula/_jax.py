@@ -75,6 +75,9 @@ def jax_sampler_kwargs(sampler: str, chains: int, kwargs: dict[str, Any]) -> dic
     ModelError
         ``sampler="blackjax"`` with a blackjax that PyMC's loop cannot drive.
     """
+    from lmmformula._marginal_op import register_jax
+
+    register_jax()  # the marginal likelihood's Op (issue 14) in JAX
     if sampler != "blackjax":
         return kwargs
     problem = blackjax_problem()

@@ -1,0 +1,227 @@
+"""The marginal likelihood on precomputed statistics (issue 14, ``lmmformula._marginal_op``).
+
+Oracles: ``_marginal.logp_numpy`` (written from the model's equations row by row, checked in
+tests/test_marginal.py against scipy's dense multivariate normal) on residuals ``y - W theta``
+with the design ``W`` built here from the data; central finite differences of it for the
+gradient; and the row-wise marginal graph of the same model (``MARGINAL_STATISTICS = False``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+import lmmformula as lf
+from lmmformula import _bambi, _marginal, _marginal_op
+
+
+def _crossed(n=500, n_s=60, n_d=9, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    s = np.concatenate([np.arange(n_s), rng.integers(0, n_s, n - n_s)])  # every level present
+    d = rng.integers(0, n_d, n)
+    x = rng.normal(size=n)
+    off = rng.normal(0, 0.5, n)
+    y = 40.0 + 0.5 * x + off + rng.normal(0, 0.7, n_s)[s] + rng.normal(0, 0.5, n_d)[d]
+    y = y + rng.normal(0, 1.0, n)
+    return pd.DataFrame(
+        {
+            "y": y,
+            "x": x,
+            "off": off,
+            "s": [f"s{i:03d}" for i in s],
+            "d": [f"d{i:02d}" for i in d],
+        }
+    )
+
+
+def _design(df: pd.DataFrame):
+    """``y - offset``, the dense design ``[1, x, Z_d, Z_d * x]``, the student codes."""
+    d = pd.Index(sorted(df["d"].unique())).get_indexer(df["d"])
+    s = pd.Index(sorted(df["s"].unique())).get_indexer(df["s"])
+    z_d = np.eye(d.max() + 1)[d]
+    x = df["x"].to_numpy()
+    w = np.column_stack([np.ones(len(df)), x, z_d, z_d * x[:, None]])
+    return df["y"].to_numpy() - df["off"].to_numpy(), w, s
+
+
+def _oracle(y, w, s, theta, sigma, tau) -> float:
+    counts = np.bincount(s)
+    return _marginal.logp_numpy(y - w @ theta, s, counts, sigma, tau)
+
+
+def _compiled(stats, mode):
+    theta, sigma, tau = pt.dvector("theta"), pt.dscalar("sigma"), pt.dscalar("tau")
+    value = _marginal_op.logp(theta, sigma, tau, stats)
+    grads = pt.grad(value, [theta, sigma, tau])
+    return pytensor.function([theta, sigma, tau], [value, *grads], mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["CVM", "FAST_COMPILE", "NUMBA"])  # perform: C/py VMs
+def test_value_and_gradient_equal_the_row_wise_density(mode):
+    """Value and closed-form gradient (perform and numba) against the row-wise numpy density
+    and its central finite differences, at random points."""
+    y, w, s = _design(_crossed())
+    stats = _marginal_op.statistics(y, w, s, s.max() + 1, n_dense=2)
+    f = _compiled(stats, mode)
+    rng = np.random.default_rng(1)
+    h = 1e-5
+    for _ in range(3):
+        theta = rng.normal(0, 1, w.shape[1])
+        theta[0] += 40.0
+        sigma, tau = rng.uniform(0.3, 2.5, 2)
+        value, d_theta, d_sigma, d_tau = f(theta, sigma, tau)
+        expected = _oracle(y, w, s, theta, sigma, tau)
+        np.testing.assert_allclose(value, expected, rtol=1e-10)
+        fd = np.array(
+            [
+                (_oracle(y, w, s, theta + h * e, sigma, tau))
+                - _oracle(y, w, s, theta - h * e, sigma, tau)
+                for e in np.eye(theta.size)
+            ]
+        ) / (2 * h)
+        fd_sigma = (
+            _oracle(y, w, s, theta, sigma + h, tau) - _oracle(y, w, s, theta, sigma - h, tau)
+        ) / (2 * h)
+        fd_tau = (
+            _oracle(y, w, s, theta, sigma, tau + h) - _oracle(y, w, s, theta, sigma, tau - h)
+        ) / (2 * h)
+        np.testing.assert_allclose(d_theta, fd, rtol=1e-6, atol=1e-6 * np.abs(fd).max())
+        np.testing.assert_allclose([d_sigma, d_tau], [fd_sigma, fd_tau], rtol=1e-6)
+
+
+def test_one_kernel_call_gives_value_and_gradient():
+    """The compiled log density and gradient hold one MarginalLogp node."""
+    y, w, s = _design(_crossed(n=200, n_s=30))
+    f = _compiled(_marginal_op.statistics(y, w, s, 30, n_dense=2), "NUMBA")
+    nodes = [n for n in f.maker.fgraph.apply_nodes if isinstance(n.op, _marginal_op.MarginalLogp)]
+    assert len(nodes) == 1
+
+
+def test_jax_implementation_equals_numpy():
+    """The JAX implementation (registered before a JAX sampler runs) against perform."""
+    pytest.importorskip("jax")
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    from lmmformula._jax import jax_sampler_kwargs
+
+    jax_sampler_kwargs("numpyro", 1, {})  # what a fit with sampler="numpyro" calls first
+    assert jax_funcify.dispatch(_marginal_op.MarginalLogp) is not jax_funcify.dispatch(object)
+    y, w, s = _design(_crossed(n=200, n_s=30))
+    stats = _marginal_op.statistics(y, w, s, 30, n_dense=2)
+    theta = (
+        np.random.default_rng(2).normal(0, 1, w.shape[1]) + np.r_[40.0, np.zeros(w.shape[1] - 1)]
+    )
+    expected = _compiled(stats, "CVM")(theta, 1.3, 0.6)
+    got = _compiled(stats, "JAX")(theta, 1.3, 0.6)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+FORMULAS = [
+    "y ~ x + offset(off) + (1|s) + (1|d) + (0 + x||d)",
+    "y ~ 0 + x + offset(off) + (1|s) + (1|d)",
+]
+
+
+def _built(formula, df, statistics: bool):
+    old = _bambi.MARGINAL_STATISTICS
+    _bambi.MARGINAL_STATISTICS = statistics
+    try:
+        m = lf.model(formula, df, marginalize=True)
+        m.build(fresh=True)
+    finally:
+        _bambi.MARGINAL_STATISTICS = old
+    return m.pymc_model
+
+
+def _uses_op(model) -> bool:
+    from pytensor.graph.traversal import ancestors
+
+    return any(
+        v.owner is not None and isinstance(v.owner.op, _marginal_op.MarginalLogp)
+        for v in ancestors(model.potentials)
+    )
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_model_log_density_equals_the_row_wise_graph(formula):
+    """The whole model's log density and gradient (C backend and numba) equal the row-wise
+    marginal graph's at random points (Bambi's centred intercept, an offset, a slope)."""
+    df = _crossed()
+    new, old = _built(formula, df, True), _built(formula, df, False)
+    assert _uses_op(new) and not _uses_op(old)
+    rng = np.random.default_rng(3)
+    start = new.initial_point()
+    fns = {
+        mode: [
+            pytensor.function(m.value_vars, [m.logp(), *pt.grad(m.logp(), m.value_vars)], mode=mode)
+            for m in (new, old)
+        ]
+        for mode in ("CVM", "NUMBA")  # the Op's perform, its numba kernel
+    }
+    for _ in range(3):
+        point = {k: v + rng.normal(0, 0.7, np.shape(v)) for k, v in start.items()}
+        for f_new, f_old in fns.values():
+            got = f_new(*[point[v.name] for v in new.value_vars])
+            expected = f_old(*[point[v.name] for v in old.value_vars])
+            np.testing.assert_allclose(got[0], expected[0], rtol=1e-9)
+            for a, b in zip(got[1:], expected[1:], strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-7)
+
+
+def test_falls_back_to_the_row_wise_graph():
+    """A correlated block on the other factor keeps the row-wise graph."""
+    df = _crossed()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = lf.model("y ~ x + (1|s) + (x|d)", df, marginalize=True)
+        m.build()
+    assert m.marginal == "1|s" and not _uses_op(m.pymc_model)
+    # the model of tests/test_marginal.py's comparison with the full posterior uses the Op
+    assert _uses_op(_built("y ~ x + (1|s) + (1|d)", df, True))
+
+
+def test_nutpie_compiles_with_the_data_as_inputs():
+    """nutpie's path lifts the statistics to run-time data and PyTensor can cache it."""
+    from lmmformula import _nutpie
+
+    if not _nutpie.nutpie_internals_available():
+        pytest.skip("nutpie internals unavailable")
+    df = _crossed(n=300, n_s=40)
+    m = lf.model("y ~ x + (1|s) + (1|d)", df, marginalize=True)
+    m.build()
+    assert _uses_op(m.pymc_model)
+    _, info = _nutpie.compile_model(m.pymc_model, var_names=_bambi.sampled_var_names(m.bambi))
+    assert info.path == "lmmformula" and info.cached_wrappers
+    assert info.lifted_constants >= 9  # y'y, W'y, A y, counts, G and B vectors, theta0, ...
+
+
+@pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA"])
+def test_mismatched_coefficients_are_refused(mode):
+    """A coefficient vector of the wrong length raises in the kernel (perform and numba)
+    instead of reading past its end."""
+    y, w, s = _design(_crossed(n=200, n_s=30))
+    stats = _marginal_op.statistics(y, w, s, 30, n_dense=2)
+    theta = pt.dvector("theta")
+    data = [
+        np.asarray(stats.yy),
+        stats.wy,
+        stats.ay,
+        stats.counts,
+        stats.gram.data,
+        stats.gram.indices,
+        stats.gram.indptr,
+        stats.level_design.data,
+        stats.level_design.indices,
+        stats.level_design.indptr,
+    ]
+    value = _marginal_op.marginal_logp(theta, 1.0, 1.0, *data)[0]
+    f = pytensor.function([theta], value, mode=mode)
+    assert np.isfinite(f(np.zeros(w.shape[1])))
+    with pytest.raises(ValueError, match="do not match"):
+        f(np.zeros(w.shape[1] - 1))
