@@ -3,9 +3,11 @@
 Calls each compiled model's C callback (the function nutpie calls at every leapfrog step)
 through ctypes in a tight loop and reports the best of several repetitions, in microseconds per
 call. The ctypes call itself costs about a microsecond; a one-parameter model is timed as the
-floor. For InstEval a hand-written numba kernel of the same log density and gradient (one pass
-over the rows, scatter-adds into the three effect vectors) shows how close the generated code is
-to what the data layout allows.
+floor. For InstEval a hand-written numba kernel of the joint log density and gradient (every
+effect sampled: one pass over the rows, scatter-adds into the three effect vectors) is timed as
+what a row-by-row likelihood costs at best; lmmformula integrates the students out and
+evaluates the rest on statistics computed once (``lmmformula._marginal_op``), which does not
+touch the rows.
 
     .venv/bin/python benchmarks/gradcost.py
     .venv/bin/python benchmarks/gradcost.py --cases ozone,sleepstudy

@@ -30,8 +30,11 @@ prior on ``sigma``). Other uncorrelated terms on the same factor (``(1|f) + (0 +
 :data:`MIN_LEVELS` levels and the sufficient-statistics likelihood is not used.
 
 Pure numpy and pytensor: the density, the conditional and the draws of the effects.
-:mod:`lmmformula._bambi` (the seam to Bambi) says which term qualifies, builds the graph with
-:func:`logp` and adds the effects after sampling with :func:`draw_effects`.
+:mod:`lmmformula._bambi` (the seam to Bambi) says which term qualifies, builds the graph (with
+:mod:`lmmformula._marginal_op`, the same density on statistics computed once from the data,
+when ``eta`` is linear in the population coefficients and the other group effects; with
+:func:`logp`, row by row, otherwise) and adds the effects after sampling with
+:func:`draw_effects`.
 """
 
 from __future__ import annotations
