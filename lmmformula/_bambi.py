@@ -86,7 +86,7 @@ from bambi.utils import as_dataset
 from formulae.terms import terms as _formulae_terms
 from pytensor import sparse as ps
 
-from lmmformula import _lkj, _marginal, _mono, _suffstats
+from lmmformula import _marginal, _mono, _suffstats
 from lmmformula.errors import ModelError, PriorError, UnsupportedSyntaxError
 
 SUFFSTATS_Y = "suffstats_y"
@@ -389,33 +389,46 @@ def block_size(bambi_model: bmb.Model, terms: tuple[str, ...]) -> int:
     return sum(_term_columns(gs[name])[0] for name in terms)
 
 
-def _sd_rv(name: str, prior: Prior, ncol: int, dims: list[str] | None):
-    """The standard deviation(s) of one term of a correlated block as their own random
-    variable ``name``, with the term's prior (and PyMC's default transform for it)."""
-    dist = get_distribution_from_prior(prior)
-    kwargs = {key: np.asarray(value, dtype=float) for key, value in prior.args.items()}
-    if dims:
-        return dist(name, **kwargs, dims=dims)
-    if ncol == 1:
-        return dist(name, **kwargs)
-    return dist(name, **kwargs, shape=(ncol,))
+def _sd_dist(sd_priors: list[tuple[Prior, int]]):
+    """One distribution over the block's standard deviations, each keeping its own prior.
+
+    The priors' parameters are the distribution's inputs (not constants inside its graph), so
+    they appear in the model as data and the compiled code does not depend on their values.
+    """
+    pieces, params = [], []
+    for prior, ncol in sd_priors:
+        dist = get_distribution_from_prior(prior)
+        names = list(prior.args)
+        for name in names:
+            params.append(np.broadcast_to(np.asarray(prior.args[name], dtype=float), (ncol,)))
+        pieces.append((dist, names, ncol))
+
+    def generate(*args):
+        *values, _size = args
+        out, i = [], 0
+        for dist, names, ncol in pieces:
+            kwargs = dict(zip(names, values[i : i + len(names)], strict=True))
+            i += len(names)
+            out.append(dist.dist(**kwargs, shape=(ncol,)))
+        return pt.concatenate(out)
+
+    return pm.CustomDist.dist(*params, dist=generate, ndim_supp=1, class_name="BlockSD")
 
 
-def _block_sds(
-    spec: BlockSpec, block_terms: list, sd_priors: list[tuple[Prior, int]]
-) -> tuple[Any, list[str] | None]:
-    """The block's standard deviations, each with its term's prior, as one vector.
+def _block_sds(spec: BlockSpec, sd_priors: list[tuple[Prior, int]]):
+    """The block's standard deviations as one vector random variable ``{key}_sd``, each
+    element with its term's prior, sampled on the log scale (``{key}_sd_log__``).
 
     When every term's sd prior is the same distribution (the usual case: Bambi's or brms'
-    default half-normal or half-Student-t with per-term scales), they are one vector random
-    variable ``{key}_sd`` with per-element parameters, and the per-term names (``1|g_sigma``)
-    are deterministics the caller adds (returns ``None`` for the names). Otherwise each term
-    gets its own random variable under its per-term name (returned), concatenated here.
+    default half-normal or half-Student-t with per-term scales) it is that distribution with
+    per-element parameters; otherwise :func:`_sd_dist`'s concatenation of the terms' priors.
     """
+    log = pm.distributions.transforms.log
     families = {
         (prior.name, id(prior.dist) if prior.dist is not None else None, tuple(sorted(prior.args)))
         for prior, _ in sd_priors
     }
+    size = sum(n for _, n in sd_priors)
     if len(families) == 1:
         first = sd_priors[0][0]
         kwargs = {
@@ -424,26 +437,10 @@ def _block_sds(
             )
             for key in first.args
         }
-        size = sum(n for _, n in sd_priors)
         dist = get_distribution_from_prior(first)
-        return dist(spec.sd_name, **kwargs, shape=(size,)), None
-    sds, names = [], []
-    for term, (sigma_prior, ncol) in zip(block_terms, sd_priors, strict=True):
-        name = term.alias or term.name
-        expr_dims = [
-            d
-            for d in _BambiGroupSpecificTerm(term, spec.noncentered).coords
-            if not d.endswith("__factor_dim")
-        ]
-        mo_label = _mono.group_label(name)
-        if mo_label is not None:
-            sd_name = f"{mo_label}_sigma"
-        else:
-            sd_name = f"{name}_{term.hyperprior_alias.get('sigma', 'sigma')}"
-        sd = _sd_rv(sd_name, sigma_prior, ncol, expr_dims or None)
-        sds.append(pt.atleast_1d(sd) if sd.type.ndim == 0 else sd)
-        names.append(sd_name)
-    return pt.concatenate(sds), names
+        return dist(spec.sd_name, **kwargs, shape=(size,), default_transform=log)
+    model = pm.modelcontext(None)
+    return model.register_rv(_sd_dist(sd_priors), spec.sd_name, default_transform=log)
 
 
 def _build_block(
@@ -507,7 +504,9 @@ def _build_block(
     row_dim, col_dim = spec.dims
     model.add_coords({row_dim: labels, col_dim: labels})
 
-    stds, sd_names = _block_sds(spec, block_terms, sd_priors)
+    from lmmformula import _lkj  # imports numba (its kernels' implementations)
+
+    stds = _block_sds(spec, sd_priors)
     corr_chol = _lkj.corr_cholesky(spec.chol_name, size, eta if spec.eta is None else spec.eta)
     chol = stds[:, None] * corr_chol
     pm.Deterministic(spec.corr_name, pt.dot(corr_chol, corr_chol.T), dims=(row_dim, col_dim))
@@ -538,18 +537,15 @@ def _build_block(
         expr_dims = [d for d in term_dims if not d.endswith("__factor_dim")]
         if _mono.group_label(name) is not None:  # r_g * D * simo (lmmformula._mono)
             info = _mono.population_term(name, mo or {})
-            sigma = stds[sl.start] if sd_names is None else None
             out[name] = _mono.build_group_mo(
-                info, name, coefs[:, sl.start], term_dims, factor_dim, sigma
+                info, name, coefs[:, sl.start], term_dims, factor_dim, stds[sl.start]
             )
         elif sl.stop - sl.start == 1 and not expr_dims:
             out[name] = pm.Deterministic(name, coefs[:, sl.start], dims=term_dims)
-            if sd_names is None:
-                pm.Deterministic(f"{name}_{sigma_key}", stds[sl.start])
+            pm.Deterministic(f"{name}_{sigma_key}", stds[sl.start])
         else:
             out[name] = pm.Deterministic(name, coefs[:, sl], dims=term_dims)
-            if sd_names is None:
-                pm.Deterministic(f"{name}_{sigma_key}", stds[sl], dims=expr_dims)
+            pm.Deterministic(f"{name}_{sigma_key}", stds[sl], dims=expr_dims)
     return out
 
 

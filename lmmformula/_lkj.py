@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 _LOG2 = math.log(2.0)
-_KERNEL_VERSION = 1
+_KERNEL_VERSION = 2
 """Part of the numba cache key of the three operations: bump it when a kernel changes."""
 
 
@@ -198,7 +198,7 @@ class CorrCholesky(Op):
         outputs[1][0] = np.asarray(log_jac)
         outputs[2][0] = np.asarray(log_dens)
 
-    def infer_shape(self, fgraph, node, shapes):
+    def infer_shape(self, node, shapes):
         (m,) = shapes[0]
         k = (1 + pt.sqrt(1 + 8 * m).astype("int64")) // 2
         return [(k, k), (), ()]
@@ -234,7 +234,7 @@ class CorrCholeskyGrad(Op):
             np.asarray(y, dtype=float), float(eta), np.asarray(g_chol), float(g_jac), float(g_dens)
         )
 
-    def infer_shape(self, fgraph, node, shapes):
+    def infer_shape(self, node, shapes):
         return [shapes[0]]
 
 
@@ -253,7 +253,7 @@ class CorrCholeskyInverse(Op):
     def perform(self, node, inputs, outputs):
         outputs[0][0] = _inverse(np.asarray(inputs[0], dtype=float))
 
-    def infer_shape(self, fgraph, node, shapes):
+    def infer_shape(self, node, shapes):
         k = shapes[0][-1]
         return [(k * (k - 1) // 2,)]
 
@@ -265,6 +265,7 @@ def _register_numba() -> None:
         numba_njit,
         register_funcify_default_op_cache_key,
     )
+    from pytensor.link.numba.dispatch.random import numba_core_rv_funcify
 
     size = numba_njit(_size)
     log_sech = numba_njit(_log_sech)
@@ -274,6 +275,26 @@ def _register_numba() -> None:
     forward = numba_njit(_rebind(_forward, globals_))
     vjp = numba_njit(_rebind(_vjp, globals_))
     inverse = numba_njit(_rebind(_inverse, globals_))
+
+    @numba_core_rv_funcify.register(LKJCorrCholeskyRV)
+    def _core_random(op, node):
+        k = op.k
+
+        @numba_njit
+        def lkj_corr_cholesky_random(rng, eta):
+            out = np.zeros((k, k))
+            out[0, 0] = 1.0
+            for i in range(1, k):
+                w = 1.0
+                for j in range(i):
+                    b = eta + (k - 2 - j) / 2.0
+                    z = 2.0 * rng.beta(b, b) - 1.0
+                    out[i, j] = z * w
+                    w *= math.sqrt(max(1.0 - z * z, 0.0))
+                out[i, i] = w
+            return out
+
+        return lkj_corr_cholesky_random, _KERNEL_VERSION
 
     @register_funcify_default_op_cache_key(CorrCholesky)
     def _funcify_forward(op, node=None, **kwargs):
@@ -308,18 +329,6 @@ def _rebind(func, names: dict):
     return types.FunctionType(
         func.__code__, {**func.__globals__, **names}, func.__name__, func.__defaults__
     )
-
-
-_REGISTERED = False
-
-
-def _ensure_numba() -> None:
-    """Register the numba implementations once (importing numba costs about 0.25 s, paid
-    only when a model with a correlated block is built)."""
-    global _REGISTERED
-    if not _REGISTERED:
-        _register_numba()
-        _REGISTERED = True
 
 
 # -- PyMC: the block's correlation Cholesky factor as a random variable -------------------------
@@ -427,7 +436,11 @@ class LKJCorrCholesky(Continuous):
 
     @classmethod
     def rv_op(cls, eta, *, k: int, size=None, rng=None):
-        return LKJCorrCholeskyRV(k)(pt.as_tensor(eta, dtype="float64"), size=size, rng=rng)
+        from pymc.pytensorf import normalize_rng_param
+
+        op = LKJCorrCholeskyRV(k)
+        eta = pt.as_tensor(eta, dtype="float64")
+        return op(eta, size=size, rng=normalize_rng_param(rng), return_next_rng=True)[1]
 
     @classmethod
     def dist(cls, eta, *, k: int, **kwargs):
@@ -469,5 +482,7 @@ def corr_cholesky(name: str, k: int, eta: float, **kwargs):
     pytensor.tensor.TensorVariable
         The ``k x k`` lower-triangular factor ``L`` with ``L L'`` the correlation matrix.
     """
-    _ensure_numba()
     return LKJCorrCholesky(name, float(eta), k=int(k), **kwargs)
+
+
+_register_numba()  # at import: a process that unpickles a compiled graph imports this module
