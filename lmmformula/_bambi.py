@@ -4,9 +4,11 @@ Bambi builds each group-level term with its own independent prior. lmmformula ke
 model specification (terms, priors, design matrices, names, dims) and replaces only the step
 that turns the group-level terms of a correlated block into PyMC variables:
 
-* the block's standard deviations and correlation come from one ``pm.LKJCholeskyCov``
-  (``eta = lkj_eta``); each term's standard deviation keeps the prior Bambi (or the user) gave
-  the term's ``sigma``;
+* the block's standard deviations are one vector ``{key}_sd`` (log scale), each element with
+  the prior Bambi (or the user) gave its term's ``sigma``; the correlation matrix's Cholesky
+  factor ``{key}_lkj`` has an LKJ(``lkj_eta``) prior and is built by one hand-written kernel
+  (:mod:`lmmformula._lkj`: numba, numpy and JAX; sleepstudy's logp-and-gradient graph has 66
+  nodes to compile instead of 101 with ``pm.LKJCholeskyCov``); ``L = diag(sd) C``;
 * non-centered (default): ``z ~ Normal(0, 1)`` of shape (groups, block size) and
   ``coefficients = mu + z @ L.T``; centered: ``coefficients ~ MvNormal(mu, chol=L)``;
 * the coefficients are stored under Bambi's names and dims (``1|g``, ``x|g`` with dims
@@ -47,7 +49,8 @@ this module subclasses with free functions:
   contribution, the term graphs or the sparse matrix); a block's terms must register there
   like Bambi's own, or ``predict`` on new data misses them.
 * Offsets to drop from results are listed in ``model.__bambi_attrs__["offset_names"]``
-  (``_clean_results`` reads it): the blocks' ``{key}_offset`` and ``{key}_lkj`` belong there.
+  (``_clean_results`` reads it): the blocks' ``{key}_offset``, ``{key}_sd`` and ``{key}_lkj``
+  belong there.
 * Terms are named by ``term.label`` (alias or prefixed name), as ``_aliased`` does here.
 """
 
@@ -195,7 +198,7 @@ class BuildPlan:
     Attributes
     ----------
     blocks : dict of str to BlockSpec
-        The correlated blocks (each one ``LKJCholeskyCov``), keyed as
+        The correlated blocks (each an sd vector and an LKJ correlation factor), keyed as
         ``Translation.correlated``.
     eta : float
         The LKJ shape of blocks whose own ``eta`` is ``None``.
@@ -451,7 +454,7 @@ def _build_block(
     mo: dict | None = None,
     cov_chol: np.ndarray | None = None,
 ) -> dict[str, pt.TensorVariable]:
-    """One correlated block as one ``LKJCholeskyCov``: the coefficients of its terms (of
+    """One correlated block (``{key}_sd``, ``{key}_lkj``): the coefficients of its terms (of
     any component: brms' ``|ID|`` joins terms of several formulas), by term name. ``mo``:
     the population-level ``mo()`` terms a group-level ``mo(x)|g`` multiplies."""
     model = pymc_backend.model

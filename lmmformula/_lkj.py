@@ -35,14 +35,24 @@ are independent, ``(z_ij + 1) / 2 ~ Beta(b_j, b_j)`` with ``b_j = eta + (k - 2 -
 which is how :func:`random_corr_cholesky` draws from the prior (the C-vine method of
 Lewandowski et al. 2009, section 2.4).
 
+Backends
+--------
+numba (nutpie; PyTensor's default): registered at import with PyTensor numba cache keys
+(class and :data:`_KERNEL_VERSION`), so graphs holding the kernels stay cacheable and a process
+that unpickles a compiled graph (nutpie's compile child) finds the same implementation. numpy:
+``perform`` (PyMC's C and Python backends). JAX (``sampler="numpyro"`` / ``"blackjax"``):
+:func:`register_jax`, called before a JAX fit. Prior draws: :class:`LKJCorrCholeskyRV` has a
+numpy ``rng_fn`` and a numba sampler, both the C-vine draw above.
+
 PyMC side
 ---------
 :func:`corr_cholesky` adds the block's correlation Cholesky factor to a model as a
-``pm.CustomDist`` with value ``L`` (``k x k``), a numpy ``random`` (so prior predictive draws
-come from LKJ), ``logp`` (PyMC's LKJCorr density of ``L``) and the :class:`CorrCholeskyTransform`
+random variable (:class:`LKJCorrCholesky`) with value ``L`` (``k x k``), prior draws from LKJ,
+``logp`` (PyMC's LKJCorr density of ``L``) and the :class:`CorrCholeskyTransform`
 whose ``backward`` and ``log_jac_det`` are outputs of one :class:`CorrCholesky` node. When
 PyMC asks for the density at the transform's output (the model's logp), ``logp`` returns the
-kernel's own density output, so the model's log density and gradient are two nodes.
+kernel's own density output, so the correlation's share of the log density and its gradient
+are two nodes.
 """
 
 from __future__ import annotations
@@ -65,14 +75,19 @@ __all__ = [
     "CorrCholeskyGrad",
     "CorrCholeskyInverse",
     "CorrCholeskyTransform",
+    "LKJCorrCholesky",
+    "LKJCorrCholeskyRV",
     "corr_cholesky",
     "lkj_log_normaliser",
     "random_corr_cholesky",
+    "register_jax",
 ]
 
 _LOG2 = math.log(2.0)
 _KERNEL_VERSION = 2
-"""Part of the numba cache key of the three operations: bump it when a kernel changes."""
+"""Part of the numba cache keys of the operations. The keys do not see the kernels' code:
+bump it whenever a kernel changes, or PyTensor's on-disk cache serves the old machine code
+(version 1 was used during development; do not reuse it)."""
 
 
 # -- kernels: plain Python on numpy arrays, compiled by numba as they are -----------------------
@@ -329,6 +344,61 @@ def _rebind(func, names: dict):
     return types.FunctionType(
         func.__code__, {**func.__globals__, **names}, func.__name__, func.__defaults__
     )
+
+
+def register_jax() -> None:
+    """JAX implementations of :class:`CorrCholesky` (the kernel in ``jax.numpy``, unrolled
+    over the block's static size) and of :class:`CorrCholeskyGrad` (``jax.vjp`` of it), for
+    the JAX samplers (``sampler="numpyro"`` / ``"blackjax"``). Called before a JAX fit;
+    importing JAX costs about a second, so it is not done at import."""
+    global _JAX_REGISTERED
+    if _JAX_REGISTERED:
+        return
+    import jax
+    import jax.numpy as jnp
+    from jax.scipy.special import gammaln
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    def log_sech(y):
+        a = jnp.abs(y)
+        return _LOG2 - a - jnp.log1p(jnp.exp(-2.0 * a))
+
+    def forward(y, eta):
+        k = _size(y.shape[0])
+        chol = jnp.zeros((k, k), dtype=y.dtype).at[0, 0].set(1.0)
+        log_jac = jnp.zeros((), dtype=y.dtype)
+        log_dens = (k - 1) * gammaln(eta + 0.5 * (k - 1))
+        for j in range(1, k):
+            log_dens = log_dens - (0.5 * j * math.log(math.pi) + gammaln(eta + 0.5 * (k - 1 - j)))
+        pos = 0
+        for i in range(1, k):
+            lw = jnp.zeros((), dtype=y.dtype)
+            for j in range(i):
+                ls = log_sech(y[pos])
+                chol = chol.at[i, j].set(jnp.tanh(y[pos]) * jnp.exp(lw))
+                log_jac = log_jac + 2.0 * ls + lw
+                lw = lw + ls
+                pos += 1
+            chol = chol.at[i, i].set(jnp.exp(lw))
+            log_dens = log_dens + (k - i - 1 + 2.0 * (eta - 1.0)) * lw
+        return chol, log_jac, log_dens
+
+    @jax_funcify.register(CorrCholesky)
+    def _jax_corr_cholesky(op, **kwargs):
+        return forward
+
+    @jax_funcify.register(CorrCholeskyGrad)
+    def _jax_corr_cholesky_grad(op, **kwargs):
+        def corr_cholesky_grad(y, eta, g_chol, g_jac, g_dens):
+            _, vjp = jax.vjp(lambda v: forward(v, eta), y)
+            return vjp((g_chol, g_jac, g_dens))[0]
+
+        return corr_cholesky_grad
+
+    _JAX_REGISTERED = True
+
+
+_JAX_REGISTERED = False
 
 
 # -- PyMC: the block's correlation Cholesky factor as a random variable -------------------------
