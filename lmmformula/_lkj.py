@@ -87,7 +87,7 @@ _LOG2 = math.log(2.0)
 _KERNEL_VERSION = 2
 """Part of the numba cache keys of the operations. The keys do not see the kernels' code:
 bump it whenever a kernel changes, or PyTensor's on-disk cache serves the old machine code
-(version 1 was used during development; do not reuse it)."""
+(versions 1 and 902 were used during development: do not reuse them)."""
 
 
 # -- kernels: plain Python on numpy arrays, compiled by numba as they are -----------------------
