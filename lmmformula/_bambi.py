@@ -4,11 +4,9 @@ Bambi builds each group-level term with its own independent prior. lmmformula ke
 model specification (terms, priors, design matrices, names, dims) and replaces only the step
 that turns the group-level terms of a correlated block into PyMC variables:
 
-* the block's standard deviations are one vector ``{key}_sd`` (log scale), each element with
-  the prior Bambi (or the user) gave its term's ``sigma``; the correlation matrix's Cholesky
-  factor ``{key}_lkj`` has an LKJ(``lkj_eta``) prior and is built by one hand-written kernel
-  (:mod:`lmmformula._lkj`: numba, numpy and JAX; sleepstudy's logp-and-gradient graph has 66
-  nodes to compile instead of 101 with ``pm.LKJCholeskyCov``); ``L = diag(sd) C``;
+* the block's standard deviations and correlation come from one ``pm.LKJCholeskyCov``
+  (``eta = lkj_eta``); each term's standard deviation keeps the prior Bambi (or the user) gave
+  the term's ``sigma``;
 * non-centered (default): ``z ~ Normal(0, 1)`` of shape (groups, block size) and
   ``coefficients = mu + z @ L.T``; centered: ``coefficients ~ MvNormal(mu, chol=L)``;
 * the coefficients are stored under Bambi's names and dims (``1|g``, ``x|g`` with dims
@@ -49,8 +47,7 @@ this module subclasses with free functions:
   contribution, the term graphs or the sparse matrix); a block's terms must register there
   like Bambi's own, or ``predict`` on new data misses them.
 * Offsets to drop from results are listed in ``model.__bambi_attrs__["offset_names"]``
-  (``_clean_results`` reads it): the blocks' ``{key}_offset``, ``{key}_sd`` and ``{key}_lkj``
-  belong there.
+  (``_clean_results`` reads it): the blocks' ``{key}_offset`` and ``{key}_lkj`` belong there.
 * Terms are named by ``term.label`` (alias or prefixed name), as ``_aliased`` does here.
 """
 
@@ -180,10 +177,6 @@ class BlockSpec:
         return f"{self.name}_lkj"
 
     @property
-    def sd_name(self) -> str:
-        return f"{self.name}_sd"
-
-    @property
     def offset_name(self) -> str:
         return f"{self.name}_offset"
 
@@ -201,7 +194,7 @@ class BuildPlan:
     Attributes
     ----------
     blocks : dict of str to BlockSpec
-        The correlated blocks (each an sd vector and an LKJ correlation factor), keyed as
+        The correlated blocks (each one ``LKJCholeskyCov``), keyed as
         ``Translation.correlated``.
     eta : float
         The LKJ shape of blocks whose own ``eta`` is ``None``.
@@ -379,7 +372,7 @@ def internal_var_names(blocks: dict[str, BlockSpec]) -> set[str]:
     """
     names = set()
     for spec in blocks.values():
-        names |= {spec.chol_name, spec.sd_name, spec.offset_name, spec.centered_name}
+        names |= {spec.chol_name, spec.offset_name, spec.centered_name}
     return names
 
 
@@ -457,34 +450,6 @@ def _sd_dist(sd_priors: list[tuple[Prior, int]]):
     return pm.CustomDist.dist(*params, dist=generate, ndim_supp=1, class_name="BlockSD")
 
 
-def _block_sds(spec: BlockSpec, sd_priors: list[tuple[Prior, int]]):
-    """The block's standard deviations as one vector random variable ``{key}_sd``, each
-    element with its term's prior, sampled on the log scale (``{key}_sd_log__``).
-
-    When every term's sd prior is the same distribution (the usual case: Bambi's or brms'
-    default half-normal or half-Student-t with per-term scales) it is that distribution with
-    per-element parameters; otherwise :func:`_sd_dist`'s concatenation of the terms' priors.
-    """
-    log = pm.distributions.transforms.log
-    families = {
-        (prior.name, id(prior.dist) if prior.dist is not None else None, tuple(sorted(prior.args)))
-        for prior, _ in sd_priors
-    }
-    size = sum(n for _, n in sd_priors)
-    if len(families) == 1:
-        first = sd_priors[0][0]
-        kwargs = {
-            key: np.concatenate(
-                [np.broadcast_to(np.asarray(p.args[key], dtype=float), (n,)) for p, n in sd_priors]
-            )
-            for key in first.args
-        }
-        dist = get_distribution_from_prior(first)
-        return dist(spec.sd_name, **kwargs, shape=(size,), default_transform=log)
-    model = pm.modelcontext(None)
-    return model.register_rv(_sd_dist(sd_priors), spec.sd_name, default_transform=log)
-
-
 def _build_block(
     pymc_backend,
     spec: BlockSpec,
@@ -493,7 +458,7 @@ def _build_block(
     mo: dict | None = None,
     cov_chol: np.ndarray | None = None,
 ) -> dict[str, pt.TensorVariable]:
-    """One correlated block (``{key}_sd``, ``{key}_lkj``): the coefficients of its terms (of
+    """One correlated block as one ``LKJCholeskyCov``: the coefficients of its terms (of
     any component: brms' ``|ID|`` joins terms of several formulas), by term name. ``mo``:
     the population-level ``mo()`` terms a group-level ``mo(x)|g`` multiplies."""
     model = pymc_backend.model
@@ -546,12 +511,15 @@ def _build_block(
     row_dim, col_dim = spec.dims
     model.add_coords({row_dim: labels, col_dim: labels})
 
-    from lmmformula import _lkj  # imports numba (its kernels' implementations)
-
-    stds = _block_sds(spec, sd_priors)
-    corr_chol = _lkj.corr_cholesky(spec.chol_name, size, eta if spec.eta is None else spec.eta)
-    chol = stds[:, None] * corr_chol
-    pm.Deterministic(spec.corr_name, pt.dot(corr_chol, corr_chol.T), dims=(row_dim, col_dim))
+    chol, corr, stds = pm.LKJCholeskyCov(
+        spec.chol_name,
+        n=size,
+        eta=eta if spec.eta is None else spec.eta,
+        sd_dist=_sd_dist(sd_priors),
+        compute_corr=True,
+        store_in_trace=False,
+    )
+    pm.Deterministic(spec.corr_name, corr, dims=(row_dim, col_dim))
     mean = np.concatenate(means)
     has_mean = bool(np.any(mean != 0))
 

@@ -75,11 +75,9 @@ def jax_sampler_kwargs(sampler: str, chains: int, kwargs: dict[str, Any]) -> dic
     ModelError
         ``sampler="blackjax"`` with a blackjax that PyMC's loop cannot drive.
     """
-    from lmmformula import _lkj
     from lmmformula._marginal_op import register_jax
 
     register_jax()  # the marginal likelihood's Op (issue 14) in JAX
-    _lkj.register_jax()  # the LKJ blocks' kernel
     if sampler != "blackjax":
         return kwargs
     problem = blackjax_problem()

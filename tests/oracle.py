@@ -22,10 +22,9 @@ Group-level effects, per grouping factor:
 * uncorrelated term ``t`` (one column): ``u = sigma_t * offset`` with ``offset ~ N(0, 1)``
   (non-centred; free variables ``{t}_sigma_log__`` and ``{t}_offset``) or ``u ~ N(0, sigma_t)``
   (centred; ``{t}_sigma_log__`` and ``{t}``);
-* correlated block on factor ``g`` with k columns: the covariance's Cholesky factor
-  ``L = diag(s) C`` (free variables ``{g}_sd_log__``, the log sds, and
-  ``{g}_lkj_corr_cholesky__``, the k(k-1)/2 unconstrained values C is built from:
-  :func:`corr_cholesky_from_unconstrained`), and ``u_j = L z_j`` with ``z_j ~ N(0, I)``
+* correlated block on factor ``g`` with k columns: the covariance's Cholesky factor ``L``
+  (``pm.LKJCholeskyCov``: packed lower triangle, row-major, the diagonal log-transformed, free
+  variable ``{g}_lkj_cholesky-cov-packed__``), and ``u_j = L z_j`` with ``z_j ~ N(0, I)``
   (non-centred, ``{g}_offset`` of shape (levels, k)) or ``u_j ~ MvN(0, L L')`` (centred,
   ``{g}_block``).
 
@@ -39,11 +38,7 @@ vector whose first i entries are free, ``|dL_i / d(s_i, C_i,<i)| = s_i^i / C_ii`
 density of the correlation Cholesky factor is the LKJ density of R (Lewandowski, Kurowicka &
 Joe 2009, J. Multivariate Anal. 100, eq. 16), ``det(R)^(eta-1) / c_k(eta)``, times the Jacobian
 of ``C -> R``, ``prod_i C_ii^(k-1-i)`` (Stan Reference Manual, "Cholesky factors of correlation
-matrices"). On lmmformula's unconstrained coordinates (log sds and the canonical partial
-correlations' values) the density of ``(s, C)`` is ``prod_i p_i(s_i) * p_LKJ(C | eta)`` times
-``prod_i s_i`` and the Jacobian of the values -> strictly lower C, taken numerically
-(:func:`lkj_block_logpdf`); :func:`lkj_cholesky_cov_logpdf` is the density of ``L`` that
-PyMC's ``LKJCholeskyCov`` uses.
+matrices").
 """
 
 from __future__ import annotations
@@ -59,15 +54,12 @@ __all__ = [
     "Fixed",
     "OracleModel",
     "Uncorrelated",
-    "corr_cholesky_from_unconstrained",
     "half",
     "indicators",
     "level_codes",
-    "lkj_block_logpdf",
     "lkj_cholesky_cov_logpdf",
     "lkj_corr_cholesky_logpdf",
     "lkj_log_normalizer",
-    "log_abs_det_jacobian",
     "log_density",
     "unpack_lower",
 ]
@@ -224,9 +216,15 @@ class Block:
         self, point: dict[str, np.ndarray], used: set[str], noncentered: bool
     ) -> tuple[np.ndarray, float]:
         k = self.columns.shape[1]
-        keys = (f"{self.factor}_sd_log__", f"{self.factor}_lkj_corr_cholesky__")
-        used.update(keys)
-        chol, logp = lkj_block_logpdf(point[keys[0]], point[keys[1]], self.eta_lkj, self.sd_priors)
+        key = f"{self.factor}_lkj_cholesky-cov-packed__"
+        packed = np.asarray(point[key], dtype=float).copy()
+        used.add(key)
+        diag_pos = np.cumsum(np.arange(1, k + 1)) - 1  # positions of L_ii in the packing
+        log_diag = packed[diag_pos]
+        packed[diag_pos] = np.exp(log_diag)
+        chol = unpack_lower(packed, k)
+        # density of L plus the log-Jacobian of L_ii = exp(value)
+        logp = lkj_cholesky_cov_logpdf(chol, self.eta_lkj, self.sd_priors) + float(log_diag.sum())
         if noncentered:
             z = np.asarray(point[f"{self.factor}_offset"], dtype=float)
             used.add(f"{self.factor}_offset")
@@ -308,47 +306,3 @@ def printed_table(text: str, section: str) -> dict[str, list[str]]:
         label, *values = line.split()
         rows[label] = values
     return rows
-
-
-def corr_cholesky_from_unconstrained(y: np.ndarray, k: int) -> np.ndarray:
-    """The correlation Cholesky factor of lmmformula's unconstrained LKJ vector
-    (``{g}_lkj_corr_cholesky__``, lmmformula._lkj): per row i, the canonical partial
-    correlations ``z_ij = tanh(y_ij)`` (row by row, ``(1,0), (2,0), (2,1), ...``) break the
-    unit row norm: ``C_ij = z_ij sqrt(1 - sum_{m<j} C_im^2)``, ``C_ii = sqrt(1 - sum C_i.^2)``."""
-    y = np.asarray(y, dtype=float)
-    c = np.zeros((k, k))
-    c[0, 0] = 1.0
-    pos = 0
-    for i in range(1, k):
-        for j in range(i):
-            c[i, j] = np.tanh(y[pos]) * np.sqrt(1.0 - np.sum(c[i, :j] ** 2))
-            pos += 1
-        c[i, i] = np.sqrt(1.0 - np.sum(c[i, :i] ** 2))
-    return c
-
-
-def log_abs_det_jacobian(f: Any, x: np.ndarray, step: float = 1e-5) -> float:
-    """``log |det df/dx|`` by central differences (``f`` maps R^m to R^m)."""
-    x = np.asarray(x, dtype=float)
-    cols = [(f(x + step * e) - f(x - step * e)) / (2 * step) for e in np.eye(x.size)]
-    return float(np.linalg.slogdet(np.column_stack(cols))[1])
-
-
-def lkj_block_logpdf(
-    log_sds: np.ndarray, y: np.ndarray, eta: float, sd_priors: list[Any]
-) -> tuple[np.ndarray, float]:
-    """The covariance Cholesky factor ``diag(s) C`` of a block in lmmformula's unconstrained
-    coordinates (``{g}_sd_log__``, ``{g}_lkj_corr_cholesky__``) and the log density there: the
-    sds' priors and LKJ density of C, times the Jacobians of ``s = exp(log s)`` and of
-    ``y -> strictly lower C`` (numerical)."""
-    log_sds = np.asarray(log_sds, dtype=float)
-    k = log_sds.size
-    sds = np.exp(log_sds)
-    c = corr_cholesky_from_unconstrained(y, k)
-    rows, cols = np.tril_indices(k, -1)
-    log_jac = log_abs_det_jacobian(
-        lambda v: corr_cholesky_from_unconstrained(v, k)[rows, cols], np.asarray(y)
-    )
-    logp = sum(float(prior.logpdf(s)) for prior, s in zip(sd_priors, sds, strict=True))
-    logp += float(log_sds.sum()) + lkj_corr_cholesky_logpdf(c, eta) + log_jac
-    return sds[:, None] * c, logp

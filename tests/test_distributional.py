@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from oracle import half, level_codes, lkj_block_logpdf
+from oracle import half, level_codes, lkj_cholesky_cov_logpdf, unpack_lower
 from scipy import stats
 
 import lmmformula as lf
@@ -207,8 +207,7 @@ PRIORS = [
 def _oracle_logp(df: pd.DataFrame, point: dict[str, np.ndarray]) -> float:
     """The joint log density of bf(y ~ x + (1|p|g), sigma ~ z + (1|p|g)) with PRIORS, in
     PyMC's unconstrained space: predictors centred in both formulas (each has an intercept),
-    the 2x2 block's log sds and correlation values (tests/oracle.py), z_j ~ N(0, I),
-    u_j = L z_j."""
+    the 2x2 block's Cholesky factor packed with a log diagonal, z_j ~ N(0, I), u_j = L z_j."""
     norm = stats.norm
     used = set(point)
     y, x, z = (df[c].to_numpy(float) for c in ("y", "x", "z"))
@@ -216,11 +215,12 @@ def _oracle_logp(df: pd.DataFrame, point: dict[str, np.ndarray]) -> float:
     xc, zc = x - x.mean(), z - z.mean()
     lp = norm(1, 2).logpdf(point["Intercept"]) + norm(0, 1).logpdf(point["x"])
     lp += norm(-0.5, 1.5).logpdf(point["sigma_Intercept"]) + norm(0, 0.5).logpdf(point["sigma_z"])
+    packed = np.asarray(point["g_lkj_cholesky-cov-packed__"], dtype=float).copy()
+    log_diag = packed[[0, 2]]
+    packed[[0, 2]] = np.exp(log_diag)
+    chol = unpack_lower(packed, 2)
     sd_priors = [half(norm(0, 0.7)), half(norm(0, 0.4))]  # block order: 1|g, sigma_1|g
-    chol, block_lp = lkj_block_logpdf(
-        point["g_sd_log__"], point["g_lkj_corr_cholesky__"], 3.0, sd_priors
-    )
-    lp += block_lp
+    lp += lkj_cholesky_cov_logpdf(chol, 3.0, sd_priors) + log_diag.sum()
     offsets = np.asarray(point["g_offset"], dtype=float)
     lp += norm.logpdf(offsets).sum()
     u = offsets @ chol.T
@@ -231,8 +231,7 @@ def _oracle_logp(df: pd.DataFrame, point: dict[str, np.ndarray]) -> float:
         "x",
         "sigma_Intercept",
         "sigma_z",
-        "g_sd_log__",
-        "g_lkj_corr_cholesky__",
+        "g_lkj_cholesky-cov-packed__",
         "g_offset",
     }
     assert not used, f"free variables the equations do not have: {sorted(used)}"
