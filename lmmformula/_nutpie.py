@@ -305,42 +305,28 @@ def _compile_in_child(jobs: list[_Callback]) -> bool | None:
 
     if not sys.executable:
         return None
-    # one child per callback when there are CPUs for them: the log density's callback and the
-    # expansion's compile side by side (numba writes each cache entry atomically)
-    groups = [[job] for job in jobs] if (os.cpu_count() or 1) > 1 else [jobs]
     try:
-        payloads = [pickle.dumps(g, protocol=pickle.HIGHEST_PROTOCOL) for g in groups]
+        payload = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
         return None
     package_dir = os.path.dirname(os.path.abspath(__file__))
     with tempfile.TemporaryDirectory(prefix="lmmformula-compile-") as tmp:
-        children = []
+        path = os.path.join(tmp, "jobs.pickle")
+        with open(path, "wb") as f:
+            f.write(payload)
         try:
-            for i, payload in enumerate(payloads):
-                path = os.path.join(tmp, f"jobs{i}.pickle")
-                with open(path, "wb") as f:
-                    f.write(payload)
-                children.append(
-                    subprocess.Popen(
-                        [sys.executable, "-c", _CHILD_CODE, package_dir, path],
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                    )
-                )
+            done = subprocess.run(
+                [sys.executable, "-c", _CHILD_CODE, package_dir, path],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         except OSError:
-            for child in children:
-                child.kill()
-                child.communicate()
             return None
-        codes = []
-        for child in children:
-            child.communicate()
-            codes.append(child.returncode)
-    if _CHILD_COMPILE_FAILED in codes:
+    if done.returncode == _CHILD_COMPILE_FAILED:
         return False
-    return True if all(code == 0 for code in codes) else None
+    return True if done.returncode == 0 else None
 
 
 def _child_main(path: str) -> int:
