@@ -407,16 +407,21 @@ def lme4_available() -> str | None:
     return None
 
 
+def case_csv(case: str, tmp: str) -> str:
+    """A CSV file of the case's data for R (InstEval's own file; the others written to ``tmp``)."""
+    if case == "insteval":
+        return str(INSTEVAL)
+    path = str(Path(tmp) / f"{case}.csv")
+    load_case(case).to_csv(path, index=False)
+    return path
+
+
 def run_lme4(case: str, repeats: int = 2) -> dict:
     """Time ``lmer`` on the case's data in R (REML, lme4's default), ``repeats`` fits in one R
     process; the data are written to CSV first (reading excluded from the time)."""
     out: dict = {"case": case, "impl": "lme4", "load_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
-        if case == "insteval":
-            path = str(INSTEVAL)
-        else:
-            path = str(Path(tmp) / f"{case}.csv")
-            load_case(case).to_csv(path, index=False)
+        path = case_csv(case, tmp)
         cmd = [
             "Rscript",
             "-e",
@@ -468,11 +473,7 @@ def run_brms(case: str, args) -> dict:
     ``posterior::summarise_draws`` over every parameter but ``lp__``/``lprior``."""
     out: dict = {"case": case, "impl": "brms", "load_start": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
-        if case == "insteval":
-            path = str(INSTEVAL)
-        else:
-            path = str(Path(tmp) / f"{case}.csv")
-            load_case(case).to_csv(path, index=False)
+        path = case_csv(case, tmp)
         cmd = [
             "Rscript",
             "-e",
