@@ -393,17 +393,20 @@ def _bambi_var_names(model) -> list[str]:
 
 
 # -- lme4 through Rscript ----------------------------------------------------------------------
-def lme4_available() -> str | None:
-    """Why lme4 cannot be timed here (``None`` when ``Rscript`` with lme4 is present)."""
+def r_package_missing(package: str) -> str | None:
+    """Why ``package`` cannot be timed here (``None`` when ``Rscript`` with it is present)."""
     import shutil
 
     if shutil.which("Rscript") is None:
         return "Rscript is not on the PATH"
     proc = subprocess.run(
-        ["Rscript", "-e", "suppressMessages(library(lme4))"], capture_output=True, text=True
+        ["Rscript", "-e", f"suppressMessages(library({package}))"], capture_output=True, text=True
     )
     if proc.returncode != 0:
-        return "R is present but the lme4 package is not (apt-get install r-cran-lme4)"
+        return (
+            f"R is present but the {package} package is not "
+            f"(apt-get install r-cran-{package.lower()})"
+        )
     return None
 
 
@@ -450,20 +453,6 @@ def run_lme4(case: str, repeats: int = 2) -> dict:
             out["fixef"][parts[1]] = float(parts[2])
     out["load_end"] = os.getloadavg()
     return out
-
-
-def brms_available() -> str | None:
-    """Why brms cannot be timed here (``None`` when ``Rscript`` with brms is present)."""
-    import shutil
-
-    if shutil.which("Rscript") is None:
-        return "Rscript is not on the PATH"
-    proc = subprocess.run(
-        ["Rscript", "-e", "suppressMessages(library(brms))"], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        return "R is present but the brms package is not (apt-get install r-cran-brms)"
-    return None
 
 
 def run_brms(case: str, args) -> dict:
@@ -833,7 +822,7 @@ def main(argv=None) -> int:
                 )
     lme4_results = []
     if "lme4" in impls:
-        reason = lme4_available()
+        reason = r_package_missing("lme4")
         if reason is not None:
             msg = f"lme4 not timed: {reason}"
             print(msg)
@@ -845,7 +834,7 @@ def main(argv=None) -> int:
                 print(f"{case:>10} {'lme4':>16}: {r.get('fits', r.get('error'))}", flush=True)
     brms_results = []
     if "brms" in impls:
-        reason = brms_available()
+        reason = r_package_missing("brms")
         if reason is not None:
             msg = f"brms not timed: {reason}"
             print(msg)
