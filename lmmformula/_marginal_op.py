@@ -150,29 +150,37 @@ def _kernel_numpy(theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp)
     b = scipy.sparse.csr_matrix((bd, bi, bp), shape=(j, p))
     g_theta = g @ theta
     rss = yy - 2.0 * (theta @ wy) + theta @ g_theta
-    s1 = ay - b @ theta
+    value, c, d_sigma, d_tau = _density_from_sums(np, rss, ay - b @ theta, counts, sigma, tau)
+    d_theta = (wy - g_theta) / (sigma * sigma) - b.T @ c
+    return float(value), np.asarray(d_theta, dtype=float), float(d_sigma), float(d_tau)
+
+
+def _density_from_sums(xp, rss, s1, counts, sigma, tau):
+    """Value, ``c`` (the weights of ``-B' c`` in d/dtheta), d/dsigma and d/dtau from the
+    residual sum of squares and the level sums (module docstring); ``xp`` is numpy or
+    jax.numpy, so the ``perform`` and JAX implementations share the formulas."""
+    n_levels = counts.shape[0]
     s2, t2 = sigma * sigma, tau * tau
     v = s2 + counts * t2
-    n_total = counts.sum()
+    n_total = xp.sum(counts)
     sq = s1 * s1
-    within = rss - np.sum(sq / counts)
+    within = rss - xp.sum(sq / counts)
     value = (
         -0.5 * n_total * _LOG_2PI
-        - (n_total - j) * np.log(sigma)
-        - 0.5 * np.sum(np.log(v))
+        - (n_total - n_levels) * xp.log(sigma)
+        - 0.5 * xp.sum(xp.log(v))
         - 0.5 * within / s2
-        - 0.5 * np.sum(sq / (counts * v))
+        - 0.5 * xp.sum(sq / (counts * v))
     )
     c = s1 * t2 / (s2 * v)
-    d_theta = -(g_theta - wy) / s2 - b.T @ c
     d_sigma = (
-        -(n_total - j) / sigma
-        - sigma * np.sum(1.0 / v)
+        -(n_total - n_levels) / sigma
+        - sigma * xp.sum(1.0 / v)
         + within / (s2 * sigma)
-        + sigma * np.sum(sq / (counts * v * v))
+        + sigma * xp.sum(sq / (counts * v * v))
     )
-    d_tau = -tau * np.sum(counts / v) + tau * np.sum(sq / (v * v))
-    return float(value), np.asarray(d_theta, dtype=float), float(d_sigma), float(d_tau)
+    d_tau = tau * (xp.sum(sq / (v * v)) - xp.sum(counts / v))
+    return value, c, d_sigma, d_tau
 
 
 # -- the Op -----------------------------------------------------------------------------------
@@ -374,27 +382,10 @@ def register_jax() -> None:
             g_theta = jax.ops.segment_sum(gd * theta[gi], g_rows, num_segments=p)
             rss = yy - 2.0 * jnp.dot(theta, wy) + jnp.dot(theta, g_theta)
             s1 = ay - jax.ops.segment_sum(bd * theta[bi], b_rows, num_segments=n_levels)
-            s2, t2 = sigma * sigma, tau * tau
-            v = s2 + counts * t2
-            n_total = jnp.sum(counts)
-            sq = s1 * s1
-            within = rss - jnp.sum(sq / counts)
-            value = (
-                -0.5 * n_total * _LOG_2PI
-                - (n_total - n_levels) * jnp.log(sigma)
-                - 0.5 * jnp.sum(jnp.log(v))
-                - 0.5 * within / s2
-                - 0.5 * jnp.sum(sq / (counts * v))
+            value, c, d_sigma, d_tau = _density_from_sums(jnp, rss, s1, counts, sigma, tau)
+            d_theta = (wy - g_theta) / (sigma * sigma) - jax.ops.segment_sum(
+                c[b_rows] * bd, bi, num_segments=p
             )
-            c = s1 * t2 / (s2 * v)
-            d_theta = (wy - g_theta) / s2 - jax.ops.segment_sum(c[b_rows] * bd, bi, num_segments=p)
-            d_sigma = (
-                -(n_total - n_levels) / sigma
-                - sigma * jnp.sum(1.0 / v)
-                + within / (s2 * sigma)
-                + sigma * jnp.sum(sq / (counts * v * v))
-            )
-            d_tau = tau * (jnp.sum(sq / (v * v)) - jnp.sum(counts / v))
             return value, d_theta, d_sigma, d_tau
 
         return marginal_logp_jax
