@@ -182,10 +182,6 @@ class LevelSums:
             out -= (self.az @ self.effects[start:stop].T).T
         return out
 
-    def full(self) -> np.ndarray:
-        """Every draw's sums (draws, J)."""
-        return self.rows(0, self.shape[0], np.empty(self.shape))
-
 
 CHUNK = 256
 """Draws per block when the effects are drawn (a block's temporaries stay in cache)."""
