@@ -28,7 +28,37 @@ where ``within = RSS - sum S1_j^2 / n_j``. One evaluation reads ``G`` once and `
 (InstEval: about 95,000 non-zeros of ``B`` against 73,421 rows times four gathers and four
 scatter-adds for the row-wise graph).
 
-:class:`MarginalLogp` returns the value and the three gradient pieces from one call; its
+**A Gaussian block integrated out as well.** The last ``k`` coordinates ``theta_b`` of
+``theta = [theta_a; theta_b]`` (an Op input ``lam`` of length ``k``; ``k = 0`` is the density
+above, with the same arithmetic) can carry a Gaussian prior ``theta_b ~ N(m, diag(lam))`` and be
+integrated out too: the caller passes ``theta = [theta_a; m]`` and the Op returns the log
+density of
+
+    y ~ N(W_a theta_a + W_b m, Sigma + W_b diag(lam) W_b'),   Sigma = sigma^2 I + tau^2 Z Z'.
+
+With ``D_j = tau^2 / v_j`` (so ``Sigma^-1 = (I - A' diag(D) A) / sigma^2``),
+
+    Q = W_b' Sigma^-1 W_b = (G_bb - B_b' diag(D) B_b) / sigma^2,   P = diag(1/lam) + Q,
+    c = W_b' Sigma^-1 (y - W theta) = (W'y - G theta)_b / sigma^2 - B_b' (D S1(theta)) / sigma^2,
+
+the block's conditional mean offset is ``mu = P^-1 c`` and, with ``theta* = theta + [0; mu]``
+and ``log p_0`` the density above,
+
+    log p = log p_0(theta*) - 1/2 mu' diag(1/lam) mu - 1/2 sum log(lam) - 1/2 log|P|.
+
+Gradients: ``mu`` maximises the integrand, so (envelope theorem) d/dtheta, d/dsigma and d/dtau
+are those of ``log p_0`` at ``theta*`` plus, for sigma and tau, ``-1/2 tr(P^-1 dQ)``:
+
+    d/dsigma += tr(P^-1 Q) / sigma - sigma tau^2 / sigma^2 tr(P^-1 R),   d/dtau += tau tr(P^-1 R),
+    d/dlam    = ((mu^2 + diag(P^-1)) / lam^2 - 1/lam) / 2,
+
+with ``R = B_b' diag(1/v^2) B_b`` and ``tr(P^-1 Q) = k - sum diag(P^-1)/lam``. The numba
+kernel reads ``B`` and ``G`` once as for ``k = 0`` (accumulating ``Q``, ``R`` and ``c`` from the
+block entries, which close every CSR row since the column indices are sorted), solves the
+``k x k`` system by a hand-written Cholesky factorisation, and updates ``G theta`` and ``S1``
+by ``mu`` (``G`` symmetric: its block rows give ``G_{:,b} mu``) instead of a second full pass.
+
+:class:`MarginalLogp` returns the value and the four gradient pieces from one call; its
 ``pullback`` uses those outputs, so a compiled log density and gradient runs the kernel once. The
 data (``y'y``, ``W'y``, ``A y``, the counts and ``G`` and ``B`` as their CSR vectors) are Op
 inputs, not Op parameters: lmmformula's nutpie path (:mod:`lmmformula._nutpie`) turns them into
@@ -43,8 +73,9 @@ imported (and the numba implementation registered, which imports numba) only whe
 uses the Op.
 
 :func:`statistics` computes the statistics from ``y``, ``W`` and the level index; ``theta`` is
-shifted by a least-squares fit ``theta0`` of the response (so ``y'y`` is of the size of the
-residual sum of squares and no precision is lost to cancellation for responses far from zero).
+shifted by a least-squares fit ``theta0`` of the response on chosen columns (so ``y'y`` is of
+the size of the residual sum of squares and no precision is lost to cancellation for responses
+far from zero).
 """
 
 from __future__ import annotations
@@ -54,6 +85,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytensor.tensor as pt
+import scipy.linalg
 import scipy.sparse
 from pytensor.gradient import DisconnectedType, grad_not_implemented, grad_undefined
 from pytensor.graph.basic import Apply
@@ -95,7 +127,13 @@ class MarginalStatistics:
 
 
 def statistics(
-    y: np.ndarray, w, index: np.ndarray, n_levels: int, n_dense: int = 0
+    y: np.ndarray,
+    w,
+    index: np.ndarray,
+    n_levels: int,
+    n_dense: int = 0,
+    *,
+    dense_columns: np.ndarray | None = None,
 ) -> MarginalStatistics:
     """The statistics of :class:`MarginalStatistics`.
 
@@ -112,15 +150,24 @@ def statistics(
     n_dense : int
         The first ``n_dense`` columns of ``w`` (the population design) are fitted to ``y`` by
         least squares to give ``theta0``; the others start at zero.
+    dense_columns : numpy.ndarray, optional
+        The columns of ``w`` fitted by least squares instead (indices, anywhere in ``w``;
+        e.g. the population design placed last, in the integrated block); not together with
+        ``n_dense``.
     """
     y = np.asarray(y, dtype=float)
     n = y.size
     w = scipy.sparse.csr_matrix(w, dtype=float)
     index = np.asarray(index)
+    if dense_columns is None:
+        dense_columns = np.arange(n_dense)
+    elif n_dense:
+        raise ValueError("statistics: give n_dense or dense_columns, not both")
+    dense_columns = np.asarray(dense_columns, dtype=np.int64).reshape(-1)
     theta0 = np.zeros(w.shape[1])
-    if n_dense:
-        x = w[:, :n_dense].toarray()
-        theta0[:n_dense] = np.linalg.lstsq(x, y, rcond=None)[0]
+    if dense_columns.size:
+        x = w[:, dense_columns].toarray()
+        theta0[dense_columns] = np.linalg.lstsq(x, y, rcond=None)[0]
     r = y - w @ theta0
     a = scipy.sparse.csr_matrix((np.ones(n), (index, np.arange(n))), shape=(n_levels, n))
     gram = (w.T @ w).tocsr()
@@ -141,18 +188,53 @@ def statistics(
 
 
 # -- the kernel in numpy ----------------------------------------------------------------------
-def _kernel_numpy(theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
-    """Value and gradient (numpy/scipy); the reference ``perform`` uses."""
-    p, j = theta.size, counts.size
-    if wy.size != p or gp.size != p + 1 or bp.size != j + 1 or ay.size != j:
+def _kernel_numpy(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
+    """Value and gradient (numpy/scipy); the reference ``perform`` uses. Returns ``(value,
+    d/dtheta, d/dsigma, d/dtau, d/dlam)``; ``-inf`` (and NaN gradients) where ``diag(1/lam) +
+    Q`` is not positive definite (``lam`` not positive)."""
+    p, j, k = theta.size, counts.size, lam.size
+    if wy.size != p or gp.size != p + 1 or bp.size != j + 1 or ay.size != j or k > p:
         raise ValueError("MarginalLogp: theta and the statistics do not match")
     g = scipy.sparse.csr_matrix((gd, gi, gp), shape=(p, p))
     b = scipy.sparse.csr_matrix((bd, bi, bp), shape=(j, p))
+    s2, t2 = sigma * sigma, tau * tau
+    extra, d_lam = 0.0, np.zeros(k)
+    d_sigma_extra = d_tau_extra = 0.0
+    if k:  # the block: its conditional mean offset ``mu`` and covariance ``cov`` given the rest
+        blk = slice(p - k, p)
+        v = s2 + counts * t2
+        dd = t2 / v  # Sigma^-1 = (I - A' diag(dd) A) / sigma^2
+        bb = b[:, blk].toarray()  # (J, k)
+        s1 = ay - b @ theta
+        c = (wy[blk] - (g @ theta)[blk] - bb.T @ (dd * s1)) / s2
+        q = (g[blk][:, blk].toarray() - bb.T @ (dd[:, None] * bb)) / s2
+        try:
+            chol = np.linalg.cholesky(np.diag(1.0 / lam) + q)
+        except np.linalg.LinAlgError:
+            return -np.inf, np.full(p, np.nan), np.nan, np.nan, np.full(k, np.nan)
+        cov = scipy.linalg.cho_solve((chol, True), np.eye(k))
+        mu = cov @ c
+        theta = theta.copy()
+        theta[blk] += mu
+        tr_cov_r = np.sum(cov * (bb.T @ (bb / (v * v)[:, None])))  # sum_j b_j' cov b_j / v_j^2
+        extra = -0.5 * np.sum(mu * mu / lam) - 0.5 * np.sum(np.log(lam))
+        extra -= np.sum(np.log(np.diag(chol)))
+        tr_cov_q = k - np.sum(np.diag(cov) / lam)  # tr(cov Q) = tr(cov (P - Lambda^-1))
+        # -1/2 tr(cov dQ/dsigma), -1/2 tr(cov dQ/dtau)
+        d_sigma_extra = tr_cov_q / sigma - sigma * t2 / s2 * tr_cov_r
+        d_tau_extra = tau * tr_cov_r
+        d_lam = 0.5 * ((mu * mu + np.diag(cov)) / (lam * lam) - 1.0 / lam)
     g_theta = g @ theta
     rss = yy - 2.0 * (theta @ wy) + theta @ g_theta
     value, c, d_sigma, d_tau = _density_from_sums(np, rss, ay - b @ theta, counts, sigma, tau)
     d_theta = (wy - g_theta) / (sigma * sigma) - b.T @ c
-    return float(value), np.asarray(d_theta, dtype=float), float(d_sigma), float(d_tau)
+    return (
+        float(value + extra),
+        np.asarray(d_theta, dtype=float),
+        float(d_sigma + d_sigma_extra),
+        float(d_tau + d_tau_extra),
+        np.asarray(d_lam, dtype=float),
+    )
 
 
 def _density_from_sums(xp, rss, s1, counts, sigma, tau):
@@ -185,14 +267,16 @@ def _density_from_sums(xp, rss, s1, counts, sigma, tau):
 
 # -- the Op -----------------------------------------------------------------------------------
 class MarginalLogp(Op):
-    """``(theta, sigma, tau, yy, wy, ay, counts, G data/indices/indptr, B data/indices/indptr)
-    -> (log density, d/dtheta, d/dsigma, d/dtau)``; see the module docstring."""
+    """``(theta, sigma, tau, lam, yy, wy, ay, counts, G data/indices/indptr, B
+    data/indices/indptr) -> (log density, d/dtheta, d/dsigma, d/dtau, d/dlam)``; ``lam`` holds
+    the prior variances of the last ``len(lam)`` coordinates of ``theta`` (integrated out,
+    ``theta`` holding their prior means there; empty: none). See the module docstring."""
 
     __props__ = ()
 
-    def make_node(self, theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
-        floats = [theta, sigma, tau, yy, wy, ay, counts, gd, bd]
-        theta, sigma, tau, yy, wy, ay, counts, gd, bd = (
+    def make_node(self, theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
+        floats = [theta, sigma, tau, lam, yy, wy, ay, counts, gd, bd]
+        theta, sigma, tau, lam, yy, wy, ay, counts, gd, bd = (
             pt.as_tensor_variable(x).astype("float64") for x in floats
         )
         gi, gp, bi, bp = (pt.as_tensor_variable(x) for x in (gi, gp, bi, bp))
@@ -200,6 +284,7 @@ class MarginalLogp(Op):
             ("theta", theta, 1),
             ("sigma", sigma, 0),
             ("tau", tau, 0),
+            ("lam", lam, 1),
             ("yy", yy, 0),
             ("wy", wy, 1),
             ("ay", ay, 1),
@@ -212,30 +297,31 @@ class MarginalLogp(Op):
         for name, x in [("gi", gi), ("gp", gp), ("bi", bi), ("bp", bp)]:
             if x.type.ndim != 1 or x.type.dtype[:3] not in ("int", "uin"):
                 raise TypeError(f"{name} must be an integer vector, got {x.type}")
-        inputs = [theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp]
-        outputs = [pt.dscalar(), theta.type(), pt.dscalar(), pt.dscalar()]
+        inputs = [theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp]
+        outputs = [pt.dscalar(), theta.type(), pt.dscalar(), pt.dscalar(), lam.type()]
         return Apply(self, inputs, outputs)
 
     def perform(self, node, inputs, output_storage):
-        value, d_theta, d_sigma, d_tau = _kernel_numpy(*(np.asarray(x) for x in inputs))
+        value, d_theta, d_sigma, d_tau, d_lam = _kernel_numpy(*(np.asarray(x) for x in inputs))
         output_storage[0][0] = np.asarray(value, dtype="float64")
         output_storage[1][0] = d_theta
         output_storage[2][0] = np.asarray(d_sigma, dtype="float64")
         output_storage[3][0] = np.asarray(d_tau, dtype="float64")
+        output_storage[4][0] = d_lam
 
     def infer_shape(self, node, input_shapes):
-        return [(), input_shapes[0], (), ()]
+        return [(), input_shapes[0], (), (), input_shapes[3]]
 
     def connection_pattern(self, node):
-        return [[True, i == 0, i == 1, i == 2] for i in range(len(node.inputs))]
+        return [[True, i == 0, i == 1, i == 2, i == 3] for i in range(len(node.inputs))]
 
     def pullback(self, inputs, outputs, output_grads):
         for g in output_grads[1:]:
             if not isinstance(g.type, DisconnectedType):
                 raise NotImplementedError("second derivatives of MarginalLogp are not available")
         g = output_grads[0]
-        out = [g * outputs[1], g * outputs[2], g * outputs[3]]
-        for i, x in enumerate(inputs[3:], start=3):
+        out = [g * outputs[1], g * outputs[2], g * outputs[3], g * outputs[4]]
+        for i, x in enumerate(inputs[4:], start=4):
             if x.type.dtype.startswith("float"):
                 out.append(grad_not_implemented(self, i, x, "gradient with respect to data"))
             else:
@@ -248,19 +334,23 @@ class MarginalLogp(Op):
 marginal_logp = MarginalLogp()
 
 
-def logp(theta, sigma, tau, stats: MarginalStatistics):
+def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None):
     """The marginal log density (a PyTensor scalar) at the coefficients ``theta`` (the
-    statistics' ``theta0`` is subtracted here)."""
+    statistics' ``theta0`` is subtracted here). ``lam`` (``k`` prior variances; ``None``: no
+    block) integrates the last ``k`` coordinates of ``theta`` out as well, ``theta`` holding
+    their prior means there (module docstring)."""
 
     def ints(a):  # the smallest type (column indices of a few thousand columns: uint16)
         a = np.asarray(a)
         return pt.as_tensor_variable(a.astype(np.min_scalar_type(max(int(a.max(initial=0)), 1))))
 
     theta = pt.as_tensor_variable(theta) - pt.as_tensor_variable(stats.theta0)
+    lam = pt.as_tensor_variable(np.zeros(0) if lam is None else lam)
     return marginal_logp(
         theta,
         sigma,
         tau,
+        lam,
         pt.as_tensor_variable(np.asarray(stats.yy, dtype=float)),
         pt.as_tensor_variable(stats.wy),
         pt.as_tensor_variable(stats.ay),
@@ -280,8 +370,8 @@ def _register_numba() -> None:
 
     @numba_basic.register_funcify_default_op_cache_key(MarginalLogp)
     def numba_funcify_marginal_logp(op, node=None, **kwargs):
-        @numba_basic.numba_njit
-        def marginal_logp_kernel(theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
+        @numba_basic.numba_njit  # no block: the kernel before blocks, unchanged
+        def plain_kernel(theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
             p = theta.size
             n_levels = counts.size
             if wy.size != p or gp.size != p + 1 or bp.size != n_levels + 1 or ay.size != n_levels:
@@ -343,6 +433,200 @@ def _register_numba() -> None:
             d_tau = tau * (sum_sq_vv - sum_n_v)
             return np.asarray(value), d_theta, np.asarray(d_sigma), np.asarray(d_tau)
 
+        @numba_basic.numba_njit  # a block of nb = len(lam) >= 1 coordinates integrated out
+        def block_kernel(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
+            p = theta.size
+            n_levels = counts.size
+            nb = lam.size
+            if (
+                wy.size != p
+                or gp.size != p + 1
+                or bp.size != n_levels + 1
+                or ay.size != n_levels
+                or nb > p
+            ):
+                raise ValueError("MarginalLogp: theta and the statistics do not match")
+            s2 = sigma * sigma
+            t2 = tau * tau
+            d_theta = np.empty(p)
+            d_lam = np.zeros(nb)
+            quad = 0.0
+            lin = 0.0
+            extra = 0.0
+            d_sigma_extra = 0.0
+            b0 = p - nb  # the block's first column
+            mu = np.zeros(nb)
+            g_theta = np.empty(p)
+            for k in range(p):
+                acc = 0.0
+                for m in range(gp[k], gp[k + 1]):
+                    acc += gd[m] * theta[gi[m]]
+                g_theta[k] = acc
+            # lower triangles of G_bb - B_b' D B_b (then P) and R = B_b' diag(1/v^2) B_b
+            pm = np.zeros((nb, nb))
+            rm = np.zeros((nb, nb))
+            cb = np.zeros(nb)  # B_b' D S1
+            for r in range(b0, p):  # block rows of G: block columns close the row
+                m = gp[r + 1] - 1
+                while m >= gp[r] and gi[m] >= b0:
+                    if gi[m] <= r:
+                        pm[r - b0, gi[m] - b0] += gd[m]
+                    m -= 1
+            s1 = np.empty(n_levels)
+            for j in range(n_levels):  # S1 at theta; Q, R and c from the block entries
+                s = ay[j]
+                for m in range(bp[j], bp[j + 1]):
+                    s -= bd[m] * theta[bi[m]]
+                s1[j] = s
+                first = bp[j + 1]
+                while first > bp[j] and bi[first - 1] >= b0:
+                    first -= 1
+                if first == bp[j + 1]:
+                    continue
+                v = s2 + counts[j] * t2
+                dj = t2 / v
+                wj = 1.0 / (v * v)
+                for m in range(first, bp[j + 1]):
+                    a = bi[m] - b0
+                    x = bd[m]
+                    cb[a] += dj * s * x
+                    for m2 in range(first, m + 1):
+                        xx = x * bd[m2]
+                        pm[a, bi[m2] - b0] -= dj * xx
+                        rm[a, bi[m2] - b0] += wj * xx
+            chol = np.zeros((nb, nb))  # P = L L' (lower)
+            log_det = 0.0
+            for a in range(nb):
+                for b in range(a + 1):
+                    acc = pm[a, b] / s2
+                    if a == b:
+                        acc += 1.0 / lam[a]
+                    for q in range(b):
+                        acc -= chol[a, q] * chol[b, q]
+                    if a == b:
+                        if not acc > 0.0:  # lam not positive (or not finite)
+                            return (
+                                np.asarray(-np.inf),
+                                np.full(p, np.nan),
+                                np.asarray(np.nan),
+                                np.asarray(np.nan),
+                                np.full(nb, np.nan),
+                            )
+                        chol[a, a] = np.sqrt(acc)
+                        log_det += np.log(chol[a, a])
+                    else:
+                        chol[a, b] = acc / chol[b, b]
+            inv = np.zeros((nb, nb))  # L^-1 (lower)
+            for a in range(nb):
+                inv[a, a] = 1.0 / chol[a, a]
+                for b in range(a):
+                    acc = 0.0
+                    for q in range(b, a):
+                        acc += chol[a, q] * inv[q, b]
+                    inv[a, b] = -acc / chol[a, a]
+            cov = np.zeros((nb, nb))  # P^-1 = L^-T L^-1
+            for a in range(nb):
+                for b in range(a + 1):
+                    acc = 0.0
+                    for q in range(a, nb):
+                        acc += inv[q, a] * inv[q, b]
+                    cov[a, b] = acc
+                    cov[b, a] = acc
+            for a in range(nb):  # mu = P^-1 c
+                acc = 0.0
+                for b in range(nb):
+                    cr = (wy[b0 + b] - g_theta[b0 + b] - cb[b]) / s2
+                    acc += cov[a, b] * cr
+                mu[a] = acc
+            tr_cov_r = 0.0
+            sum_log_lam = 0.0
+            for a in range(nb):
+                tr_cov_r += cov[a, a] * rm[a, a]
+                for b in range(a):
+                    tr_cov_r += 2.0 * cov[a, b] * rm[a, b]
+                il = 1.0 / lam[a]
+                extra -= 0.5 * mu[a] * mu[a] * il
+                sum_log_lam += np.log(lam[a])
+                d_sigma_extra -= cov[a, a] * il
+                d_lam[a] = 0.5 * ((mu[a] * mu[a] + cov[a, a]) * il * il - il)
+            extra -= 0.5 * sum_log_lam + log_det
+            # -1/2 tr(P^-1 dQ/dsigma) with tr(P^-1 Q) = k - sum diag(P^-1)/lam
+            d_sigma_extra = (nb + d_sigma_extra) / sigma - sigma * t2 / s2 * tr_cov_r
+            d_tau_extra = tau * tr_cov_r
+            for r in range(b0, p):  # G theta* = G theta + G_{:,b} mu (G symmetric)
+                mr = mu[r - b0]
+                for m in range(gp[r], gp[r + 1]):
+                    g_theta[gi[m]] += gd[m] * mr
+            for k in range(p):
+                th = theta[k] if k < b0 else theta[k] + mu[k - b0]
+                acc = g_theta[k]
+                quad += th * acc
+                lin += th * wy[k]
+                d_theta[k] = (wy[k] - acc) / s2
+            rss = yy - 2.0 * lin + quad
+            n_total = 0.0
+            sum_log_v = 0.0
+            sum_sq_n = 0.0
+            sum_sq_nv = 0.0
+            sum_inv_v = 0.0
+            sum_sq_nvv = 0.0
+            sum_n_v = 0.0
+            sum_sq_vv = 0.0
+            for j in range(n_levels):  # the density at theta*, and -B' c into the gradient
+                s = s1[j]  # S1 at theta* = S1 - B_b mu
+                m = bp[j + 1] - 1
+                while m >= bp[j] and bi[m] >= b0:
+                    s -= bd[m] * mu[bi[m] - b0]
+                    m -= 1
+                n = counts[j]
+                v = s2 + n * t2
+                inv_v = 1.0 / v
+                sq = s * s
+                n_total += n
+                sum_log_v += np.log(v)
+                sum_sq_n += sq / n
+                sum_sq_nv += sq * inv_v / n
+                sum_inv_v += inv_v
+                sum_sq_nvv += sq * inv_v * inv_v / n
+                sum_n_v += n * inv_v
+                sum_sq_vv += sq * inv_v * inv_v
+                c = s * t2 * inv_v / s2
+                for m in range(bp[j], bp[j + 1]):
+                    d_theta[bi[m]] -= c * bd[m]
+            within = rss - sum_sq_n
+            value = (
+                -0.5 * n_total * 1.8378770664093453
+                - (n_total - n_levels) * np.log(sigma)
+                - 0.5 * sum_log_v
+                - 0.5 * within / s2
+                - 0.5 * sum_sq_nv
+            )
+            d_sigma = (
+                -(n_total - n_levels) / sigma
+                - sigma * sum_inv_v
+                + within / (s2 * sigma)
+                + sigma * sum_sq_nvv
+            )
+            d_tau = tau * (sum_sq_vv - sum_n_v)
+            return (
+                np.asarray(value + extra),
+                d_theta,
+                np.asarray(d_sigma + d_sigma_extra),
+                np.asarray(d_tau + d_tau_extra),
+                d_lam,
+            )
+
+        @numba_basic.numba_njit
+        def marginal_logp_kernel(
+            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp
+        ):
+            if lam.size == 0:  # today's models: the same arithmetic as before blocks
+                value, d_theta, d_sigma, d_tau = plain_kernel(
+                    theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp
+                )
+                return value, d_theta, d_sigma, d_tau, np.zeros(0)
+            return block_kernel(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp)
+
         return marginal_logp_kernel, _numba_cache_version()
 
 
@@ -371,22 +655,67 @@ def register_jax() -> None:
         return
     import jax
     import jax.numpy as jnp
+    import jax.scipy.linalg
     from pytensor.link.jax.dispatch import jax_funcify
 
     @jax_funcify.register(MarginalLogp)
     def jax_funcify_marginal_logp(op, **kwargs):
-        def marginal_logp_jax(theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
-            p, n_levels = theta.shape[0], counts.shape[0]
+        def marginal_logp_jax(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
+            p, n_levels, nb = theta.shape[0], counts.shape[0], lam.shape[0]
             g_rows = jnp.repeat(jnp.arange(p), jnp.diff(gp), total_repeat_length=gd.shape[0])
             b_rows = jnp.repeat(jnp.arange(n_levels), jnp.diff(bp), total_repeat_length=bd.shape[0])
             g_theta = jax.ops.segment_sum(gd * theta[gi], g_rows, num_segments=p)
-            rss = yy - 2.0 * jnp.dot(theta, wy) + jnp.dot(theta, g_theta)
             s1 = ay - jax.ops.segment_sum(bd * theta[bi], b_rows, num_segments=n_levels)
+            if nb:  # the block (module docstring); static shapes: masks, not row slices
+                b0 = p - nb
+                s2, t2 = sigma * sigma, tau * tau
+                v = s2 + counts * t2
+                dd = t2 / v
+                in_b = bi >= b0
+                bb = (
+                    jnp.zeros((n_levels, nb))
+                    .at[b_rows, jnp.where(in_b, bi - b0, 0)]
+                    .add(jnp.where(in_b, bd, 0.0))
+                )
+                in_g = (g_rows >= b0) & (gi >= b0)
+                gbb = (
+                    jnp.zeros((nb, nb))
+                    .at[jnp.where(in_g, g_rows - b0, 0), jnp.where(in_g, gi - b0, 0)]
+                    .add(jnp.where(in_g, gd, 0.0))
+                )
+                c = (wy[b0:] - g_theta[b0:] - bb.T @ (dd * s1)) / s2
+                q = (gbb - bb.T @ (dd[:, None] * bb)) / s2
+                chol = jnp.linalg.cholesky(jnp.diag(1.0 / lam) + q)
+                cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(nb))
+                mu = cov @ c
+                mu_full = jnp.concatenate([jnp.zeros(b0), mu])
+                theta = theta + mu_full
+                g_theta = g_theta + jax.ops.segment_sum(gd * mu_full[gi], g_rows, num_segments=p)
+                s1 = s1 - bb @ mu
+                tr_cov_r = jnp.sum(cov * (bb.T @ (bb / (v * v)[:, None])))
+                extra = (
+                    -0.5 * jnp.sum(mu * mu / lam)
+                    - 0.5 * jnp.sum(jnp.log(lam))
+                    - jnp.sum(jnp.log(jnp.diag(chol)))
+                )
+                tr_cov_q = nb - jnp.sum(jnp.diag(cov) / lam)
+                d_sigma_extra = tr_cov_q / sigma - sigma * t2 / s2 * tr_cov_r
+                d_tau_extra = tau * tr_cov_r
+                d_lam = 0.5 * ((mu * mu + jnp.diag(cov)) / (lam * lam) - 1.0 / lam)
+            rss = yy - 2.0 * jnp.dot(theta, wy) + jnp.dot(theta, g_theta)
             value, c, d_sigma, d_tau = _density_from_sums(jnp, rss, s1, counts, sigma, tau)
             d_theta = (wy - g_theta) / (sigma * sigma) - jax.ops.segment_sum(
                 c[b_rows] * bd, bi, num_segments=p
             )
-            return value, d_theta, d_sigma, d_tau
+            if nb:
+                return (
+                    value + extra,
+                    d_theta,
+                    d_sigma + d_sigma_extra,
+                    d_tau + d_tau_extra,
+                    d_lam,
+                )
+            return value, d_theta, d_sigma, d_tau, jnp.zeros(0)
 
         return marginal_logp_jax
 
