@@ -3,7 +3,9 @@
 Oracles: ``_marginal.logp_numpy`` (written from the model's equations row by row, checked in
 tests/test_marginal.py against scipy's dense multivariate normal) on residuals ``y - W theta``
 with the design ``W`` built here from the data; central finite differences of it for the
-gradient; and the row-wise marginal graph of the same model (``MARGINAL_STATISTICS = False``).
+gradient; the row-wise marginal graph of the same model (``MARGINAL_STATISTICS = False``); and,
+with a trailing block of ``theta`` integrated out too, scipy's dense multivariate normal with
+covariance ``sigma^2 I + tau^2 Z Z' + W_b diag(lam) W_b'`` and its central finite differences.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 import pytensor
 import pytensor.tensor as pt
 import pytest
+import scipy.stats
 
 import lmmformula as lf
 from lmmformula import _bambi, _marginal, _marginal_op
@@ -220,8 +223,110 @@ def test_mismatched_coefficients_are_refused(mode):
         stats.level_design.indices,
         stats.level_design.indptr,
     ]
-    value = _marginal_op.marginal_logp(theta, 1.0, 1.0, *data)[0]
+    value = _marginal_op.marginal_logp(theta, 1.0, 1.0, np.zeros(0), *data)[0]
     f = pytensor.function([theta], value, mode=mode)
     assert np.isfinite(f(np.zeros(w.shape[1])))
     with pytest.raises(ValueError, match="do not match"):
         f(np.zeros(w.shape[1] - 1))
+
+
+# -- a trailing Gaussian block integrated out as well ------------------------------------------
+def _block_design(df: pd.DataFrame):
+    """``y - offset``, the design ``[Z_d, Z_d * x, 1, x]`` (population columns last, as in a
+    block), the student codes."""
+    y, w, s = _design(df)
+    return y, np.column_stack([w[:, 2:], w[:, :2]]), s
+
+
+def _dense_oracle(y, w, s, k, theta, sigma, tau, lam) -> float:
+    """log N(y; W theta, sigma^2 I + tau^2 Z Z' + W_b diag(lam) W_b'), W_b the last k columns."""
+    z = np.eye(s.max() + 1)[s]
+    w_b = w[:, w.shape[1] - k :]
+    cov = sigma**2 * np.eye(y.size) + tau**2 * z @ z.T + (w_b * lam) @ w_b.T
+    return scipy.stats.multivariate_normal(w @ theta, cov).logpdf(y)
+
+
+def _compiled_block(stats, mode):
+    theta, sigma, tau, lam = (
+        pt.dvector("theta"),
+        pt.dscalar("sigma"),
+        pt.dscalar("tau"),
+        pt.dvector("lam"),
+    )
+    value = _marginal_op.logp(theta, sigma, tau, stats, lam)
+    grads = pt.grad(value, [theta, sigma, tau, lam])
+    return pytensor.function([theta, sigma, tau, lam], [value, *grads], mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["CVM", "FAST_COMPILE", "NUMBA", "JAX"])
+def test_block_value_and_gradient_equal_the_dense_normal(mode):
+    """With the last k coordinates integrated out (prior N(m, diag(lam)), m in theta): value
+    and gradient in theta, sigma, tau and lam (perform, numba, JAX) against scipy's dense
+    multivariate normal and its central finite differences, at random points."""
+    if mode == "JAX":
+        pytest.importorskip("jax")
+        _marginal_op.register_jax()
+    y, w, s = _block_design(_crossed(n=120, n_s=20, n_d=5, seed=4))
+    p, k = w.shape[1], 8  # the block: 1 column of Z_d, Z_d * x, intercept, slope
+    stats = _marginal_op.statistics(y, w, s, s.max() + 1, dense_columns=[p - 2, p - 1])
+    f = _compiled_block(stats, mode)
+    rng = np.random.default_rng(5)
+    h = 1e-5
+    for _ in range(3):
+        theta = rng.normal(0, 1, p)
+        theta[p - 2] += 40.0
+        sigma, tau = rng.uniform(0.3, 2.5, 2)
+        lam = rng.uniform(0.1, 2.0, k)
+        value, d_theta, d_sigma, d_tau, d_lam = f(theta, sigma, tau, lam)
+
+        def oracle(th=theta, sg=sigma, ta=tau, la=lam):
+            return _dense_oracle(y, w, s, k, th, sg, ta, la)
+
+        np.testing.assert_allclose(value, oracle(), rtol=1e-8)
+        fd_theta = [
+            (oracle(th=theta + h * e) - oracle(th=theta - h * e)) / (2 * h) for e in np.eye(p)
+        ]
+        fd_lam = [(oracle(la=lam + h * e) - oracle(la=lam - h * e)) / (2 * h) for e in np.eye(k)]
+        fd_sigma = (oracle(sg=sigma + h) - oracle(sg=sigma - h)) / (2 * h)
+        fd_tau = (oracle(ta=tau + h) - oracle(ta=tau - h)) / (2 * h)
+        np.testing.assert_allclose(d_theta, fd_theta, rtol=1e-5, atol=1e-6 * np.abs(fd_theta).max())
+        np.testing.assert_allclose(d_lam, fd_lam, rtol=1e-5, atol=1e-6 * np.abs(fd_lam).max())
+        np.testing.assert_allclose([d_sigma, d_tau], [fd_sigma, fd_tau], rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["CVM", "NUMBA", "JAX"])
+def test_empty_block_is_the_density_without_block(mode):
+    """``lam`` empty (k = 0) as an input vector: the row-wise oracle's value, and the same
+    numbers as ``logp`` without ``lam``."""
+    if mode == "JAX":
+        pytest.importorskip("jax")
+        _marginal_op.register_jax()
+    y, w, s = _design(_crossed(n=200, n_s=30))
+    stats = _marginal_op.statistics(y, w, s, 30, n_dense=2)
+    theta = (
+        np.random.default_rng(6).normal(0, 1, w.shape[1]) + np.r_[40.0, np.zeros(w.shape[1] - 1)]
+    )
+    got = _compiled_block(stats, mode)(theta, 1.3, 0.6, np.zeros(0))
+    np.testing.assert_allclose(got[0], _oracle(y, w, s, theta, 1.3, 0.6), rtol=1e-10)
+    assert got[4].shape == (0,)
+    for a, b in zip(got[:4], _compiled(stats, mode)(theta, 1.3, 0.6), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_statistics_fit_the_chosen_columns():
+    """``dense_columns``: theta0 is the least-squares fit on those columns (numpy's lstsq on
+    the dense columns), zero elsewhere; ``n_dense`` is ``dense_columns=range(n_dense)``."""
+    y, w, s = _block_design(_crossed(n=200, n_s=30))
+    p = w.shape[1]
+    stats = _marginal_op.statistics(y, w, s, 30, dense_columns=np.array([p - 2, p - 1]))
+    expected = np.zeros(p)
+    expected[p - 2 :] = np.linalg.lstsq(w[:, p - 2 :], y, rcond=None)[0]
+    np.testing.assert_allclose(stats.theta0, expected, rtol=1e-12, atol=1e-12)
+    r = y - w @ expected
+    np.testing.assert_allclose(stats.yy, r @ r, rtol=1e-10)
+    np.testing.assert_allclose(stats.wy, w.T @ r, rtol=1e-9, atol=1e-9)
+    first = _marginal_op.statistics(y, w, s, 30, n_dense=3)
+    same = _marginal_op.statistics(y, w, s, 30, dense_columns=[0, 1, 2])
+    np.testing.assert_array_equal(first.theta0, same.theta0)
+    with pytest.raises(ValueError, match="not both"):
+        _marginal_op.statistics(y, w, s, 30, n_dense=2, dense_columns=[0, 1])
