@@ -266,32 +266,42 @@ def test_block_value_and_gradient_equal_the_dense_normal(mode):
     if mode == "JAX":
         pytest.importorskip("jax")
         _marginal_op.register_jax()
-    y, w, s = _block_design(_crossed(n=120, n_s=20, n_d=5, seed=4))
-    p, k = w.shape[1], 8  # the block: 1 column of Z_d, Z_d * x, intercept, slope
-    stats = _marginal_op.statistics(y, w, s, s.max() + 1, dense_columns=[p - 2, p - 1])
-    f = _compiled_block(stats, mode)
+    df = _crossed(n=120, n_s=20, n_d=5, seed=4)
+    y, w_last, s = _block_design(df)
+    _, w_first, _ = _design(df)
+    p = w_last.shape[1]
     rng = np.random.default_rng(5)
     h = 1e-5
-    for _ in range(3):
-        theta = rng.normal(0, 1, p)
-        theta[p - 2] += 40.0
-        sigma, tau = rng.uniform(0.3, 2.5, 2)
-        lam = rng.uniform(0.1, 2.0, k)
-        value, d_theta, d_sigma, d_tau, d_lam = f(theta, sigma, tau, lam)
+    for w, k, dense in [
+        (w_last, 8, [p - 2, p - 1]),  # 1 column of Z_d, Z_d * x, intercept, slope
+        (w_first, 1, [0, 1]),  # 1 slope: levels without an entry in the block
+        (w_last, p, [p - 2, p - 1]),  # everything
+    ]:
+        stats = _marginal_op.statistics(y, w, s, s.max() + 1, dense_columns=dense)
+        f = _compiled_block(stats, mode)
+        for _ in range(2):
+            theta = rng.normal(0, 1, p)
+            theta[dense[0]] += 40.0
+            sigma, tau = rng.uniform(0.3, 2.5, 2)
+            lam = rng.uniform(0.1, 2.0, k)
+            value, d_theta, d_sigma, d_tau, d_lam = f(theta, sigma, tau, lam)
 
-        def oracle(th=theta, sg=sigma, ta=tau, la=lam):
-            return _dense_oracle(y, w, s, k, th, sg, ta, la)
+            def oracle(th=theta, sg=sigma, ta=tau, la=lam, w=w, k=k):
+                return _dense_oracle(y, w, s, k, th, sg, ta, la)
 
-        np.testing.assert_allclose(value, oracle(), rtol=1e-8)
-        fd_theta = [
-            (oracle(th=theta + h * e) - oracle(th=theta - h * e)) / (2 * h) for e in np.eye(p)
-        ]
-        fd_lam = [(oracle(la=lam + h * e) - oracle(la=lam - h * e)) / (2 * h) for e in np.eye(k)]
-        fd_sigma = (oracle(sg=sigma + h) - oracle(sg=sigma - h)) / (2 * h)
-        fd_tau = (oracle(ta=tau + h) - oracle(ta=tau - h)) / (2 * h)
-        np.testing.assert_allclose(d_theta, fd_theta, rtol=1e-5, atol=1e-6 * np.abs(fd_theta).max())
-        np.testing.assert_allclose(d_lam, fd_lam, rtol=1e-5, atol=1e-6 * np.abs(fd_lam).max())
-        np.testing.assert_allclose([d_sigma, d_tau], [fd_sigma, fd_tau], rtol=1e-5)
+            np.testing.assert_allclose(value, oracle(), rtol=1e-8)
+            fd_theta = [
+                (oracle(th=theta + h * e) - oracle(th=theta - h * e)) / (2 * h) for e in np.eye(p)
+            ]
+            fd_lam = [
+                (oracle(la=lam + h * e) - oracle(la=lam - h * e)) / (2 * h) for e in np.eye(k)
+            ]
+            fd_sigma = (oracle(sg=sigma + h) - oracle(sg=sigma - h)) / (2 * h)
+            fd_tau = (oracle(ta=tau + h) - oracle(ta=tau - h)) / (2 * h)
+            scale = np.abs(fd_theta).max()
+            np.testing.assert_allclose(d_theta, fd_theta, rtol=1e-5, atol=1e-6 * scale)
+            np.testing.assert_allclose(d_lam, fd_lam, rtol=1e-5, atol=1e-6 * np.abs(fd_lam).max())
+            np.testing.assert_allclose([d_sigma, d_tau], [fd_sigma, fd_tau], rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["CVM", "NUMBA", "JAX"])
