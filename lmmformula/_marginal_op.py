@@ -53,10 +53,12 @@ are those of ``log p_0`` at ``theta*`` plus, for sigma and tau, ``-1/2 tr(P^-1 d
     d/dlam    = ((mu^2 + diag(P^-1)) / lam^2 - 1/lam) / 2,
 
 with ``R = B_b' diag(1/v^2) B_b`` and ``tr(P^-1 Q) = k - sum diag(P^-1)/lam``. The numba
-kernel reads ``B`` and ``G`` once as for ``k = 0`` (accumulating ``Q``, ``R`` and ``c`` from the
-block entries, which close every CSR row since the column indices are sorted), solves the
-``k x k`` system by a hand-written Cholesky factorisation, and updates ``G theta`` and ``S1``
-by ``mu`` (``G`` symmetric: its block rows give ``G_{:,b} mu``) instead of a second full pass.
+kernel makes no dense copy: one sweep over ``B`` gathers ``S1(theta)`` and accumulates ``Q``,
+``R`` and ``c`` from the block entries (they close every CSR row, the column indices being
+sorted); a hand-written Cholesky factorisation solves the ``k x k`` system; ``G theta`` and
+``S1`` are then updated by ``mu`` (``G`` symmetric: its block rows give ``G_{:,b} mu``; ``S1``
+from the block entries) and a second sweep scatters ``-B' c`` (``k = 0`` does both in one
+sweep). With ``k = 0`` the numba kernel is the one from before blocks, unchanged.
 
 :class:`MarginalLogp` returns the value and the four gradient pieces from one call; its
 ``pullback`` uses those outputs, so a compiled log density and gradient runs the kernel once. The
