@@ -58,7 +58,10 @@ kernel makes no dense copy: one sweep over ``B`` gathers ``S1(theta)`` and accum
 sorted); a hand-written Cholesky factorisation solves the ``k x k`` system; ``G theta`` and
 ``S1`` are then updated by ``mu`` (``G`` symmetric: its block rows give ``G_{:,b} mu``; ``S1``
 from the block entries) and a second sweep scatters ``-B' c`` (``k = 0`` does both in one
-sweep). With ``k = 0`` the numba kernel is the one from before blocks, unchanged.
+sweep). With ``k = 0`` the numba kernel is the one from before blocks, unchanged (the same
+draws); when ``lam``'s length is static (it is for :func:`logp` without ``lam``, and for a
+block's variances of known size) only the kernel that runs is compiled: the block kernel takes
+a few seconds to compile on an empty cache.
 
 :class:`MarginalLogp` returns the value and the four gradient pieces from one call; its
 ``pullback`` uses those outputs, so a compiled log density and gradient runs the kernel once. The
@@ -372,8 +375,8 @@ def _register_numba() -> None:
 
     @numba_basic.register_funcify_default_op_cache_key(MarginalLogp)
     def numba_funcify_marginal_logp(op, node=None, **kwargs):
-        @numba_basic.numba_njit  # no block: the kernel before blocks, unchanged
-        def plain_kernel(theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
+        @numba_basic.numba_njit  # no block: the kernel from before blocks (lam unused)
+        def plain_kernel(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
             p = theta.size
             n_levels = counts.size
             if wy.size != p or gp.size != p + 1 or bp.size != n_levels + 1 or ay.size != n_levels:
@@ -433,7 +436,13 @@ def _register_numba() -> None:
                 + sigma * sum_sq_nvv
             )
             d_tau = tau * (sum_sq_vv - sum_n_v)
-            return np.asarray(value), d_theta, np.asarray(d_sigma), np.asarray(d_tau)
+            return (
+                np.asarray(value),
+                d_theta,
+                np.asarray(d_sigma),
+                np.asarray(d_tau),
+                np.zeros(0),
+            )
 
         @numba_basic.numba_njit  # a block of nb = len(lam) >= 1 coordinates integrated out
         def block_kernel(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
@@ -622,14 +631,22 @@ def _register_numba() -> None:
         def marginal_logp_kernel(
             theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp
         ):
-            if lam.size == 0:  # today's models: the same arithmetic as before blocks
-                value, d_theta, d_sigma, d_tau = plain_kernel(
-                    theta, sigma, tau, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp
+            if lam.size == 0:
+                return plain_kernel(
+                    theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp
                 )
-                return value, d_theta, d_sigma, d_tau, np.zeros(0)
             return block_kernel(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp)
 
-        return marginal_logp_kernel, _numba_cache_version()
+        # The block's length is usually static: compile only the kernel that runs (the block
+        # kernel takes seconds to compile; a model without block compiles what it did before).
+        # Each choice has its own cache key.
+        version = 3 * _numba_cache_version()
+        k = None if node is None else node.inputs[3].type.shape[0]
+        if k == 0:
+            return plain_kernel, version
+        if k is not None:
+            return block_kernel, version + 1
+        return marginal_logp_kernel, version + 2
 
 
 def _numba_cache_version() -> int:

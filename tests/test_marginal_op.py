@@ -246,23 +246,22 @@ def _dense_oracle(y, w, s, k, theta, sigma, tau, lam) -> float:
     return scipy.stats.multivariate_normal(w @ theta, cov).logpdf(y)
 
 
-def _compiled_block(stats, mode):
-    theta, sigma, tau, lam = (
-        pt.dvector("theta"),
-        pt.dscalar("sigma"),
-        pt.dscalar("tau"),
-        pt.dvector("lam"),
-    )
+def _compiled_block(stats, mode, k=None):
+    """Value and gradient; ``lam`` of static length ``k`` when given (numba compiles the block
+    kernel alone), else of unknown length (the kernel choosing by ``len(lam)``)."""
+    theta, sigma, tau = pt.dvector("theta"), pt.dscalar("sigma"), pt.dscalar("tau")
+    lam = pt.dvector("lam") if k is None else pt.tensor("lam", shape=(k,), dtype="float64")
     value = _marginal_op.logp(theta, sigma, tau, stats, lam)
     grads = pt.grad(value, [theta, sigma, tau, lam])
     return pytensor.function([theta, sigma, tau, lam], [value, *grads], mode=mode)
 
 
-@pytest.mark.parametrize("mode", ["CVM", "FAST_COMPILE", "NUMBA", "JAX"])
+@pytest.mark.parametrize("mode", ["CVM", "FAST_COMPILE", "NUMBA", "NUMBA-static", "JAX"])
 def test_block_value_and_gradient_equal_the_dense_normal(mode):
     """With the last k coordinates integrated out (prior N(m, diag(lam)), m in theta): value
     and gradient in theta, sigma, tau and lam (perform, numba, JAX) against scipy's dense
-    multivariate normal and its central finite differences, at random points."""
+    multivariate normal and its central finite differences, at random points; numba with
+    ``lam`` of unknown and of static length."""
     if mode == "JAX":
         pytest.importorskip("jax")
         _marginal_op.register_jax()
@@ -278,7 +277,10 @@ def test_block_value_and_gradient_equal_the_dense_normal(mode):
         (w_last, p, [p - 2, p - 1]),  # everything
     ]:
         stats = _marginal_op.statistics(y, w, s, s.max() + 1, dense_columns=dense)
-        f = _compiled_block(stats, mode)
+        if mode == "NUMBA-static":
+            f = _compiled_block(stats, "NUMBA", k)
+        else:
+            f = _compiled_block(stats, mode)
         for _ in range(2):
             theta = rng.normal(0, 1, p)
             theta[dense[0]] += 40.0
