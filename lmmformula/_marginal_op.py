@@ -100,6 +100,7 @@ __all__ = [
     "NUMBA_CACHE_VERSION",
     "MarginalLogp",
     "MarginalStatistics",
+    "block_groups",
     "logp",
     "marginal_logp",
     "register_jax",
@@ -193,13 +194,15 @@ def statistics(
 
 
 # -- the kernel in numpy ----------------------------------------------------------------------
-def _kernel_numpy(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
+def _kernel_numpy(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm):
     """Value and gradient (numpy/scipy); the reference ``perform`` uses. Returns ``(value,
     d/dtheta, d/dsigma, d/dtau, d/dlam)``; ``-inf`` (and NaN gradients) where ``diag(1/lam) +
     Q`` is not positive definite (``lam`` not positive)."""
     p, j, k = theta.size, counts.size, lam.size
     if wy.size != p or gp.size != p + 1 or bp.size != j + 1 or ay.size != j or k > p:
         raise ValueError("MarginalLogp: theta and the statistics do not match")
+    if k and hm.shape != (hn.size, k, k):
+        raise ValueError("MarginalLogp: lam and the block's count-group Gram do not match")
     g = scipy.sparse.csr_matrix((gd, gi, gp), shape=(p, p))
     b = scipy.sparse.csr_matrix((bd, bi, bp), shape=(j, p))
     s2, t2 = sigma * sigma, tau * tau
@@ -212,7 +215,8 @@ def _kernel_numpy(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi
         bb = b[:, blk].toarray()  # (J, k)
         s1 = ay - b @ theta
         c = (wy[blk] - (g @ theta)[blk] - bb.T @ (dd * s1)) / s2
-        q = (g[blk][:, blk].toarray() - bb.T @ (dd[:, None] * bb)) / s2
+        vg = s2 + hn * t2  # v of each count group
+        q = (g[blk][:, blk].toarray() - np.einsum("g,gab->ab", t2 / vg, hm)) / s2
         try:
             chol = np.linalg.cholesky(np.diag(1.0 / lam) + q)
         except np.linalg.LinAlgError:
@@ -221,7 +225,7 @@ def _kernel_numpy(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi
         mu = cov @ c
         theta = theta.copy()
         theta[blk] += mu
-        tr_cov_r = np.sum(cov * (bb.T @ (bb / (v * v)[:, None])))  # sum_j b_j' cov b_j / v_j^2
+        tr_cov_r = np.sum(cov * np.einsum("g,gab->ab", 1.0 / (vg * vg), hm))  # tr(cov R)
         extra = -0.5 * np.sum(mu * mu / lam) - 0.5 * np.sum(np.log(lam))
         extra -= np.sum(np.log(np.diag(chol)))
         tr_cov_q = k - np.sum(np.diag(cov) / lam)  # tr(cov Q) = tr(cov (P - Lambda^-1))
@@ -273,15 +277,18 @@ def _density_from_sums(xp, rss, s1, counts, sigma, tau):
 # -- the Op -----------------------------------------------------------------------------------
 class MarginalLogp(Op):
     """``(theta, sigma, tau, lam, yy, wy, ay, counts, G data/indices/indptr, B
-    data/indices/indptr) -> (log density, d/dtheta, d/dsigma, d/dtau, d/dlam)``; ``lam`` holds
-    the prior variances of the last ``len(lam)`` coordinates of ``theta`` (integrated out,
-    ``theta`` holding their prior means there; empty: none). See the module docstring."""
+    data/indices/indptr, group counts, group gram) -> (log density, d/dtheta, d/dsigma, d/dtau,
+    d/dlam)``; ``lam`` holds the prior variances of the last ``len(lam)`` coordinates of
+    ``theta`` (integrated out, ``theta`` holding their prior means there; empty: none), the
+    group counts the distinct level sizes ``n`` and the group gram (``(groups, k, k)``) the sums
+    of ``b_j b_j'`` over the levels of each size (``b_j`` the block part of row ``j`` of ``B``;
+    empty when ``k = 0``). See the module docstring."""
 
     __props__ = ()
 
-    def make_node(self, theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
-        floats = [theta, sigma, tau, lam, yy, wy, ay, counts, gd, bd]
-        theta, sigma, tau, lam, yy, wy, ay, counts, gd, bd = (
+    def make_node(self, theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm):
+        floats = [theta, sigma, tau, lam, yy, wy, ay, counts, gd, bd, hn, hm]
+        theta, sigma, tau, lam, yy, wy, ay, counts, gd, bd, hn, hm = (
             pt.as_tensor_variable(x).astype("float64") for x in floats
         )
         gi, gp, bi, bp = (pt.as_tensor_variable(x) for x in (gi, gp, bi, bp))
@@ -296,13 +303,15 @@ class MarginalLogp(Op):
             ("counts", counts, 1),
             ("gram data", gd, 1),
             ("level design data", bd, 1),
+            ("group counts", hn, 1),
+            ("group gram", hm, 3),
         ]:
             if x.type.ndim != ndim:
                 raise TypeError(f"{name} must have {ndim} dimension(s), got {x.type.ndim}")
         for name, x in [("gi", gi), ("gp", gp), ("bi", bi), ("bp", bp)]:
             if x.type.ndim != 1 or x.type.dtype[:3] not in ("int", "uin"):
                 raise TypeError(f"{name} must be an integer vector, got {x.type}")
-        inputs = [theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp]
+        inputs = [theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm]
         outputs = [pt.dscalar(), theta.type(), pt.dscalar(), pt.dscalar(), lam.type()]
         return Apply(self, inputs, outputs)
 
@@ -351,6 +360,10 @@ def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None):
 
     theta = pt.as_tensor_variable(theta) - pt.as_tensor_variable(stats.theta0)
     lam = pt.as_tensor_variable(np.zeros(0) if lam is None else lam)
+    k = lam.type.shape[0] if lam.type.ndim == 1 else None
+    if k is None:
+        raise ValueError("logp: lam must be a vector of static length (the block's size)")
+    group_counts, group_gram = block_groups(stats, k)
     return marginal_logp(
         theta,
         sigma,
@@ -366,7 +379,24 @@ def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None):
         pt.as_tensor_variable(np.asarray(stats.level_design.data, dtype=float)),
         ints(stats.level_design.indices),
         ints(stats.level_design.indptr),
+        pt.as_tensor_variable(group_counts),
+        pt.as_tensor_variable(group_gram),
     )[0]
+
+
+def block_groups(stats: MarginalStatistics, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct level sizes ``n`` and, for each, the sum of ``b_j b_j'`` over the levels of
+    that size (``b_j``: the last ``k`` entries of row ``j`` of ``B = A W``); ``(groups, k, k)``.
+    Data only: the block's ``B_b' diag(f(n_j)) B_b`` is then a sum over the groups."""
+    if k == 0:
+        return np.zeros(0), np.zeros((0, 0, 0))
+    p = stats.level_design.shape[1]
+    if not 0 < k <= p:
+        raise ValueError(f"block of {k} coordinates for {p} coefficients")
+    bb = stats.level_design[:, p - k :].toarray()
+    sizes, group = np.unique(stats.counts, return_inverse=True)
+    gram = np.stack([bb[group == g].T @ bb[group == g] for g in range(sizes.size)])
+    return np.asarray(sizes, dtype=float), gram
 
 
 # -- numba ------------------------------------------------------------------------------------
@@ -376,7 +406,9 @@ def _register_numba() -> None:
     @numba_basic.register_funcify_default_op_cache_key(MarginalLogp)
     def numba_funcify_marginal_logp(op, node=None, **kwargs):
         @numba_basic.numba_njit  # no block: the kernel from before blocks (lam unused)
-        def plain_kernel(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
+        def plain_kernel(
+            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
+        ):
             p = theta.size
             n_levels = counts.size
             if wy.size != p or gp.size != p + 1 or bp.size != n_levels + 1 or ay.size != n_levels:
@@ -445,7 +477,9 @@ def _register_numba() -> None:
             )
 
         @numba_basic.numba_njit  # a block of nb = len(lam) >= 1 coordinates integrated out
-        def block_kernel(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
+        def block_kernel(
+            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
+        ):
             p = theta.size
             n_levels = counts.size
             nb = lam.size
@@ -457,6 +491,8 @@ def _register_numba() -> None:
                 or nb > p
             ):
                 raise ValueError("MarginalLogp: theta and the statistics do not match")
+            if hm.shape[0] != hn.size or hm.shape[1] != nb or hm.shape[2] != nb:
+                raise ValueError("MarginalLogp: lam and the block's count-group Gram do not match")
             s2 = sigma * sigma
             t2 = tau * tau
             d_theta = np.empty(p)
@@ -484,27 +520,25 @@ def _register_numba() -> None:
                         pm[r - b0, gi[m] - b0] += gd[m]
                     m -= 1
             s1 = np.empty(n_levels)
-            for j in range(n_levels):  # S1 at theta; Q, R and c from the block entries
+            for j in range(n_levels):  # S1 at theta; c from the block entries
                 s = ay[j]
                 for m in range(bp[j], bp[j + 1]):
                     s -= bd[m] * theta[bi[m]]
                 s1[j] = s
-                first = bp[j + 1]
-                while first > bp[j] and bi[first - 1] >= b0:
-                    first -= 1
-                if first == bp[j + 1]:
-                    continue
-                v = s2 + counts[j] * t2
-                dj = t2 / v
-                wj = 1.0 / (v * v)
-                for m in range(first, bp[j + 1]):
-                    a = bi[m] - b0
-                    x = bd[m]
-                    cb[a] += dj * s * x
-                    for m2 in range(first, m + 1):
-                        xx = x * bd[m2]
-                        pm[a, bi[m2] - b0] -= dj * xx
-                        rm[a, bi[m2] - b0] += wj * xx
+                ds = s * t2 / (s2 + counts[j] * t2)
+                m = bp[j + 1] - 1
+                while m >= bp[j] and bi[m] >= b0:  # the block entries close the row
+                    cb[bi[m] - b0] += ds * bd[m]
+                    m -= 1
+            for g in range(hn.size):  # B_b' D B_b and R from the count groups' sums
+                v = s2 + hn[g] * t2
+                dg = t2 / v
+                wg = 1.0 / (v * v)
+                for a in range(nb):
+                    for b in range(a + 1):
+                        x = hm[g, a, b]
+                        pm[a, b] -= dg * x
+                        rm[a, b] += wg * x
             chol = np.zeros((nb, nb))  # P = L L' (lower)
             log_det = 0.0
             for a in range(nb):
@@ -629,13 +663,15 @@ def _register_numba() -> None:
 
         @numba_basic.numba_njit
         def marginal_logp_kernel(
-            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp
+            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
         ):
             if lam.size == 0:
                 return plain_kernel(
-                    theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp
+                    theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
                 )
-            return block_kernel(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp)
+            return block_kernel(
+                theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
+            )
 
         # The block's length is usually static: compile only the kernel that runs (the block
         # kernel takes seconds to compile; a model without block compiles what it did before).
@@ -679,7 +715,9 @@ def register_jax() -> None:
 
     @jax_funcify.register(MarginalLogp)
     def jax_funcify_marginal_logp(op, **kwargs):
-        def marginal_logp_jax(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp):
+        def marginal_logp_jax(
+            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
+        ):
             p, n_levels, nb = theta.shape[0], counts.shape[0], lam.shape[0]
             g_rows = jnp.repeat(jnp.arange(p), jnp.diff(gp), total_repeat_length=gd.shape[0])
             b_rows = jnp.repeat(jnp.arange(n_levels), jnp.diff(bp), total_repeat_length=bd.shape[0])
@@ -703,7 +741,8 @@ def register_jax() -> None:
                     .add(jnp.where(in_g, gd, 0.0))
                 )
                 c = (wy[b0:] - g_theta[b0:] - bb.T @ (dd * s1)) / s2
-                q = (gbb - bb.T @ (dd[:, None] * bb)) / s2
+                vg = s2 + hn * t2  # v of each count group
+                q = (gbb - jnp.einsum("g,gab->ab", t2 / vg, hm)) / s2
                 chol = jnp.linalg.cholesky(jnp.diag(1.0 / lam) + q)
                 cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(nb))
                 mu = cov @ c
@@ -711,7 +750,7 @@ def register_jax() -> None:
                 theta = theta + mu_full
                 g_theta = g_theta + jax.ops.segment_sum(gd * mu_full[gi], g_rows, num_segments=p)
                 s1 = s1 - bb @ mu
-                tr_cov_r = jnp.sum(cov * (bb.T @ (bb / (v * v)[:, None])))
+                tr_cov_r = jnp.sum(cov * jnp.einsum("g,gab->ab", 1.0 / (vg * vg), hm))
                 extra = (
                     -0.5 * jnp.sum(mu * mu / lam)
                     - 0.5 * jnp.sum(jnp.log(lam))

@@ -223,7 +223,8 @@ def test_mismatched_coefficients_are_refused(mode):
         stats.level_design.indices,
         stats.level_design.indptr,
     ]
-    value = _marginal_op.marginal_logp(theta, 1.0, 1.0, np.zeros(0), *data)[0]
+    no_block = [np.zeros(0), np.zeros((0, 0, 0))]
+    value = _marginal_op.marginal_logp(theta, 1.0, 1.0, np.zeros(0), *data, *no_block)[0]
     f = pytensor.function([theta], value, mode=mode)
     assert np.isfinite(f(np.zeros(w.shape[1])))
     with pytest.raises(ValueError, match="do not match"):
@@ -246,22 +247,28 @@ def _dense_oracle(y, w, s, k, theta, sigma, tau, lam) -> float:
     return scipy.stats.multivariate_normal(w @ theta, cov).logpdf(y)
 
 
-def _compiled_block(stats, mode, k=None):
-    """Value and gradient; ``lam`` of static length ``k`` when given (numba compiles the block
-    kernel alone), else of unknown length (the kernel choosing by ``len(lam)``)."""
+def _compiled_block(stats, mode, k, static=True):
+    """Value and gradient; ``lam`` of static length ``k`` (as :func:`logp` needs; numba then
+    compiles the block kernel alone), or not (``static=False``: the Op called with a vector
+    of unknown length, numba's kernel choosing by ``len(lam)``)."""
     theta, sigma, tau = pt.dvector("theta"), pt.dscalar("sigma"), pt.dscalar("tau")
-    lam = pt.dvector("lam") if k is None else pt.tensor("lam", shape=(k,), dtype="float64")
+    lam = pt.tensor("lam", shape=(k,), dtype="float64")
     value = _marginal_op.logp(theta, sigma, tau, stats, lam)
+    if not static:
+        lam = pt.dvector("lam")
+        inputs = list(value.owner.inputs)
+        inputs[3] = lam
+        value = _marginal_op.marginal_logp(*inputs)[0]
     grads = pt.grad(value, [theta, sigma, tau, lam])
     return pytensor.function([theta, sigma, tau, lam], [value, *grads], mode=mode)
 
 
-@pytest.mark.parametrize("mode", ["CVM", "FAST_COMPILE", "NUMBA", "NUMBA-static", "JAX"])
+@pytest.mark.parametrize("mode", ["CVM", "FAST_COMPILE", "NUMBA", "NUMBA-dynamic", "JAX"])
 def test_block_value_and_gradient_equal_the_dense_normal(mode):
     """With the last k coordinates integrated out (prior N(m, diag(lam)), m in theta): value
     and gradient in theta, sigma, tau and lam (perform, numba, JAX) against scipy's dense
     multivariate normal and its central finite differences, at random points; numba with
-    ``lam`` of unknown and of static length."""
+    ``lam`` of static and of unknown length."""
     if mode == "JAX":
         pytest.importorskip("jax")
         _marginal_op.register_jax()
@@ -277,10 +284,10 @@ def test_block_value_and_gradient_equal_the_dense_normal(mode):
         (w_last, p, [p - 2, p - 1]),  # everything
     ]:
         stats = _marginal_op.statistics(y, w, s, s.max() + 1, dense_columns=dense)
-        if mode == "NUMBA-static":
-            f = _compiled_block(stats, "NUMBA", k)
+        if mode == "NUMBA-dynamic":
+            f = _compiled_block(stats, "NUMBA", k, static=False)
         else:
-            f = _compiled_block(stats, mode)
+            f = _compiled_block(stats, mode, k)
         for _ in range(2):
             theta = rng.normal(0, 1, p)
             theta[dense[0]] += 40.0
@@ -318,7 +325,7 @@ def test_empty_block_is_the_density_without_block(mode):
     theta = (
         np.random.default_rng(6).normal(0, 1, w.shape[1]) + np.r_[40.0, np.zeros(w.shape[1] - 1)]
     )
-    got = _compiled_block(stats, mode)(theta, 1.3, 0.6, np.zeros(0))
+    got = _compiled_block(stats, mode, 0, static=False)(theta, 1.3, 0.6, np.zeros(0))
     np.testing.assert_allclose(got[0], _oracle(y, w, s, theta, 1.3, 0.6), rtol=1e-10)
     assert got[4].shape == (0,)
     for a, b in zip(got[:4], _compiled(stats, mode)(theta, 1.3, 0.6), strict=True):
