@@ -349,3 +349,5 @@ def test_statistics_fit_the_chosen_columns():
     np.testing.assert_array_equal(first.theta0, same.theta0)
     with pytest.raises(ValueError, match="not both"):
         _marginal_op.statistics(y, w, s, 30, n_dense=2, dense_columns=[0, 1])
+    with pytest.raises(ValueError, match="static length"):
+        _marginal_op.logp(pt.dvector(), 1.0, 1.0, stats, pt.dvector())
