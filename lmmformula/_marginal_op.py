@@ -354,8 +354,9 @@ marginal_logp = MarginalLogp()
 def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None):
     """The marginal log density (a PyTensor scalar) at the coefficients ``theta`` (the
     statistics' ``theta0`` is subtracted here). ``lam`` (a vector of ``k`` prior variances,
-    ``k`` static; ``None``: no block) integrates the last ``k`` coordinates of ``theta`` out as
-    well, ``theta`` holding their prior means there (module docstring)."""
+    ``k`` known when the graph is built; ``None``: no block) integrates the last ``k``
+    coordinates of ``theta`` out as well, ``theta`` holding their prior means there (module
+    docstring)."""
 
     def ints(a):  # the smallest type (column indices of a few thousand columns: uint16)
         a = np.asarray(a)
@@ -363,9 +364,18 @@ def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None):
 
     theta = pt.as_tensor_variable(theta) - pt.as_tensor_variable(stats.theta0)
     lam = pt.as_tensor_variable(np.zeros(0) if lam is None else lam)
-    k = lam.type.shape[0] if lam.type.ndim == 1 else None
-    if k is None:
-        raise ValueError("logp: lam must be a vector of static length (the block's size)")
+    if lam.type.ndim != 1:
+        raise ValueError("logp: lam must be a vector")
+    k = lam.type.shape[0]
+    if k is None:  # a length PyTensor can still work out (repeat, concatenate, ...)
+        from pytensor.tensor.basic import get_underlying_scalar_constant_value
+        from pytensor.tensor.exceptions import NotScalarConstantError
+
+        try:
+            k = int(get_underlying_scalar_constant_value(lam.shape[0]))
+        except NotScalarConstantError:
+            raise ValueError("logp: lam must have a static length (the block's size)") from None
+        lam = pt.specify_shape(lam, (k,))
     group_counts, group_gram = block_groups(stats, k)
     return marginal_logp(
         theta,

@@ -351,3 +351,5 @@ def test_statistics_fit_the_chosen_columns():
         _marginal_op.statistics(y, w, s, 30, n_dense=2, dense_columns=[0, 1])
     with pytest.raises(ValueError, match="static length"):
         _marginal_op.logp(pt.dvector(), 1.0, 1.0, stats, pt.dvector())
+    lam = pt.repeat(pt.dscalar(), 3)  # a length PyTensor works out
+    assert _marginal_op.logp(pt.dvector(), 1.0, 1.0, stats, lam).owner.inputs[3].type.shape == (3,)
