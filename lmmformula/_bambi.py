@@ -202,6 +202,10 @@ class BuildPlan:
         Sample on exact per-cell sufficient statistics (gaussian identity link).
     marginal : str or None
         The Bambi name of a ``1|g`` integrated out of the likelihood.
+    marginal_block : tuple of str
+        With ``marginal``, the Bambi names of the population terms (``Intercept`` and common
+        terms with normal priors) and small uncorrelated group-level terms integrated out
+        jointly with it (:func:`choose_marginal_block`).
     suffstats_shared : bool
         With ``suffstats``, keep the response's statistics as shared data so that a compiled
         model can take another response (the SBC benchmark).
@@ -223,6 +227,7 @@ class BuildPlan:
     eta: float = DEFAULT_LKJ_ETA
     suffstats: bool = False
     marginal: str | None = None
+    marginal_block: tuple[str, ...] = ()
     suffstats_shared: bool = False
     special: dict[str, Any] = field(default_factory=dict)
     predict_wrapper: Any = None
@@ -592,11 +597,20 @@ class _Blocks:
 class _LkjDistributionalComponent(DistributionalComponent):
     """Bambi's distributional component with correlated blocks built jointly."""
 
-    def __init__(self, component, blocks: _Blocks, marginal: str | None = None):
+    def __init__(self, component, blocks: _Blocks, marginal: str | None = None, integrated=()):
         super().__init__(component)
         self.blocks = blocks
         self.marginal = marginal  # issue 14: a (1|g) integrated out (lmmformula._marginal)
         self.marginal_sigma = None
+        self.integrated = frozenset(integrated)  # terms integrated out with it
+        self.block_sigmas: dict[str, Any] = {}  # their group-level sds, by Bambi key
+
+    def build_intercept(self, bmb_model):
+        """Bambi's, unless the intercept is integrated out (its prior enters the likelihood)."""
+        term = self.component.intercept_term
+        if term is not None and term.name in self.integrated:
+            return
+        super().build_intercept(bmb_model)
 
     def build_common_terms(self, pymc_backend, bmb_model):
         """Bambi's ``build_common_terms``; the coefficients of a ``mo(x)`` term are brms'
@@ -604,6 +618,8 @@ class _LkjDistributionalComponent(DistributionalComponent):
         from lmmformula import _mono
 
         mo = _mono.mo_terms(self.component)
+        if any(key in self.integrated for key in self.component.common_terms):
+            return self._build_common_terms_integrated(pymc_backend, bmb_model)
         if not mo:
             return super().build_common_terms(pymc_backend, bmb_model)
         simo_alpha = getattr(getattr(bmb_model, "plan", None), "simo", None) or {}
@@ -625,6 +641,21 @@ class _LkjDistributionalComponent(DistributionalComponent):
             self.design_matrix_without_intercept = data
             data = data - data.mean(0)
         self.output += pt.dot(data, pt.concatenate([pt.atleast_1d(c) for c in coefs], axis=0))
+
+    def _build_common_terms_integrated(self, pymc_backend, bmb_model):
+        """Bambi's common terms where some are integrated out: their coordinates and the
+        design Bambi un-centres the intercept with, no variables (the likelihood is on the
+        statistics' path, :func:`_marginal_design`; ``output`` is not used)."""
+        columns = []
+        for key, term in self.component.common_terms.items():
+            common_term = CommonTerm(term)
+            for name, values in common_term.coords.items():
+                pymc_backend.model.add_coords({name: values})
+            if key not in self.integrated:
+                common_term.build(bmb_model)
+            columns.append(term.data)
+        if self.has_intercept and bmb_model.center_predictors:
+            self.design_matrix_without_intercept = np.column_stack(columns)
 
     def build_group_specific_terms(self, pymc_backend, bmb_model):
         """Bambi's ``build_group_specific_terms`` with correlated blocks built jointly."""
@@ -650,6 +681,9 @@ class _LkjDistributionalComponent(DistributionalComponent):
             if key == self.marginal:  # issue 14: only its sd; the effects are integrated out
                 self.marginal_sigma = _marginal_sigma(term, noncentered_default)
                 continue
+            if key in self.integrated:  # integrated out with it: only its sd
+                self.block_sigmas[key] = _marginal_sigma(term, noncentered_default)
+                continue
             if name in self.blocks.of_term:
                 coefs.append(self.blocks.coef(name, pymc_backend, bmb_model))
             elif key in self.blocks.special:
@@ -671,6 +705,8 @@ class _LkjDistributionalComponent(DistributionalComponent):
             predictors.append(term_predictor(term))
             group_indexes.append(term.group_index)
 
+        if not coefs:  # every group-level term integrated out
+            return
         if bambi_config["SPARSE_DOT"]:
             reshaped = []
             for c in coefs:
@@ -742,12 +778,15 @@ class _LkjPyMCModel(PyMCModel):
         suffstats: bool = False,
         suffstats_shared: bool = False,
         marginal: str | None = None,
+        marginal_block: tuple[str, ...] = (),
     ):
         super().__init__()
         self.blocks = blocks
         self.eta = eta
         self.suffstats = suffstats
         self.marginal = marginal
+        self.marginal_block = tuple(marginal_block) if marginal else ()
+        self.marginal_design: tuple[MarginalDesign, Any] | None = None
         self.suffstats_shared = suffstats_shared
         self.reduction: _suffstats.Reduction | None = None
 
@@ -769,7 +808,8 @@ class _LkjPyMCModel(PyMCModel):
             )
             for name, component in spec.conditional_parameters.items():
                 marginal = self.marginal if name == parent else None
-                built = _LkjDistributionalComponent(component, blocks, marginal)
+                integrated = self.marginal_block if name == parent else ()
+                built = _LkjDistributionalComponent(component, blocks, marginal, integrated)
                 self.components[name] = built
                 built.build(self, spec)
             weights = getattr(spec, "lkj_precision_weights", None)
@@ -779,8 +819,15 @@ class _LkjPyMCModel(PyMCModel):
                 term = spec.parameters[parent].group_specific_terms[self.marginal]
                 parent_built = self.components[parent]
                 sigma = self.components["sigma"].output
-                _marginal_response(
-                    spec, parent_built.output, sigma, parent_built.marginal_sigma, term, blocks
+                self.marginal_design = _marginal_response(
+                    spec,
+                    parent_built.output,
+                    sigma,
+                    parent_built.marginal_sigma,
+                    term,
+                    blocks,
+                    self.marginal_block,
+                    parent_built.block_sigmas,
                 )
             elif weights is not None:
                 _PrecisionWeightedResponse(spec.response_term, spec.family, weights).build(
@@ -844,6 +891,10 @@ class _LkjPyMCModel(PyMCModel):
         present = [name for name in drop if name in posterior.data_vars]
         if present:
             idata["posterior"] = posterior.drop_vars(present)
+        if self.marginal_block:  # drawn in the sampler's parametrisation, before Bambi's
+            # cleaning (which un-centres the intercept)
+            posterior = as_dataset(idata["posterior"])
+            idata["posterior"] = add_marginal_block_draws(posterior, self)
         idata = super()._clean_results(idata, omit_offsets, include_response_params)
         if self.marginal:  # issue 14: the integrated effects drawn from their conditional
             posterior = as_dataset(idata["posterior"])
@@ -920,7 +971,12 @@ class LkjBambiModel(bmb.Model):
     def build(self):
         plan = self.plan
         self.backend = _LkjPyMCModel(
-            plan.blocks, plan.eta, plan.suffstats, plan.suffstats_shared, plan.marginal
+            plan.blocks,
+            plan.eta,
+            plan.suffstats,
+            plan.suffstats_shared,
+            plan.marginal,
+            plan.marginal_block,
         )
         self.backend.build(self)
         self.built = True
@@ -1477,67 +1533,249 @@ MARGINAL_STATISTICS = True
 """Build the marginal likelihood on precomputed statistics (:mod:`lmmformula._marginal_op`)
 when the linear predictor allows it; ``False`` keeps the row-wise graph (for comparisons)."""
 
+MARGINAL_BLOCK = True
+"""Integrate the population coefficients with normal priors and the small uncorrelated
+group-level terms out together with the largest factor (:func:`choose_marginal_block`);
+``False`` samples them (for comparisons)."""
 
-def _marginal_design(spec, marginal_term, blocks: _Blocks | None):
-    """``(theta, W, y - offsets, columns of the population design)`` with the parent's
-    linear predictor without ``marginal_term`` equal to ``W @ theta`` (plus the offsets), in
-    Bambi's parametrisation (centred common columns when Bambi centres them); ``None`` when
-    it is not of that form (correlated blocks, gp()/gr(cov =)/mo() terms on the parent, a
-    coefficient of an unexpected shape): the caller keeps the row-wise graph."""
+
+def _normal_prior_moments(prior, width: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and sd (each ``(width,)``) of a population term's ``Normal(mu, sigma)`` prior with
+    numbers for arguments, else ``None``."""
+    if not isinstance(prior, Prior) or prior.name != "Normal" or set(prior.args) != {"mu", "sigma"}:
+        return None
+    if any(isinstance(a, Prior) for a in prior.args.values()):
+        return None
+    try:
+        mu = np.broadcast_to(np.asarray(prior.args["mu"], dtype=float), (width,))
+        sd = np.broadcast_to(np.asarray(prior.args["sigma"], dtype=float), (width,))
+    except (TypeError, ValueError):
+        return None
+    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sd)) and np.all(sd > 0)):
+        return None
+    return mu.copy(), sd.copy()
+
+
+def _population_width(term) -> int:
+    data = np.asarray(term.data)
+    return 1 if data.ndim == 1 else int(data.shape[1])
+
+
+def choose_marginal_block(
+    bambi_model: bmb.Model,
+    marginal: str | None,
+    blocks: dict[str, BlockSpec] | None = None,
+    exclude=(),
+) -> tuple[str, ...]:
+    """The terms integrated out jointly with the factor ``marginal`` (Bambi names, intercept
+    first, then common terms, then group-level terms), or ``()``.
+
+    Given the scales, the population coefficients with ``Normal(mu, sigma)`` priors (numbers
+    for both) and the uncorrelated group-level terms with one column and at most
+    :data:`lmmformula._marginal.BLOCK_MAX_LEVELS` levels are jointly Gaussian a posteriori:
+    :mod:`lmmformula._marginal_op` integrates them out with a Woodbury step of their size
+    (at most :data:`lmmformula._marginal.BLOCK_MAX_SIZE`), and they are drawn after sampling
+    like the factor's effects. With few groups the sd of a factor and the intercept form a
+    funnel and a ridge for the sampler (InstEval's 14 departments); integrated out, the sampler
+    sees neither. Only when the linear predictor is linear in its coefficients on the
+    statistics' path: no correlated block, gp()/gr(cov =), mo() or HSGP term on the parent.
+    """
+    if marginal is None or not (MARGINAL_STATISTICS and MARGINAL_BLOCK):
+        return ()
+    component = parent_component(bambi_model)
+    if component.hsgp_terms or _mono.mo_terms(component):
+        return ()
+    in_blocks = {t for spec in (blocks or {}).values() for t in spec.terms}
+    out: list[str] = []
+    size = 0
+    population = []
+    if component.intercept_term is not None:
+        population.append(component.intercept_term)
+    population.extend(component.common_terms.values())
+    for term in population:
+        width = 1 if term is component.intercept_term else _population_width(term)
+        if _normal_prior_moments(term.prior, width) is not None:
+            out.append(term.name)
+            size += width
+    small = []
+    for key, term in parent_group_specific_terms(bambi_model).items():
+        name = term.alias or key
+        if key == marginal:
+            continue
+        if key in in_blocks or name in in_blocks or key in exclude or name in exclude:
+            return ()  # the statistics' path does not apply: nothing joins the factor
+        if _mono.group_label(name) is not None:
+            return ()
+        if (
+            np.asarray(term_predictor(term)).ndim != 1
+            or len(term.groups) > _marginal.BLOCK_MAX_LEVELS
+        ):
+            continue
+        prior = term.prior
+        if not isinstance(prior, Prior) or prior.name != "Normal":
+            continue
+        if set(prior.args) - {"mu", "sigma"} or not isinstance(prior.args.get("sigma"), Prior):
+            continue
+        mu = prior.args.get("mu", 0.0)
+        if isinstance(mu, Prior) or np.any(np.asarray(mu, dtype=float) != 0):
+            continue
+        small.append((len(term.groups), key))
+    for n_levels, key in sorted(small):
+        if size + n_levels > _marginal.BLOCK_MAX_SIZE:
+            break
+        out.append(key)
+        size += n_levels
+    return tuple(out) if size <= _marginal.BLOCK_MAX_SIZE else ()
+
+
+@dataclass
+class MarginalDesign:
+    """The parent's linear predictor without the integrated factor as ``W @ theta`` (plus the
+    offsets), in Bambi's parametrisation (centred common columns when Bambi centres them).
+
+    ``theta`` (a PyTensor vector) is ``[sampled coefficients; block prior means]``: the last
+    ``k`` columns of ``w`` belong to the block integrated out with the factor, whose prior
+    variances are ``lam`` (``k``,; ``None`` without a block). ``dense_columns`` are the
+    population columns (fitted by least squares for the statistics' origin); ``block`` lists
+    the block's terms as ``(Bambi key, posterior name, width)`` in column order.
+    """
+
+    theta: Any
+    w: sp.sparse.csr_matrix
+    y: np.ndarray
+    dense_columns: np.ndarray
+    lam: Any = None
+    block: list[tuple[str, str, int]] = field(default_factory=list)
+    block_mean: np.ndarray | None = None
+    sampled: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def k(self) -> int:
+        return int(sum(width for _, _, width in self.block))
+
+
+def _marginal_design(
+    spec, marginal_term, blocks: _Blocks | None, integrated=(), block_sigmas=None
+) -> MarginalDesign | None:
+    """:class:`MarginalDesign` of the parent, or ``None`` when its linear predictor is not of
+    that form (correlated blocks, gp()/gr(cov =)/mo() terms on the parent, a coefficient of
+    an unexpected shape): the caller keeps the row-wise graph. ``integrated`` (Bambi keys,
+    :func:`choose_marginal_block`) go last, with their prior means in ``theta`` and their
+    prior variances in ``lam``; ``block_sigmas`` holds the sds of the integrated group-level
+    terms."""
     component = parent_component(spec)
     if component.hsgp_terms or _mono.mo_terms(component):
         return None
     model = pm.modelcontext(None)
+    integrated = tuple(integrated)
+    block_sigmas = block_sigmas or {}
     y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
     n = y.size
     for offset in component.offset_terms.values():
         y = y - np.asarray(offset.data, dtype=float).squeeze()
-    coefs, dense = [], []
+    # pieces: (key, posterior name, columns (n, width) csr, coefficient or None, is population)
+    pieces: list[tuple[str, str, Any, Any, bool]] = []
     population = [component.intercept_term, *component.common_terms.values()]
-    if any(t is not None and _aliased(t) not in model.named_vars for t in population):
-        return None  # a coefficient fixed to a number, or built otherwise
+    for t in population:
+        if t is not None and t.name not in integrated and _aliased(t) not in model.named_vars:
+            return None  # a coefficient fixed to a number, or built otherwise
     if component.intercept_term is not None:
-        coefs.append(pt.atleast_1d(model[_aliased(component.intercept_term)]).flatten())
-        dense.append(np.ones((n, 1)))
+        t = component.intercept_term
+        coef = None if t.name in integrated else pt.atleast_1d(model[_aliased(t)]).flatten()
+        pieces.append((t.name, _aliased(t), sp.sparse.csr_matrix(np.ones((n, 1))), coef, True))
     if component.common_terms:
         data = np.column_stack([term.data for term in component.common_terms.values()])
         data = np.asarray(data, dtype=float).reshape(n, -1)
         if component.intercept_term is not None and spec.center_predictors:  # as Bambi
             data = data - data.mean(0)
-        dense.append(data)
-        for term in component.common_terms.values():
-            coefs.append(pt.atleast_1d(model[_aliased(term)]).flatten())
-    x = np.concatenate(dense, axis=1) if dense else np.zeros((n, 0))
-    sparse = [sp.sparse.csr_matrix(x)]
+        at = 0
+        for key, term in component.common_terms.items():
+            width = _population_width(term)
+            cols = sp.sparse.csr_matrix(data[:, at : at + width])
+            at += width
+            coef = None if key in integrated else pt.atleast_1d(model[_aliased(term)]).flatten()
+            pieces.append((key, _aliased(term), cols, coef, True))
     for key, term in component.group_specific_terms.items():
         name = _aliased(term)
         if term is marginal_term:
             continue
         if blocks is not None and (name in blocks.of_term or key in blocks.special):
             return None
-        if _mono.group_label(name) is not None or name not in model.named_vars:
+        if _mono.group_label(name) is not None:
             return None
-        coef = model[name]
+        if key not in integrated and name not in model.named_vars:
+            return None
         predictor = np.asarray(term_predictor(term), dtype=float)
         n_levels, width = len(term.groups), (1 if predictor.ndim == 1 else predictor.shape[1])
-        expected = (n_levels,) if predictor.ndim == 1 else (n_levels, width)
-        if coef.type.ndim != len(expected) or any(
-            s is not None and s != e for s, e in zip(coef.type.shape, expected, strict=True)
-        ):
-            return None
+        coef = None
+        if key not in integrated:
+            coef = model[name]
+            expected = (n_levels,) if predictor.ndim == 1 else (n_levels, width)
+            if coef.type.ndim != len(expected) or any(
+                s is not None and s != e for s, e in zip(coef.type.shape, expected, strict=True)
+            ):
+                return None
+            coef = coef.flatten()
         index = np.asarray(term.group_index)
         rows = np.repeat(np.arange(n), width)
         cols = (index[:, None] * width + np.arange(width)[None, :]).ravel()
-        sparse.append(
-            sp.sparse.csr_matrix(
-                (predictor.reshape(n, width).ravel(), (rows, cols)), shape=(n, n_levels * width)
+        pieces.append(
+            (
+                key,
+                name,
+                sp.sparse.csr_matrix(
+                    (predictor.reshape(n, width).ravel(), (rows, cols)),
+                    shape=(n, n_levels * width),
+                ),
+                coef,
+                False,
             )
         )
-        coefs.append(coef.flatten())
+    if not pieces:
+        return None
+    order = {key: i for i, key in enumerate(integrated)}
+    sampled = [p for p in pieces if p[3] is not None]
+    in_block = sorted((p for p in pieces if p[3] is None), key=lambda p: order[p[0]])
+    if len(in_block) != len(integrated):  # pragma: no cover - the plan and the terms disagree
+        raise ModelError(f"the terms to integrate out ({integrated}) are not all in the model")
+    coefs = [pt.cast(p[3], "float64") for p in sampled]
+    means, lams = [], []
+    for key, _name, cols, _coef, is_population in in_block:
+        width = cols.shape[1]
+        if is_population:
+            term = (
+                component.intercept_term
+                if key == getattr(component.intercept_term, "name", None)
+                else component.common_terms[key]
+            )
+            mu, sd = _normal_prior_moments(term.prior, width)
+            means.append(mu)
+            lams.append(pt.as_tensor_variable(sd * sd))
+        else:
+            means.append(np.zeros(width))
+            lams.append(pt.repeat(pt.square(block_sigmas[key]), width))
+    mean = np.concatenate(means) if means else np.zeros(0)
+    if mean.size:
+        coefs.append(pt.as_tensor_variable(mean))
     if not coefs:
         return None
-    theta = pt.concatenate([pt.cast(c, "float64") for c in coefs])
-    return theta, sp.sparse.hstack(sparse, format="csr"), y, x.shape[1]
+    ordered = sampled + in_block
+    widths = [p[2].shape[1] for p in ordered]
+    starts = np.concatenate([[0], np.cumsum(widths)])
+    dense = np.concatenate(
+        [np.arange(starts[i], starts[i + 1]) for i, p in enumerate(ordered) if p[4]]
+        or [np.zeros(0, dtype=int)]
+    )
+    return MarginalDesign(
+        theta=pt.concatenate(coefs) if len(coefs) > 1 else coefs[0],
+        w=sp.sparse.hstack([p[2] for p in ordered], format="csr"),
+        y=y,
+        dense_columns=dense.astype(int),
+        lam=pt.concatenate(lams) if lams else None,
+        block=[(p[0], p[1], p[2].shape[1]) for p in in_block],
+        block_mean=mean,
+        sampled=[(p[1], p[2].shape[1]) for p in sampled],
+    )
 
 
 def _marginal_sigma(term, noncentered: bool):
@@ -1549,23 +1787,34 @@ def _marginal_sigma(term, noncentered: bool):
     )
 
 
-def _marginal_response(spec, eta, sigma, tau, term, blocks: _Blocks | None = None) -> None:
+def _marginal_response(
+    spec, eta, sigma, tau, term, blocks: _Blocks | None = None, integrated=(), block_sigmas=None
+):
     """Add the marginal likelihood as one ``pm.Potential`` named ``{response}_marginal``: on
     precomputed statistics when :func:`_marginal_design` gives the linear predictor as one
-    coefficient vector, else row by row from ``eta``."""
+    coefficient vector (integrating out ``integrated`` too), else row by row from ``eta``.
+    Returns ``(design, statistics)`` on the statistics' path (the block's draws after sampling
+    need them), else ``None``."""
     y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
     index = np.asarray(term.group_index)
     counts = np.bincount(index, minlength=len(term.groups))
     response = spec.response_term.alias or spec.response_term.name
-    design = _marginal_design(spec, term, blocks) if MARGINAL_STATISTICS else None
+    design = None
+    if MARGINAL_STATISTICS:
+        design = _marginal_design(spec, term, blocks, integrated, block_sigmas)
     if design is not None:
         from lmmformula import _marginal_op  # imports numba's dispatch: only when used
 
-        theta, w, y_fixed, n_dense = design
-        stats = _marginal_op.statistics(y_fixed, w, index, len(term.groups), n_dense)
-        pm.Potential(f"{response}_marginal", _marginal_op.logp(theta, sigma, tau, stats))
-        return
+        stats = _marginal_op.statistics(
+            design.y, design.w, index, len(term.groups), dense_columns=design.dense_columns
+        )
+        value = _marginal_op.logp(design.theta, sigma, tau, stats, design.lam)
+        pm.Potential(f"{response}_marginal", value)
+        return design, stats
+    if integrated:  # pragma: no cover - choose_marginal_block checks the same conditions
+        raise ModelError("the terms to integrate out need the statistics' likelihood")
     pm.Potential(f"{response}_marginal", _marginal.logp(y - eta, index, counts, sigma, tau))
+    return None
 
 
 def marginal_level_sums(bambi_model: bmb.Model, posterior, key: str) -> _marginal.LevelSums:
@@ -1609,6 +1858,67 @@ def marginal_effect_names(bambi_model: bmb.Model, key: str | None) -> list[str]:
         return []
     term = parent_group_specific_terms(bambi_model)[key]
     return [term.alias or term.name]
+
+
+def _marginal_sigma_name(term) -> str:
+    return f"{term.alias or term.name}_{term.hyperprior_alias.get('sigma', 'sigma')}"
+
+
+def add_marginal_block_draws(posterior, backend: _LkjPyMCModel):
+    """The posterior (the sampler's parametrisation) with the block integrated out with the
+    factor (:func:`choose_marginal_block`) drawn from its exact conditional given each draw
+    (:func:`lmmformula._marginal.draw_block`), under Bambi's names and dims."""
+    import xarray as xr
+
+    design, stats = backend.marginal_design
+    spec = backend.spec
+    component = parent_component(spec)
+    terms = parent_group_specific_terms(spec)
+    draws = _marginal.draws
+    parts = [draws(posterior, name, factor_first=True) for name, _ in design.sampled]
+    n_draws = posterior.sizes["chain"] * posterior.sizes["draw"]
+    mean = np.broadcast_to(design.block_mean, (n_draws, design.block_mean.size))
+    thetas = np.concatenate([*parts, mean], axis=1)
+    tau_name = _marginal_sigma_name(terms[backend.marginal])
+    lam = []
+    for key, _name, width in design.block:
+        if key in terms:
+            sd = draws(posterior, _marginal_sigma_name(terms[key]))
+            lam.append(np.repeat(np.square(sd), width, axis=1))
+        else:
+            term = component.common_terms.get(key, component.intercept_term)
+            sd = _normal_prior_moments(term.prior, width)[1]
+            lam.append(np.broadcast_to(np.square(sd), (n_draws, width)))
+    values = _marginal.draw_block(
+        stats,
+        thetas,
+        design.k,
+        draws(posterior, "sigma")[:, 0],
+        draws(posterior, tau_name)[:, 0],
+        np.concatenate(lam, axis=1),
+        _marginal.seed_from(posterior, ["sigma", tau_name]) ^ 0x5EEDB10C,
+    )
+    chains, per_chain = posterior.sizes["chain"], posterior.sizes["draw"]
+    base = {"chain": posterior["chain"].values, "draw": posterior["draw"].values}
+    at = 0
+    new = {}
+    for key, name, width in design.block:
+        block = values[:, at : at + width]
+        at += width
+        if key in terms:
+            coords = _BambiGroupSpecificTerm(terms[key], True).coords
+        elif key in component.common_terms:
+            coords = CommonTerm(component.common_terms[key]).coords
+        else:
+            coords = {}
+        dims = list(coords)
+        shape = [len(coords[d]) for d in dims]
+        new[name] = xr.DataArray(
+            block.reshape(chains, per_chain, *shape),
+            dims=("chain", "draw", *dims),
+            coords={**base, **{d: list(coords[d]) for d in dims}},
+        )
+    return posterior.assign(new)
 
 
 def add_marginal_effect_draws(posterior, bambi_model: bmb.Model, key: str):

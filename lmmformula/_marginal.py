@@ -29,6 +29,16 @@ prior on ``sigma``). Other uncorrelated terms on the same factor (``(1|f) + (0 +
 ``marginalize="auto"`` the factor with the most levels is integrated out when it has at least
 :data:`MIN_LEVELS` levels and the sufficient-statistics likelihood is not used.
 
+With the factor, a small block can be integrated out as well (:func:`draw_block`; chosen by
+``lmmformula._bambi.choose_marginal_block``): the population coefficients with ``Normal`` priors
+and the uncorrelated group-level terms with at most :data:`BLOCK_MAX_LEVELS` levels. Given the
+scales they are jointly Gaussian a posteriori, so the density of ``y`` with them integrated out
+is exact (a Woodbury step of the block's size, :mod:`lmmformula._marginal_op`), and after
+sampling each draw's block is drawn from its Gaussian conditional, then the factor's effects
+given it. The sampler is left with the scales and the large factors: with few groups, a
+factor's sd and its effects form a funnel and the intercept a ridge with the effects' mean
+(InstEval's 14 departments), which the sampler then never sees.
+
 Pure numpy and pytensor: the density, the conditional and the draws of the effects.
 :mod:`lmmformula._bambi` (the seam to Bambi) says which term qualifies, builds the graph (with
 :mod:`lmmformula._marginal_op`, the same density on statistics computed once from the data,
@@ -48,11 +58,14 @@ import pytensor.tensor as pt
 import scipy.sparse as sp
 
 __all__ = [
+    "BLOCK_MAX_LEVELS",
+    "BLOCK_MAX_SIZE",
     "CHUNK",
     "MIN_LEVELS",
     "LevelSums",
     "MarginalTerm",
     "conditional",
+    "draw_block",
     "draw_effects",
     "draws",
     "logp",
@@ -230,3 +243,119 @@ def draw_effects(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(block, range(len(starts))))
     return effects
+
+
+# -- a small Gaussian block integrated out with the factor ----------------------------------
+BLOCK_MAX_LEVELS = 50
+"""A varying intercept (or an uncorrelated varying slope) with at most this many levels is
+integrated out together with the largest factor (:func:`draw_block`)."""
+
+BLOCK_MAX_SIZE = 100
+"""At most this many coefficients are integrated out in the block."""
+
+
+def draw_block(
+    stats,
+    thetas: np.ndarray,
+    k: int,
+    sigma,
+    tau,
+    lam: np.ndarray,
+    seed: int,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Draws of the block's coefficients from their exact conditional given each draw.
+
+    With the largest factor integrated out, the last ``k`` coefficients of
+    ``theta = [theta_a; theta_b]`` (prior ``N(m, diag(lam))``) are, given ``theta_a`` and the
+    scales, ``N(m + mu, P^-1)`` with ``P = diag(1 / lam) + W_b' Sigma^-1 W_b`` and
+    ``mu = P^-1 W_b' Sigma^-1 (y - W_a theta_a - W_b m)``, ``Sigma = sigma^2 I + tau^2 Z Z'``
+    (:mod:`lmmformula._marginal_op` holds the statistics and the matching density).
+
+    Blocks of :data:`CHUNK` draws are drawn on one thread per CPU, block ``i`` with the
+    ``i``-th child of ``SeedSequence(seed)`` (the result does not depend on the threads).
+
+    Parameters
+    ----------
+    stats : lmmformula._marginal_op.MarginalStatistics
+        The statistics the likelihood was built on (``theta`` measured from ``stats.theta0``).
+    thetas : numpy.ndarray
+        (draws, P) ``[theta_a; m]`` per draw (the prior means in the block's place).
+    k : int
+        Size of the block (the last ``k`` columns).
+    sigma, tau : numpy.ndarray
+        (draws,) residual sd and the integrated factor's sd.
+    lam : numpy.ndarray
+        (draws, k) the block's prior variances.
+    seed : int
+        Seed of the normal draws.
+    threads : int, optional
+        Threads (default: one per CPU).
+
+    Returns
+    -------
+    numpy.ndarray
+        (draws, k) the block's coefficients.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    n_draws, p = thetas.shape
+    blk = slice(p - k, p)
+    counts = np.asarray(stats.counts, dtype=float)[:, None]
+    design = stats.level_design
+    b_blk = design[:, blk].tocsr()  # (J, k)
+    b_blk_t = b_blk.T.tocsr()
+    # every level's outer product b_j b_j' as a sparse (k * k, J) matrix
+    outer_rows, outer_cols, outer_vals = [np.zeros(0, dtype=int)], [np.zeros(0, dtype=int)], []
+    outer_vals.append(np.zeros(0))
+    for j in np.flatnonzero(np.diff(b_blk.indptr)):
+        lo, hi = b_blk.indptr[j], b_blk.indptr[j + 1]
+        c, v = b_blk.indices[lo:hi], b_blk.data[lo:hi]
+        outer_rows.append((c[:, None] * k + c[None, :]).ravel())
+        outer_cols.append(np.full(c.size * c.size, j))
+        outer_vals.append((v[:, None] * v[None, :]).ravel())
+    outer_t = sp.csr_matrix(
+        (np.concatenate(outer_vals), (np.concatenate(outer_rows), np.concatenate(outer_cols))),
+        shape=(k * k, counts.size),
+    )
+    g_bb = stats.gram[blk][:, blk].toarray().reshape(k * k, 1)
+    g_b = stats.gram[blk].tocsr()
+    wy_b = np.asarray(stats.wy[blk], dtype=float)[:, None]
+    ay = np.asarray(stats.ay, dtype=float)[:, None]
+    sigma = np.asarray(sigma, dtype=float).ravel()
+    tau = np.asarray(tau, dtype=float).ravel()
+    out = np.empty((n_draws, k))
+    starts = list(range(0, n_draws, CHUNK))
+    children = np.random.SeedSequence(seed).spawn(len(starts))
+    diag = np.arange(k)
+
+    def block(i: int) -> None:
+        start = starts[i]
+        stop = min(start + CHUNK, n_draws)
+        theta = np.ascontiguousarray((thetas[start:stop] - stats.theta0).T)  # (P, c)
+        s2 = np.square(sigma[start:stop])
+        t2 = np.square(tau[start:stop])
+        dd = counts * t2
+        dd += s2
+        np.divide(t2, dd, out=dd)  # (J, c): Sigma^-1 = (I - A' diag(dd) A) / sigma^2
+        s1 = design @ theta
+        np.subtract(ay, s1, out=s1)
+        s1 *= dd
+        c = (wy_b - g_b @ theta - b_blk_t @ s1) / s2  # (k, c)
+        q = (g_bb - outer_t @ dd) / s2  # (k * k, c)
+        prec = np.ascontiguousarray(q.T).reshape(stop - start, k, k)
+        prec[:, diag, diag] += 1.0 / lam[start:stop]
+        chol = np.linalg.cholesky(prec)
+        mu = np.linalg.solve(prec, c.T[:, :, None])[:, :, 0]
+        z = np.random.default_rng(children[i]).standard_normal((stop - start, k, 1))
+        noise = np.linalg.solve(np.swapaxes(chol, 1, 2), z)[:, :, 0]  # N(0, P^-1)
+        out[start:stop] = thetas[start:stop, blk] + mu + noise
+
+    workers = min(threads or os.cpu_count() or 1, len(starts))
+    if workers <= 1:
+        for i in range(len(starts)):
+            block(i)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(block, range(len(starts))))
+    return out

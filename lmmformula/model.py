@@ -67,6 +67,10 @@ class Model:
     marginal : str or None
         The varying intercept integrated out of the likelihood (``"1|g"``), if any;
         ``marginal_reason`` says why or why not.
+    marginal_block : tuple of str
+        The terms integrated out together with ``marginal`` (the population coefficients with
+        normal priors and uncorrelated group-level terms of at most 50 levels, Bambi names);
+        like its effects, they are drawn after sampling from their exact conditional.
     """
 
     def __init__(
@@ -162,8 +166,14 @@ class Model:
             self.blocks,
             exclude=tuple(self.specials.builders),
         )
+        self.marginal_block = _bambi.choose_marginal_block(
+            self.bambi, self.marginal, self.blocks, exclude=tuple(self.specials.builders)
+        )
         if self.marginal is not None:
             self.likelihood = "full data, " + self.marginal + " integrated out"
+            if self.marginal_block:
+                joint = ", ".join(self.marginal_block)
+                self.marginal_reason += f"; with it {joint} (drawn after sampling)"
         self.bambi.set_plan(self._build_plan())
         self.build_seconds: float | None = None
 
@@ -176,6 +186,7 @@ class Model:
             eta=self.lkj_eta,
             suffstats=self.likelihood == "sufficient statistics",
             marginal=self.marginal,
+            marginal_block=self.marginal_block,
             special=dict(self.specials.builders),
             cov_chol=dict(self.specials.cov_chol),
             predict_wrapper=gp_predictor(self.specials.plans),

@@ -131,14 +131,17 @@ FORMULAS = [
 ]
 
 
-def _built(formula, df, statistics: bool):
-    old = _bambi.MARGINAL_STATISTICS
-    _bambi.MARGINAL_STATISTICS = statistics
+def _built(formula, df, statistics: bool, block: bool = False):
+    """The model with the factor integrated out on the statistics' path or row by row; the
+    block integrated with it only when ``block`` (tests/test_marginal_block.py), so that both
+    graphs have the same variables."""
+    old = _bambi.MARGINAL_STATISTICS, _bambi.MARGINAL_BLOCK
+    _bambi.MARGINAL_STATISTICS, _bambi.MARGINAL_BLOCK = statistics, block
     try:
         m = lf.model(formula, df, marginalize=True)
         m.build(fresh=True)
     finally:
-        _bambi.MARGINAL_STATISTICS = old
+        _bambi.MARGINAL_STATISTICS, _bambi.MARGINAL_BLOCK = old
     return m.pymc_model
 
 

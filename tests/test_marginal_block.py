@@ -1,0 +1,151 @@
+"""A small Gaussian block integrated out together with the largest factor (issue 14).
+
+With ``(1|s)`` integrated out, the population coefficients with normal priors and the
+uncorrelated group-level terms with few levels (``(1|d)``) are integrated out with it and drawn
+after sampling. Oracles: the dense multivariate normal density of ``y`` with every integrated
+coefficient's covariance written out (scipy), the dense Gaussian conditional of the block given
+the scales (linear algebra from the model's equations), and the full model's posterior.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytensor
+import pytest
+import scipy.stats as st
+import xarray as xr
+
+import lmmformula as lf
+from lmmformula import _bambi, _marginal
+
+
+def _crossed(n=300, n_s=110, n_d=6, seed=3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    s = np.concatenate([np.arange(n_s), rng.integers(0, n_s, n - n_s)])
+    d = rng.integers(0, n_d, n)
+    x = rng.normal(size=n)
+    off = rng.normal(0, 0.5, n)
+    y = 40.0 + 0.5 * x + off + rng.normal(0, 0.7, n_s)[s] + rng.normal(0, 0.5, n_d)[d]
+    y = y + rng.normal(0, 1.0, n)
+    return pd.DataFrame(
+        {
+            "y": y,
+            "x": x,
+            "off": off,
+            "s": [f"s{i:03d}" for i in s],
+            "d": [f"d{i:02d}" for i in d],
+        }
+    )
+
+
+def _levels(m, name):
+    return [str(g) for g in _bambi.group_specific_terms(m.bambi)[name].groups]
+
+
+def _dense(m, df):
+    """``y - offset``, the block's design ``[1, x - mean(x), Z_d]`` (Bambi centres ``x``),
+    its prior means and sds of the population columns, ``Z_s``."""
+    y = df["y"].to_numpy() - df["off"].to_numpy()
+    z_d = np.eye(len(_levels(m, "1|d")))[pd.Index(_levels(m, "1|d")).get_indexer(df["d"])]
+    z_s = np.eye(len(_levels(m, "1|s")))[pd.Index(_levels(m, "1|s")).get_indexer(df["s"])]
+    x = df["x"].to_numpy()
+    w = np.column_stack([np.ones(len(df)), x - x.mean(), z_d])
+    component = m.bambi.parameters["mu"]
+    priors = [component.intercept_term.prior.args, component.common_terms["x"].prior.args]
+    mean = np.array([float(p["mu"]) for p in priors])
+    sd = np.array([float(p["sigma"]) for p in priors])
+    return y, w, mean, sd, z_s
+
+
+def test_which_terms_join_the_factor():
+    df = _crossed()
+    m = lf.model("y ~ x + (1|s) + (1|d)", df)
+    assert (m.marginal, m.marginal_block) == ("1|s", ("Intercept", "x", "1|d"))
+    assert "Intercept, x, 1|d" in m.marginal_reason
+    assert [v.name for v in m.pymc_model.free_RVs] == ["sigma", "1|s_sigma", "1|d_sigma"]
+    # a prior that is not normal keeps its coefficient sampled
+    m = lf.model("y ~ x + (1|s) + (1|d)", df, priors=[lf.prior("student_t(3, 0, 1)", coef="x")])
+    assert m.marginal_block == ("Intercept", "1|d")
+    assert "x" in [v.name for v in m.pymc_model.free_RVs]
+    # a factor with more than BLOCK_MAX_LEVELS levels stays sampled
+    df2 = df.assign(d=[f"e{i % (_marginal.BLOCK_MAX_LEVELS + 1)}" for i in range(len(df))])
+    assert lf.model("y ~ x + (1|s) + (1|d)", df2).marginal_block == ("Intercept", "x")
+    # nothing joins when nothing is integrated out, or when the statistics' path does not
+    # apply (a correlated block on the parent)
+    assert lf.model("y ~ x + (1|s) + (1|d)", df, marginalize=False).marginal_block == ()
+    assert lf.model("y ~ x + (1|s) + (x|d)", df).marginal_block == ()
+
+
+def _potential(m):
+    model = m.pymc_model
+    (expr,) = model.replace_rvs_by_values([model.potentials[0]])
+    fn = pytensor.function(model.value_vars, expr, on_unused_input="ignore", mode="FAST_COMPILE")
+    return lambda values: fn(*[values[v.name] for v in model.value_vars])
+
+
+@pytest.mark.parametrize(("sigma", "tau_s", "tau_d"), [(1.0, 0.7, 0.5), (0.6, 1.3, 0.05)])
+def test_density_is_the_dense_normal_of_y(sigma, tau_s, tau_d):
+    """The likelihood term equals log N(y | X m, sigma^2 I + tau_s^2 Z_s Z_s' + tau_d^2 Z_d Z_d'
+    + X diag(sd^2) X'): every integrated coefficient's prior covariance written out."""
+    df = _crossed()
+    m = lf.model("y ~ x + (1|s) + (1|d) + offset(off)", df)
+    assert m.marginal_block == ("Intercept", "x", "1|d")
+    y, w, mean, sd, z_s = _dense(m, df)
+    lam = np.concatenate([sd**2, np.full(w.shape[1] - 2, tau_d**2)])
+    cov = sigma**2 * np.eye(y.size) + tau_s**2 * z_s @ z_s.T + (w * lam) @ w.T
+    expected = st.multivariate_normal(w[:, :2] @ mean, cov).logpdf(y)
+    values = {"sigma_log__": np.log(sigma), "1|s_sigma_log__": np.log(tau_s)}
+    values["1|d_sigma_log__"] = np.log(tau_d)
+    assert _potential(m)(values) == pytest.approx(expected, rel=1e-10)
+
+
+def _fixed_posterior(draws, values):
+    data = {n: (("chain", "draw"), np.full((1, draws), v)) for n, v in values.items()}
+    return xr.Dataset(data, coords={"chain": [0], "draw": np.arange(draws)})
+
+
+def test_block_draws_have_the_exact_conditional():
+    """At fixed scales the drawn intercept (centred, as the sampler's parametrisation), slope
+    and (1|d) effects have the dense Gaussian conditional given y."""
+    df = _crossed()
+    m = lf.model("y ~ x + (1|s) + (1|d) + offset(off)", df)
+    m.build()
+    sigma, tau_s, tau_d = 0.9, 0.6, 0.5
+    draws = 4000
+    post = _fixed_posterior(draws, {"sigma": sigma, "1|s_sigma": tau_s, "1|d_sigma": tau_d})
+    out = _bambi.add_marginal_block_draws(post, m.bambi.backend)
+    got = np.column_stack(
+        [out["Intercept"].values.ravel(), out["x"].values.ravel(), out["1|d"].values[0]]
+    )
+    assert out["1|d"].dims == ("chain", "draw", "d__factor_dim")
+    assert list(out["1|d"]["d__factor_dim"].values) == _levels(m, "1|d")
+    y, w, mean, sd, z_s = _dense(m, df)
+    lam = np.concatenate([sd**2, np.full(w.shape[1] - 2, tau_d**2)])
+    prior_mean = np.concatenate([mean, np.zeros(w.shape[1] - 2)])
+    sigma_inv = np.linalg.inv(sigma**2 * np.eye(y.size) + tau_s**2 * z_s @ z_s.T)
+    cov = np.linalg.inv(np.diag(1 / lam) + w.T @ sigma_inv @ w)
+    expected = prior_mean + cov @ w.T @ sigma_inv @ (y - w @ prior_mean)
+    sd_post = np.sqrt(np.diag(cov))
+    assert np.all(np.abs(got.mean(axis=0) - expected) < 4.5 * sd_post / np.sqrt(draws))
+    np.testing.assert_allclose(got.std(axis=0), sd_post, rtol=0.08)
+    np.testing.assert_allclose(np.cov(got.T), cov, atol=0.1 * sd_post.max() ** 2)
+    again = _bambi.add_marginal_block_draws(post, m.bambi.backend)  # the same draws again
+    np.testing.assert_array_equal(again["1|d"].values, out["1|d"].values)
+
+
+def test_block_draws_do_not_depend_on_the_threads():
+    df = _crossed()
+    m = lf.model("y ~ x + (1|s) + (1|d)", df)
+    m.build()
+    design, stats = m.bambi.backend.marginal_design
+    rng = np.random.default_rng(0)
+    n_draws = 3 * _marginal.CHUNK + 5
+    thetas = np.broadcast_to(design.block_mean, (n_draws, design.k)).copy()
+    scales = [rng.uniform(0.5, 1.5, n_draws) for _ in range(2)]
+    lam = np.column_stack(
+        [np.full((n_draws, 2), 9.0), rng.uniform(0.1, 1, (n_draws, design.k - 2))]
+    )
+    one = _marginal.draw_block(stats, thetas, design.k, *scales, lam, seed=7, threads=1)
+    three = _marginal.draw_block(stats, thetas, design.k, *scales, lam, seed=7, threads=3)
+    np.testing.assert_array_equal(one, three)
