@@ -206,6 +206,11 @@ class BuildPlan:
         With ``marginal``, the Bambi names of the population terms (``Intercept`` and common
         terms with normal priors) and small uncorrelated group-level terms integrated out
         jointly with it (:func:`choose_marginal_block`).
+    marginal_nested : dict of str to str
+        With ``marginal``, varying intercepts nested in a small factor's, sampled as their sum
+        (Bambi names, ``{"1|d": "1|dept"}``; :func:`choose_marginal_nested`).
+    marginal_nested_intercept : bool
+        The intercept is in the first nested pair's sums too.
     suffstats_shared : bool
         With ``suffstats``, keep the response's statistics as shared data so that a compiled
         model can take another response (the SBC benchmark).
@@ -228,6 +233,8 @@ class BuildPlan:
     suffstats: bool = False
     marginal: str | None = None
     marginal_block: tuple[str, ...] = ()
+    marginal_nested: dict[str, str] = field(default_factory=dict)
+    marginal_nested_intercept: bool = False
     suffstats_shared: bool = False
     special: dict[str, Any] = field(default_factory=dict)
     predict_wrapper: Any = None
@@ -597,18 +604,29 @@ class _Blocks:
 class _LkjDistributionalComponent(DistributionalComponent):
     """Bambi's distributional component with correlated blocks built jointly."""
 
-    def __init__(self, component, blocks: _Blocks, marginal: str | None = None, integrated=()):
+    def __init__(
+        self,
+        component,
+        blocks: _Blocks,
+        marginal: str | None = None,
+        integrated=(),
+        nested: dict[str, str] | None = None,
+        absorbed=(),
+    ):
         super().__init__(component)
         self.blocks = blocks
         self.marginal = marginal  # issue 14: a (1|g) integrated out (lmmformula._marginal)
         self.marginal_sigma = None
         self.integrated = frozenset(integrated)  # terms integrated out with it
         self.block_sigmas: dict[str, Any] = {}  # their group-level sds, by Bambi key
+        self.nested = dict(nested or {})  # (1|g) nested in (1|h), sampled as sums
+        self.nested_totals: dict[str, Any] = {}  # the sums, by the inner term's key
+        self.absorbed = frozenset(absorbed)  # the intercept, when in the sums
 
     def build_intercept(self, bmb_model):
         """Bambi's, unless the intercept is integrated out (its prior enters the likelihood)."""
         term = self.component.intercept_term
-        if term is not None and term.name in self.integrated:
+        if term is not None and (term.name in self.integrated or term.name in self.absorbed):
             return
         super().build_intercept(bmb_model)
 
@@ -681,8 +699,13 @@ class _LkjDistributionalComponent(DistributionalComponent):
             if key == self.marginal:  # issue 14: only its sd; the effects are integrated out
                 self.marginal_sigma = _marginal_sigma(term, noncentered_default)
                 continue
-            if key in self.integrated:  # integrated out with it: only its sd
+            if key in self.integrated or key in self.nested.values():  # only its sd
                 self.block_sigmas[key] = _marginal_sigma(term, noncentered_default)
+                continue
+            if key in self.nested:  # its sd, and the sums with the outer factor's effects
+                self.block_sigmas[key] = _marginal_sigma(term, noncentered_default)
+                dims = [d for d in _BambiGroupSpecificTerm(term, True).coords]
+                self.nested_totals[key] = pm.Flat(nested_total_name(term), dims=dims)
                 continue
             if name in self.blocks.of_term:
                 coefs.append(self.blocks.coef(name, pymc_backend, bmb_model))
@@ -779,6 +802,8 @@ class _LkjPyMCModel(PyMCModel):
         suffstats_shared: bool = False,
         marginal: str | None = None,
         marginal_block: tuple[str, ...] = (),
+        marginal_nested: dict[str, str] | None = None,
+        marginal_nested_intercept: bool = False,
     ):
         super().__init__()
         self.blocks = blocks
@@ -786,6 +811,8 @@ class _LkjPyMCModel(PyMCModel):
         self.suffstats = suffstats
         self.marginal = marginal
         self.marginal_block = tuple(marginal_block) if marginal else ()
+        self.marginal_nested = dict(marginal_nested or {}) if marginal else {}
+        self.marginal_nested_intercept = bool(marginal_nested_intercept and self.marginal_nested)
         self.marginal_design: tuple[MarginalDesign, Any] | None = None
         self.suffstats_shared = suffstats_shared
         self.reduction: _suffstats.Reduction | None = None
@@ -809,7 +836,13 @@ class _LkjPyMCModel(PyMCModel):
             for name, component in spec.conditional_parameters.items():
                 marginal = self.marginal if name == parent else None
                 integrated = self.marginal_block if name == parent else ()
-                built = _LkjDistributionalComponent(component, blocks, marginal, integrated)
+                nested = self.marginal_nested if name == parent else None
+                absorbed = ()
+                if name == parent and self.marginal_nested_intercept:
+                    absorbed = (component.intercept_term.name,)
+                built = _LkjDistributionalComponent(
+                    component, blocks, marginal, integrated, nested, absorbed
+                )
                 self.components[name] = built
                 built.build(self, spec)
             weights = getattr(spec, "lkj_precision_weights", None)
@@ -819,6 +852,20 @@ class _LkjPyMCModel(PyMCModel):
                 term = spec.parameters[parent].group_specific_terms[self.marginal]
                 parent_built = self.components[parent]
                 sigma = self.components["sigma"].output
+                for i, (inner, outer) in enumerate(self.marginal_nested.items()):
+                    pm.Potential(
+                        f"{nested_total_name(parent_built.component.group_specific_terms[inner])}"
+                        "_prior",
+                        _nested_prior(
+                            spec,
+                            inner,
+                            outer,
+                            parent_built.nested_totals[inner],
+                            parent_built.block_sigmas[inner],
+                            parent_built.block_sigmas[outer],
+                            intercept=i == 0 and self.marginal_nested_intercept,
+                        ),
+                    )
                 self.marginal_design = _marginal_response(
                     spec,
                     parent_built.output,
@@ -828,6 +875,8 @@ class _LkjPyMCModel(PyMCModel):
                     blocks,
                     self.marginal_block,
                     parent_built.block_sigmas,
+                    parent_built.nested_totals,
+                    (*self.marginal_nested.values(), *parent_built.absorbed),
                 )
             elif weights is not None:
                 _PrecisionWeightedResponse(spec.response_term, spec.family, weights).build(
@@ -895,6 +944,9 @@ class _LkjPyMCModel(PyMCModel):
             # cleaning (which un-centres the intercept)
             posterior = as_dataset(idata["posterior"])
             idata["posterior"] = add_marginal_block_draws(posterior, self)
+        if self.marginal_nested:
+            posterior = as_dataset(idata["posterior"])
+            idata["posterior"] = add_marginal_nested_draws(posterior, self)
         idata = super()._clean_results(idata, omit_offsets, include_response_params)
         if self.marginal:  # issue 14: the integrated effects drawn from their conditional
             posterior = as_dataset(idata["posterior"])
@@ -977,6 +1029,8 @@ class LkjBambiModel(bmb.Model):
             plan.suffstats_shared,
             plan.marginal,
             plan.marginal_block,
+            plan.marginal_nested,
+            plan.marginal_nested_intercept,
         )
         self.backend.build(self)
         self.built = True
@@ -1655,19 +1709,27 @@ class MarginalDesign:
 
 
 def _marginal_design(
-    spec, marginal_term, blocks: _Blocks | None, integrated=(), block_sigmas=None
+    spec,
+    marginal_term,
+    blocks: _Blocks | None,
+    integrated=(),
+    block_sigmas=None,
+    nested_totals=None,
+    skip=(),
 ) -> MarginalDesign | None:
     """:class:`MarginalDesign` of the parent, or ``None`` when its linear predictor is not of
     that form (correlated blocks, gp()/gr(cov =)/mo() terms on the parent, a coefficient of
     an unexpected shape): the caller keeps the row-wise graph. ``integrated`` (Bambi keys,
     :func:`choose_marginal_block`) go last, with their prior means in ``theta`` and their
     prior variances in ``lam``; ``block_sigmas`` holds the sds of the integrated group-level
-    terms."""
+    terms; ``nested_totals`` the sums sampled for nested terms (their columns take the
+    sums; the outer factors, ``skip``, have none)."""
     component = parent_component(spec)
     if component.hsgp_terms or _mono.mo_terms(component):
         return None
     model = pm.modelcontext(None)
     integrated = tuple(integrated)
+    nested_totals = nested_totals or {}
     block_sigmas = block_sigmas or {}
     y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
     n = y.size
@@ -1677,9 +1739,11 @@ def _marginal_design(
     pieces: list[tuple[str, str, Any, Any, bool]] = []
     population = [component.intercept_term, *component.common_terms.values()]
     for t in population:
-        if t is not None and t.name not in integrated and _aliased(t) not in model.named_vars:
+        if t is None or t.name in integrated or t.name in skip:
+            continue
+        if _aliased(t) not in model.named_vars:
             return None  # a coefficient fixed to a number, or built otherwise
-    if component.intercept_term is not None:
+    if component.intercept_term is not None and component.intercept_term.name not in skip:
         t = component.intercept_term
         coef = None if t.name in integrated else pt.atleast_1d(model[_aliased(t)]).flatten()
         pieces.append((t.name, _aliased(t), sp.sparse.csr_matrix(np.ones((n, 1))), coef, True))
@@ -1697,12 +1761,18 @@ def _marginal_design(
             pieces.append((key, _aliased(term), cols, coef, True))
     for key, term in component.group_specific_terms.items():
         name = _aliased(term)
-        if term is marginal_term:
+        if term is marginal_term or key in skip:
             continue
         if blocks is not None and (name in blocks.of_term or key in blocks.special):
             return None
         if _mono.group_label(name) is not None:
             return None
+        if key in nested_totals:
+            n_levels = len(term.groups)
+            index = np.asarray(term.group_index)
+            columns = sp.sparse.csr_matrix((np.ones(n), (np.arange(n), index)), shape=(n, n_levels))
+            pieces.append((key, nested_total_name(term), columns, nested_totals[key], False))
+            continue
         if key not in integrated and name not in model.named_vars:
             return None
         predictor = np.asarray(term_predictor(term), dtype=float)
@@ -1788,7 +1858,16 @@ def _marginal_sigma(term, noncentered: bool):
 
 
 def _marginal_response(
-    spec, eta, sigma, tau, term, blocks: _Blocks | None = None, integrated=(), block_sigmas=None
+    spec,
+    eta,
+    sigma,
+    tau,
+    term,
+    blocks: _Blocks | None = None,
+    integrated=(),
+    block_sigmas=None,
+    nested_totals=None,
+    skip=(),
 ):
     """Add the marginal likelihood as one ``pm.Potential`` named ``{response}_marginal``: on
     precomputed statistics when :func:`_marginal_design` gives the linear predictor as one
@@ -1801,7 +1880,7 @@ def _marginal_response(
     response = spec.response_term.alias or spec.response_term.name
     design = None
     if MARGINAL_STATISTICS:
-        design = _marginal_design(spec, term, blocks, integrated, block_sigmas)
+        design = _marginal_design(spec, term, blocks, integrated, block_sigmas, nested_totals, skip)
     if design is not None:
         from lmmformula import _marginal_op  # imports numba's dispatch: only when used
 
@@ -1811,7 +1890,7 @@ def _marginal_response(
         value = _marginal_op.logp(design.theta, sigma, tau, stats, design.lam)
         pm.Potential(f"{response}_marginal", value)
         return design, stats
-    if integrated:  # pragma: no cover - choose_marginal_block checks the same conditions
+    if integrated or skip:  # pragma: no cover - choose_marginal_block checks the same
         raise ModelError("the terms to integrate out need the statistics' likelihood")
     pm.Potential(f"{response}_marginal", _marginal.logp(y - eta, index, counts, sigma, tau))
     return None
@@ -1862,6 +1941,148 @@ def marginal_effect_names(bambi_model: bmb.Model, key: str | None) -> list[str]:
 
 def _marginal_sigma_name(term) -> str:
     return f"{term.alias or term.name}_{term.hyperprior_alias.get('sigma', 'sigma')}"
+
+
+NESTED_MIN_ROWS = 10
+"""A varying intercept is sampled as its sum with the factor it is nested in
+(:func:`choose_marginal_nested`) when its levels have at least this many rows (median): with
+that much data per level, the centered sum is the better geometry."""
+
+
+def nesting(bambi_model: bmb.Model, inner: str, outer: str) -> np.ndarray | None:
+    """For each level of the term ``inner``, the level of ``outer`` it lies in (each level of
+    ``inner`` in exactly one of ``outer``), or ``None`` when ``inner`` is not nested in it."""
+    terms = parent_group_specific_terms(bambi_model)
+    g = np.asarray(terms[inner].group_index)
+    h = np.asarray(terms[outer].group_index)
+    of = np.full(len(terms[inner].groups), -1)
+    of[g] = h
+    if np.any(of < 0) or not np.array_equal(of[g], h):
+        return None
+    return of
+
+
+def choose_marginal_nested(
+    bambi_model: bmb.Model, marginal: str | None, block: tuple[str, ...], explicit=()
+) -> tuple[dict[str, str], tuple[str, ...], bool]:
+    """Sampled varying intercepts ``(1|g)`` nested in a small factor ``(1|h)`` of the block,
+    to be sampled as their sum ``w_g = u_g + u_h[g]`` (centered), and the block without those
+    factors, and whether the block's intercept joins the first pair's sums
+    (``w_g = a + u_h[g] + u_g``, the intercept's normal prior folded into ``w``'s).
+
+    Given the scales, ``w`` has the exact prior ``N(0, tau_g^2 I + tau_h^2 Z Z')`` (``Z``: the
+    levels of ``h`` holding each level of ``g``), the density of :func:`lmmformula._marginal.logp`
+    with ``h`` integrated out; after sampling ``u_h`` is drawn from its conditional given ``w``
+    and ``u_g = w - u_h[g]``. With ``h`` integrated out of the likelihood instead, the mean of
+    ``g``'s effects within each level of ``h`` (which the data cannot tell from ``u_h``) drifts
+    with ``tau_h`` and mixes slowly (InstEval's lecturers within departments); the sums ``w``
+    are what the data fix. Only for factors with at least :data:`NESTED_MIN_ROWS` rows per
+    level (median) whose centering the user did not set (``explicit``: factor names given to
+    ``noncentered``), and one inner factor per outer one.
+    """
+    if marginal is None or not block:
+        return {}, block, False
+    terms = parent_group_specific_terms(bambi_model)
+    outers = [k for k in block if k in terms and np.all(term_predictor(terms[k]) == 1.0)]
+    nested: dict[str, str] = {}
+    for key, term in terms.items():
+        name = term.alias or key
+        if key == marginal or key in block or not name.startswith("1|"):
+            continue
+        if name.split("|", 1)[1] in explicit or np.any(term_predictor(term) != 1.0):
+            continue
+        prior = term.prior
+        if not isinstance(prior, Prior) or prior.name != "Normal":
+            continue
+        if set(prior.args) - {"mu", "sigma"} or not isinstance(prior.args.get("sigma"), Prior):
+            continue
+        mu = prior.args.get("mu", 0.0)
+        if isinstance(mu, Prior) or np.any(np.asarray(mu, dtype=float) != 0):
+            continue
+        rows = np.bincount(np.asarray(term.group_index), minlength=len(term.groups))
+        if np.median(rows) < NESTED_MIN_ROWS:
+            continue
+        for outer in outers:
+            if outer not in nested.values() and nesting(bambi_model, key, outer) is not None:
+                nested[key] = outer
+                break
+    intercept = parent_component(bambi_model).intercept_term
+    absorbed = bool(nested) and intercept is not None and intercept.name in block
+    drop = set(nested.values()) | ({intercept.name} if absorbed else set())
+    return nested, tuple(k for k in block if k not in drop), absorbed
+
+
+def _nested_prior(
+    bambi_model: bmb.Model, inner: str, outer: str, total, tau_inner, tau_outer, intercept=False
+):
+    """The prior density of the sums ``w`` (:func:`choose_marginal_nested`), with the
+    intercept's normal prior folded in when ``intercept``."""
+    of = nesting(bambi_model, inner, outer)
+    counts = np.bincount(of, minlength=len(parent_group_specific_terms(bambi_model)[outer].groups))
+    mean, lam = 0.0, None
+    if intercept:
+        mu, sd = _intercept_moments(bambi_model)
+        mean, lam = mu, sd * sd
+    return _marginal.nested_logp(total, of, counts, tau_inner, tau_outer, mean, lam)
+
+
+def _intercept_moments(bambi_model: bmb.Model) -> tuple[float, float]:
+    """Mean and sd of the intercept's normal prior."""
+    mu, sd = _normal_prior_moments(parent_component(bambi_model).intercept_term.prior, 1)
+    return float(mu[0]), float(sd[0])
+
+
+def nested_total_name(term) -> str:
+    """The sampler's name of a nested term's sums (left out of the returned posterior)."""
+    return f"{term.alias or term.name}_total"
+
+
+def add_marginal_nested_draws(posterior, backend: _LkjPyMCModel):
+    """The posterior with each nested pair's ``u_h`` drawn from its exact conditional given
+    the sums ``w`` and ``u_g = w - u_h[g]``, under Bambi's names and dims, without ``w``."""
+    import xarray as xr
+
+    spec = backend.spec
+    terms = parent_group_specific_terms(spec)
+    draws = _marginal.draws
+    chains, per_chain = posterior.sizes["chain"], posterior.sizes["draw"]
+    base = {"chain": posterior["chain"].values, "draw": posterior["draw"].values}
+    new, drop = {}, []
+    for i, (inner, outer) in enumerate(backend.marginal_nested.items()):
+        of = nesting(spec, inner, outer)
+        n_outer = len(terms[outer].groups)
+        counts = np.bincount(of, minlength=n_outer)
+        total_name = nested_total_name(terms[inner])
+        total = draws(posterior, total_name, factor_first=True)
+        sums = np.zeros((total.shape[0], n_outer))
+        np.add.at(sums.T, of, total.T)
+        tau_inner = draws(posterior, _marginal_sigma_name(terms[inner]))
+        tau_outer = draws(posterior, _marginal_sigma_name(terms[outer]))
+        rng = np.random.default_rng(_marginal.seed_from(posterior, [total_name]) ^ 0x0E57ED)
+        if i == 0 and backend.marginal_nested_intercept:  # the intercept first, given w
+            a_mean, a_sd = _marginal.nested_intercept(
+                sums, counts, tau_inner, tau_outer, *_intercept_moments(spec)
+            )
+            a = a_mean + a_sd * rng.standard_normal(a_mean.shape)
+            total = total - a[:, None]
+            sums = sums - counts * a[:, None]
+            name = _aliased(parent_component(spec).intercept_term)
+            new[name] = xr.DataArray(
+                a.reshape(chains, per_chain), dims=("chain", "draw"), coords=base
+            )
+        mean, sd = _marginal.conditional(sums, counts, tau_inner, tau_outer)
+        u_outer = mean + sd * rng.standard_normal(mean.shape)
+        u_inner = total - u_outer[:, of]
+        for key, values in ((outer, u_outer), (inner, u_inner)):
+            coords = _BambiGroupSpecificTerm(terms[key], True).coords
+            dims = list(coords)
+            new[terms[key].alias or key] = xr.DataArray(
+                values.reshape(chains, per_chain, *[len(coords[d]) for d in dims]),
+                dims=("chain", "draw", *dims),
+                coords={**base, **{d: list(coords[d]) for d in dims}},
+            )
+        drop.append(total_name)
+    return posterior.drop_vars(drop).assign(new)
 
 
 def add_marginal_block_draws(posterior, backend: _LkjPyMCModel):

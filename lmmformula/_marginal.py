@@ -70,6 +70,8 @@ __all__ = [
     "draws",
     "logp",
     "logp_numpy",
+    "nested_intercept",
+    "nested_logp",
     "seed_from",
 ]
 
@@ -359,3 +361,35 @@ def draw_block(
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(block, range(len(starts))))
     return out
+
+
+def nested_logp(total, index, counts, tau_inner, tau_outer, mean=0.0, lam=None):
+    """Log density (pytensor) of the sums ``w = a + u_outer[index] + u_inner`` of a varying
+    intercept nested in another (each level of the inner factor in one level of the outer),
+    given the scales: ``N(mean 1, tau_inner^2 I + tau_outer^2 Z Z' + lam 11')`` with ``Z`` the
+    outer levels of the inner ones and ``a ~ N(mean, lam)`` an intercept (``lam=None``: none,
+    ``a = mean``). :func:`logp` with the outer effects integrated out, and a Sherman-Morrison
+    step for the intercept: with ``S_k`` the sums of ``w - mean`` per outer level and
+    ``v_k = tau_inner^2 + n_k tau_outer^2``, ``a = sum n_k / v_k`` and ``b = sum S_k / v_k``,
+    the intercept adds ``-1/2 log(1 + lam a) + lam b^2 / (2 (1 + lam a))``.
+    """
+    resid = total - mean
+    value = logp(resid, index, counts, tau_inner, tau_outer)
+    if lam is None:
+        return value
+    counts = np.asarray(counts, dtype=float)
+    index = np.asarray(index).astype(np.min_scalar_type(max(counts.size - 1, 0)))
+    s1 = pt.inc_subtensor(pt.zeros(counts.size)[pt.as_tensor_variable(index)], resid)
+    v = pt.square(tau_inner) + counts * pt.square(tau_outer)
+    a = pt.sum(counts / v)
+    b = pt.sum(s1 / v)
+    return value - 0.5 * pt.log1p(lam * a) + 0.5 * lam * pt.square(b) / (1.0 + lam * a)
+
+
+def nested_intercept(sums, counts, tau_inner, tau_outer, mean: float, lam: float):
+    """Mean and sd of the intercept given the sums of :func:`nested_logp` (``sums``: per draw
+    and outer level, the sums of ``w``; ``tau_*`` (draws, 1))."""
+    counts = np.asarray(counts, dtype=float)
+    v = np.square(tau_inner) + counts * np.square(tau_outer)
+    precision = 1.0 / lam + np.sum(counts / v, axis=1)
+    return (mean / lam + np.sum(sums / v, axis=1)) / precision, 1.0 / np.sqrt(precision)

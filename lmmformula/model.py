@@ -71,6 +71,10 @@ class Model:
         The terms integrated out together with ``marginal`` (the population coefficients with
         normal priors and uncorrelated group-level terms of at most 50 levels, Bambi names);
         like its effects, they are drawn after sampling from their exact conditional.
+    marginal_nested : dict of str to str
+        Varying intercepts nested in a factor of that block (``{"1|d": "1|dept"}``) that are
+        sampled as their sum with its effects, centered (levels with at least 10 rows, factors
+        not named in ``noncentered``); both terms' effects are drawn after sampling.
     """
 
     def __init__(
@@ -166,14 +170,26 @@ class Model:
             self.blocks,
             exclude=tuple(self.specials.builders),
         )
-        self.marginal_block = _bambi.choose_marginal_block(
+        block = _bambi.choose_marginal_block(
             self.bambi, self.marginal, self.blocks, exclude=tuple(self.specials.builders)
+        )
+        explicit = (
+            tuple(self._noncentered_arg) if isinstance(self._noncentered_arg, Mapping) else ()
+        )
+        self.marginal_nested, self.marginal_block, self._nested_intercept = (
+            _bambi.choose_marginal_nested(self.bambi, self.marginal, block, explicit)
         )
         if self.marginal is not None:
             self.likelihood = "full data, " + self.marginal + " integrated out"
             if self.marginal_block:
                 joint = ", ".join(self.marginal_block)
                 self.marginal_reason += f"; with it {joint} (drawn after sampling)"
+            for i, (inner, outer) in enumerate(self.marginal_nested.items()):
+                with_intercept = "the intercept, " if i == 0 and self._nested_intercept else ""
+                self.marginal_reason += (
+                    f"; {inner} is nested in {outer}: the sums of {with_intercept}their "
+                    f"effects are sampled (centered), {outer} and {inner} drawn after sampling"
+                )
         self.bambi.set_plan(self._build_plan())
         self.build_seconds: float | None = None
 
@@ -187,6 +203,8 @@ class Model:
             suffstats=self.likelihood == "sufficient statistics",
             marginal=self.marginal,
             marginal_block=self.marginal_block,
+            marginal_nested=dict(self.marginal_nested),
+            marginal_nested_intercept=self._nested_intercept,
             special=dict(self.specials.builders),
             cov_chol=dict(self.specials.cov_chol),
             predict_wrapper=gp_predictor(self.specials.plans),
