@@ -2054,11 +2054,11 @@ def add_marginal_nested_draws(posterior, backend: _LkjPyMCModel):
         counts = np.bincount(of, minlength=n_outer)
         total_name = nested_total_name(terms[inner])
         total = draws(posterior, total_name, factor_first=True)
-        sums = np.zeros((total.shape[0], n_outer))
-        np.add.at(sums.T, of, total.T)
+        sums = total @ np.eye(n_outer)[of]  # per draw and outer level, the sums of w
         tau_inner = draws(posterior, _marginal_sigma_name(terms[inner]))
         tau_outer = draws(posterior, _marginal_sigma_name(terms[outer]))
-        rng = np.random.default_rng(_marginal.seed_from(posterior, [total_name]) ^ 0x0E57ED)
+        scales = [_marginal_sigma_name(terms[inner]), _marginal_sigma_name(terms[outer])]
+        rng = np.random.default_rng(_marginal.seed_from(posterior, scales) ^ 0x0E57ED)
         if i == 0 and backend.marginal_nested_intercept:  # the intercept first, given w
             a_mean, a_sd = _marginal.nested_intercept(
                 sums, counts, tau_inner, tau_outer, *_intercept_moments(spec)
