@@ -56,13 +56,16 @@ with ``R = B_b' diag(1/v^2) B_b`` and ``tr(P^-1 Q) = k - sum diag(P^-1)/lam``. `
 ``1/v_j^2`` depend on the level only through its size ``n_j``, so ``B_b' diag(D) B_b`` and ``R``
 are sums over the distinct sizes of data-only ``k x k`` matrices (:func:`block_groups`, two
 more Op inputs; InstEval: 86 sizes against 2,972 levels), and so do ``D_j``, ``1/v_j``, ``1/n_j``
-and ``log v_j``: the kernel takes them from a table of the sizes (a third input, every level's
-size group) instead of a division and a logarithm per level. ``B``'s block columns ``B_b`` are
-an Op input of their own, dense ``(J, k)`` (``B``'s CSR vectors then hold the other columns),
-unless that is more than four times their non-zeros and over 2**21 numbers (then they stay in
-``B``'s CSR rows, which they close, the column indices being sorted): the block's gathers and
-scatters are then short dense loops instead of a search of every row's end and a scatter into
-``k`` entries (InstEval, k = 16: 225 -> 135 us per evaluation). One sweep over ``B`` gathers
+and ``log v_j``: with the levels sorted by size (:func:`logp` sorts them when ``k > 0``; a
+third input holds the groups' boundaries) the kernel's sweeps over ``B`` run group by group,
+those numbers constants of the group, with no division or logarithm per level and the row
+lengths of ``B`` (which grow with the level size) easy to predict (InstEval: about 35 us
+less). ``B``'s block columns ``B_b`` are an Op input of their own, dense ``(J, k)`` (``B``'s
+CSR vectors then hold the other columns), unless that is more than four times their non-zeros
+and over 2**21 numbers (then they stay in ``B``'s CSR rows, which they close, the column
+indices being sorted): the block's gathers and scatters are then short dense loops instead of
+a search of every row's end and a scatter into ``k`` entries (InstEval, k = 16: about 80 us
+less). One sweep over ``B`` gathers
 ``S1(theta)`` and ``c``; a hand-written Cholesky factorisation solves the ``k x k`` system;
 ``G theta`` and ``S1`` are then updated by ``mu`` (``G`` symmetric: its block rows give
 ``G_{:,b} mu``; ``S1`` from ``B_b``) and a second sweep scatters ``-B' c`` (``k = 0`` does both
@@ -212,7 +215,7 @@ def _kernel_numpy(
     p, j, k = theta.size, counts.size, lam.size
     if wy.size != p or gp.size != p + 1 or bp.size != j + 1 or ay.size != j or k > p:
         raise ValueError("MarginalLogp: theta and the statistics do not match")
-    if k and (hm.shape != (hn.size, k, k) or hg.size != j):
+    if k and (hm.shape != (hn.size, k, k) or hg.size != hn.size + 1):
         raise ValueError("MarginalLogp: lam and the block's count-group Gram do not match")
     if k and bb.shape[1] and bb.shape != (j, k):
         raise ValueError("MarginalLogp: lam and the block's columns of B do not match")
@@ -301,8 +304,9 @@ class MarginalLogp(Op):
     holding its other ``P - k`` columns, or ``(J, 0)``/``(0, 0)`` with all of ``B`` in its CSR
     vectors. The group counts are the distinct level sizes ``n``, the group gram
     (``(groups, k, k)``) the sums of ``b_j b_j'`` over the levels of each size (``b_j`` the
-    block part of row ``j`` of ``B``) and the level groups every level's index into the group
-    counts; all three empty when ``k = 0``. See the module docstring."""
+    block part of row ``j`` of ``B``) and the level groups ``(groups + 1,)`` pointers: the
+    levels (``ay``, ``counts``, the rows of ``B``) sorted by size, group ``g`` is the levels
+    ``ptr[g] .. ptr[g + 1] - 1``; all three empty when ``k = 0``. See the module docstring."""
 
     __props__ = ()
 
@@ -417,11 +421,16 @@ def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None, *, dense_block=
         except NotScalarConstantError:
             raise ValueError("logp: lam must have a static length (the block's size)") from None
         lam = pt.specify_shape(lam, (k,))
-    group_counts, group_gram, group_index = block_groups(stats, k)
-    b = stats.level_design
+    group_counts, group_gram = block_groups(stats, k)
+    b, ay, counts = stats.level_design, stats.ay, stats.counts
     n_levels, p = b.shape
     dense = np.zeros((0, 0))
-    if k:
+    group_ptr = np.zeros(0, dtype=np.int64)
+    if k:  # levels sorted by size (the density sums over levels): group g is ptr[g]..ptr[g+1]
+        order = np.argsort(counts, kind="stable")
+        b, ay, counts = b[order].tocsr(), ay[order], counts[order]
+        b.sort_indices()
+        group_ptr = np.r_[np.searchsorted(counts, group_counts), n_levels]
         if dense_block is None:
             nnz_block = int(np.count_nonzero(b.indices >= p - k))
             dense_block = n_levels * k <= max(4 * nnz_block, 2**21)
@@ -436,8 +445,8 @@ def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None, *, dense_block=
         lam,
         pt.as_tensor_variable(np.asarray(stats.yy, dtype=float)),
         pt.as_tensor_variable(stats.wy),
-        pt.as_tensor_variable(stats.ay),
-        pt.as_tensor_variable(stats.counts),
+        pt.as_tensor_variable(ay),
+        pt.as_tensor_variable(counts),
         pt.as_tensor_variable(np.asarray(stats.gram.data, dtype=float)),
         ints(stats.gram.indices),
         ints(stats.gram.indptr),
@@ -447,24 +456,23 @@ def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None, *, dense_block=
         pt.as_tensor_variable(dense),
         pt.as_tensor_variable(group_counts),
         pt.as_tensor_variable(group_gram),
-        ints(group_index),
+        ints(group_ptr),
     )[0]
 
 
-def block_groups(stats: MarginalStatistics, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct level sizes ``n``, for each the sum of ``b_j b_j'`` over the levels of
-    that size (``b_j``: the last ``k`` entries of row ``j`` of ``B = A W``; ``(groups, k,
-    k)``), and the size group of every level. Data only: the block's ``B_b' diag(f(n_j)) B_b``
-    is then a sum over the groups, and ``f(n_j)`` a look-up in a table of the groups."""
+def block_groups(stats: MarginalStatistics, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct level sizes ``n`` and, for each, the sum of ``b_j b_j'`` over the levels of
+    that size (``b_j``: the last ``k`` entries of row ``j`` of ``B = A W``); ``(groups, k, k)``.
+    Data only: the block's ``B_b' diag(f(n_j)) B_b`` is then a sum over the groups."""
     if k == 0:
-        return np.zeros(0), np.zeros((0, 0, 0)), np.zeros(0, dtype=np.int64)
+        return np.zeros(0), np.zeros((0, 0, 0))
     p = stats.level_design.shape[1]
     if not 0 < k <= p:
         raise ValueError(f"block of {k} coordinates for {p} coefficients")
     bb = stats.level_design[:, p - k :].toarray()
     sizes, group = np.unique(stats.counts, return_inverse=True)
     gram = np.stack([bb[group == g].T @ bb[group == g] for g in range(sizes.size)])
-    return np.asarray(sizes, dtype=float), gram, np.asarray(group, dtype=np.int64).reshape(-1)
+    return np.asarray(sizes, dtype=float), gram
 
 
 # -- numba ------------------------------------------------------------------------------------
@@ -561,18 +569,15 @@ def _register_numba() -> None:
                 or nb > p
             ):
                 raise ValueError("MarginalLogp: theta and the statistics do not match")
-            if (
-                hm.shape[0] != n_groups
-                or hm.shape[1] != nb
-                or hm.shape[2] != nb
-                or hg.size != n_levels
-            ):
+            if hm.shape[0] != n_groups or hm.shape[1] != nb or hm.shape[2] != nb:
                 raise ValueError("MarginalLogp: lam and the block's count-group Gram do not match")
             if dense and (bb.shape[0] != n_levels or bb.shape[1] != nb):
                 raise ValueError("MarginalLogp: lam and the block's columns of B do not match")
-            for j in range(n_levels):
-                if hg[j] >= n_groups:
-                    raise ValueError("MarginalLogp: a level's size group is out of range")
+            if hg.size != n_groups + 1 or hg[0] != 0 or hg[n_groups] != n_levels:
+                raise ValueError("MarginalLogp: the levels' size groups do not match")
+            for g in range(n_groups):  # levels sorted by size: group g is hg[g] .. hg[g + 1] - 1
+                if hg[g + 1] < hg[g]:
+                    raise ValueError("MarginalLogp: the levels' size groups do not match")
             s2 = sigma * sigma
             t2 = tau * tau
             d_theta = np.empty(p)
@@ -612,28 +617,32 @@ def _register_numba() -> None:
             theta_b = theta[b0:]
             # S1 at theta and cb; dense and CSR block apart (one branch per level is slower)
             if dense:
-                for j in range(n_levels):
-                    s = ay[j]
-                    for m in range(bp[j], bp[j + 1]):
-                        s -= bd[m] * theta[bi[m]]
-                    row = bb[j]
-                    for a in range(nb):
-                        s -= row[a] * theta_b[a]
-                    s1[j] = s
-                    ds = s * tab_d[hg[j]]
-                    for a in range(nb):
-                        cb[a] += ds * row[a]
+                for g in range(n_groups):
+                    dg = tab_d[g]
+                    for j in range(hg[g], hg[g + 1]):
+                        s = ay[j]
+                        for m in range(bp[j], bp[j + 1]):
+                            s -= bd[m] * theta[bi[m]]
+                        row = bb[j]
+                        for a in range(nb):
+                            s -= row[a] * theta_b[a]
+                        s1[j] = s
+                        ds = s * dg
+                        for a in range(nb):
+                            cb[a] += ds * row[a]
             else:
-                for j in range(n_levels):
-                    s = ay[j]
-                    for m in range(bp[j], bp[j + 1]):
-                        s -= bd[m] * theta[bi[m]]
-                    s1[j] = s
-                    ds = s * tab_d[hg[j]]
-                    m = bp[j + 1] - 1
-                    while m >= bp[j] and bi[m] >= b0:  # the block entries close the row
-                        cb[bi[m] - b0] += ds * bd[m]
-                        m -= 1
+                for g in range(n_groups):
+                    dg = tab_d[g]
+                    for j in range(hg[g], hg[g + 1]):
+                        s = ay[j]
+                        for m in range(bp[j], bp[j + 1]):
+                            s -= bd[m] * theta[bi[m]]
+                        s1[j] = s
+                        ds = s * dg
+                        m = bp[j + 1] - 1
+                        while m >= bp[j] and bi[m] >= b0:  # the block entries close the row
+                            cb[bi[m] - b0] += ds * bd[m]
+                            m -= 1
             for g in range(n_groups):  # B_b' D B_b and R from the count groups' sums
                 dg = tab_d[g]
                 wg = tab_inv_v[g] * tab_inv_v[g]
@@ -718,45 +727,39 @@ def _register_numba() -> None:
             sum_sq_vv = 0.0
             n_in_group = np.zeros(n_groups)
             d_theta_b = np.zeros(nb)  # -B_b' c (dense)
-            if dense:
-                for j in range(n_levels):  # the density at theta*, and -B' c into the gradient
-                    s = s1[j]  # S1 at theta* = S1 - B_b mu
-                    row = bb[j]
-                    for a in range(nb):
-                        s -= row[a] * mu[a]
-                    g = hg[j]
-                    n_in_group[g] += 1.0
-                    inv_v = tab_inv_v[g]
-                    inv_n = tab_inv_n[g]
-                    sq = s * s
-                    sum_sq_n += sq * inv_n
-                    sum_sq_nv += sq * inv_v * inv_n
-                    sum_sq_nvv += sq * inv_v * inv_v * inv_n
-                    sum_sq_vv += sq * inv_v * inv_v
-                    c = s * tab_d[g] / s2
-                    for m in range(bp[j], bp[j + 1]):
-                        d_theta[bi[m]] -= c * bd[m]
-                    for a in range(nb):
-                        d_theta_b[a] += c * row[a]
-            else:
-                for j in range(n_levels):  # the density at theta*, and -B' c into the gradient
-                    s = s1[j]  # S1 at theta* = S1 - B_b mu
-                    m = bp[j + 1] - 1
-                    while m >= bp[j] and bi[m] >= b0:
-                        s -= bd[m] * mu[bi[m] - b0]
-                        m -= 1
-                    g = hg[j]
-                    n_in_group[g] += 1.0
-                    inv_v = tab_inv_v[g]
-                    inv_n = tab_inv_n[g]
-                    sq = s * s
-                    sum_sq_n += sq * inv_n
-                    sum_sq_nv += sq * inv_v * inv_n
-                    sum_sq_nvv += sq * inv_v * inv_v * inv_n
-                    sum_sq_vv += sq * inv_v * inv_v
-                    c = s * tab_d[g] / s2
-                    for m in range(bp[j], bp[j + 1]):
-                        d_theta[bi[m]] -= c * bd[m]
+            for g in range(n_groups):  # the density at theta*, and -B' c into the gradient
+                cg = tab_d[g] / s2
+                sq_g = 0.0  # sum of S1^2 over the group's levels, S1 at theta* = S1 - B_b mu
+                if dense:
+                    for j in range(hg[g], hg[g + 1]):
+                        s = s1[j]
+                        row = bb[j]
+                        for a in range(nb):
+                            s -= row[a] * mu[a]
+                        sq_g += s * s
+                        c = s * cg
+                        for m in range(bp[j], bp[j + 1]):
+                            d_theta[bi[m]] -= c * bd[m]
+                        for a in range(nb):
+                            d_theta_b[a] += c * row[a]
+                else:
+                    for j in range(hg[g], hg[g + 1]):
+                        s = s1[j]
+                        m = bp[j + 1] - 1
+                        while m >= bp[j] and bi[m] >= b0:
+                            s -= bd[m] * mu[bi[m] - b0]
+                            m -= 1
+                        sq_g += s * s
+                        c = s * cg
+                        for m in range(bp[j], bp[j + 1]):
+                            d_theta[bi[m]] -= c * bd[m]
+                n_in_group[g] = hg[g + 1] - hg[g]
+                inv_v = tab_inv_v[g]
+                inv_n = tab_inv_n[g]
+                sum_sq_n += sq_g * inv_n
+                sum_sq_nv += sq_g * inv_v * inv_n
+                sum_sq_nvv += sq_g * inv_v * inv_v * inv_n
+                sum_sq_vv += sq_g * inv_v * inv_v
             for a in range(nb):
                 d_theta[b0 + a] -= d_theta_b[a]
             n_total = 0.0
