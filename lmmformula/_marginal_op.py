@@ -55,15 +55,24 @@ are those of ``log p_0`` at ``theta*`` plus, for sigma and tau, ``-1/2 tr(P^-1 d
 with ``R = B_b' diag(1/v^2) B_b`` and ``tr(P^-1 Q) = k - sum diag(P^-1)/lam``. ``D_j`` and
 ``1/v_j^2`` depend on the level only through its size ``n_j``, so ``B_b' diag(D) B_b`` and ``R``
 are sums over the distinct sizes of data-only ``k x k`` matrices (:func:`block_groups`, two
-more Op inputs; InstEval: 86 sizes against 2,972 levels). The numba kernel makes no dense copy:
-one sweep over ``B`` gathers ``S1(theta)`` and ``c`` (the block entries close every CSR row,
-the column indices being sorted); a hand-written Cholesky factorisation solves the ``k x k``
-system; ``G theta`` and ``S1`` are then updated by ``mu`` (``G`` symmetric: its block rows give
-``G_{:,b} mu``; ``S1`` from the block entries) and a second sweep scatters ``-B' c`` (``k = 0``
-does both in one sweep). With ``k = 0`` the numba kernel is the one from before blocks (the same
-draws); when ``lam``'s length is static (it is for :func:`logp` without ``lam``, and for a
-block's variances of known size) only the kernel that runs is compiled: the block kernel takes
-a few seconds to compile on an empty cache.
+more Op inputs; InstEval: 86 sizes against 2,972 levels), and so do ``D_j``, ``1/v_j``, ``1/n_j``
+and ``log v_j``: with the levels sorted by size (:func:`logp` sorts them when ``k > 0``; a
+third input holds the groups' boundaries) the kernel's sweeps over ``B`` run group by group,
+those numbers constants of the group, with no division or logarithm per level and the row
+lengths of ``B`` (which grow with the level size) easy to predict (InstEval: about 35 us
+less). ``B``'s block columns ``B_b`` are an Op input of their own, dense ``(J, k)`` (``B``'s
+CSR vectors then hold the other columns), unless that is more than four times their non-zeros
+and over 2**21 numbers (then they stay in ``B``'s CSR rows, which they close, the column
+indices being sorted): the block's gathers and scatters are then short dense loops instead of
+a search of every row's end and a scatter into ``k`` entries (InstEval, k = 16: about 80 us
+less). One sweep over ``B`` gathers
+``S1(theta)`` and ``c``; a hand-written Cholesky factorisation solves the ``k x k`` system;
+``G theta`` and ``S1`` are then updated by ``mu`` (``G`` symmetric: its block rows give
+``G_{:,b} mu``; ``S1`` from ``B_b``) and a second sweep scatters ``-B' c`` (``k = 0`` does both
+in one sweep). With ``k = 0`` the numba kernel is the one from before blocks (the same draws;
+the block's inputs are empty); when ``lam``'s length is static (it is for :func:`logp` without
+``lam``, and for a block's variances of known size) only the kernel that runs is compiled: the
+block kernel takes a few seconds to compile on an empty cache.
 
 :class:`MarginalLogp` returns the value and the four gradient pieces from one call; its
 ``pullback`` uses those outputs, so a compiled log density and gradient runs the kernel once. The
@@ -197,17 +206,25 @@ def statistics(
 
 
 # -- the kernel in numpy ----------------------------------------------------------------------
-def _kernel_numpy(theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm):
+def _kernel_numpy(
+    theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, bb, hn, hm, hg
+):
     """Value and gradient (numpy/scipy); the reference ``perform`` uses. Returns ``(value,
     d/dtheta, d/dsigma, d/dtau, d/dlam)``; ``-inf`` (and NaN gradients) where ``diag(1/lam) +
     Q`` is not positive definite (``lam`` not positive)."""
     p, j, k = theta.size, counts.size, lam.size
     if wy.size != p or gp.size != p + 1 or bp.size != j + 1 or ay.size != j or k > p:
         raise ValueError("MarginalLogp: theta and the statistics do not match")
-    if k and hm.shape != (hn.size, k, k):
+    if k and (hm.shape != (hn.size, k, k) or hg.size != hn.size + 1):
         raise ValueError("MarginalLogp: lam and the block's count-group Gram do not match")
+    if k and bb.shape[1] and bb.shape != (j, k):
+        raise ValueError("MarginalLogp: lam and the block's columns of B do not match")
     g = scipy.sparse.csr_matrix((gd, gi, gp), shape=(p, p))
-    b = scipy.sparse.csr_matrix((bd, bi, bp), shape=(j, p))
+    if k and bb.shape[1]:  # B's block columns given apart, dense
+        b = scipy.sparse.csr_matrix((bd, bi, bp), shape=(j, p - k))
+        b = scipy.sparse.hstack([b, scipy.sparse.csr_matrix(bb)], format="csr")
+    else:
+        b = scipy.sparse.csr_matrix((bd, bi, bp), shape=(j, p))
     s2, t2 = sigma * sigma, tau * tau
     extra, d_lam = 0.0, np.zeros(k)
     d_sigma_extra = d_tau_extra = 0.0
@@ -280,21 +297,27 @@ def _density_from_sums(xp, rss, s1, counts, sigma, tau):
 # -- the Op -----------------------------------------------------------------------------------
 class MarginalLogp(Op):
     """``(theta, sigma, tau, lam, yy, wy, ay, counts, G data/indices/indptr, B
-    data/indices/indptr, group counts, group gram) -> (log density, d/dtheta, d/dsigma, d/dtau,
-    d/dlam)``; ``lam`` holds the prior variances of the last ``len(lam)`` coordinates of
-    ``theta`` (integrated out, ``theta`` holding their prior means there; empty: none), the
-    group counts the distinct level sizes ``n`` and the group gram (``(groups, k, k)``) the sums
-    of ``b_j b_j'`` over the levels of each size (``b_j`` the block part of row ``j`` of ``B``;
-    empty when ``k = 0``). See the module docstring."""
+    data/indices/indptr, B's block columns, group counts, group gram, level groups) -> (log
+    density, d/dtheta, d/dsigma, d/dtau, d/dlam)``; ``lam`` holds the prior variances of the
+    last ``len(lam)`` coordinates of ``theta`` (integrated out, ``theta`` holding their prior
+    means there; empty: none). B's block columns are ``(J, k)`` dense, B's CSR vectors then
+    holding its other ``P - k`` columns, or ``(J, 0)``/``(0, 0)`` with all of ``B`` in its CSR
+    vectors. The group counts are the distinct level sizes ``n``, the group gram
+    (``(groups, k, k)``) the sums of ``b_j b_j'`` over the levels of each size (``b_j`` the
+    block part of row ``j`` of ``B``) and the level groups ``(groups + 1,)`` pointers: the
+    levels (``ay``, ``counts``, the rows of ``B``) sorted by size, group ``g`` is the levels
+    ``ptr[g] .. ptr[g + 1] - 1``; all three empty when ``k = 0``. See the module docstring."""
 
     __props__ = ()
 
-    def make_node(self, theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm):
-        floats = [theta, sigma, tau, lam, yy, wy, ay, counts, gd, bd, hn, hm]
-        theta, sigma, tau, lam, yy, wy, ay, counts, gd, bd, hn, hm = (
+    def make_node(
+        self, theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, bb, hn, hm, hg
+    ):
+        floats = [theta, sigma, tau, lam, yy, wy, ay, counts, gd, bd, bb, hn, hm]
+        theta, sigma, tau, lam, yy, wy, ay, counts, gd, bd, bb, hn, hm = (
             pt.as_tensor_variable(x).astype("float64") for x in floats
         )
-        gi, gp, bi, bp = (pt.as_tensor_variable(x) for x in (gi, gp, bi, bp))
+        gi, gp, bi, bp, hg = (pt.as_tensor_variable(x) for x in (gi, gp, bi, bp, hg))
         for name, x, ndim in [
             ("theta", theta, 1),
             ("sigma", sigma, 0),
@@ -306,15 +329,35 @@ class MarginalLogp(Op):
             ("counts", counts, 1),
             ("gram data", gd, 1),
             ("level design data", bd, 1),
+            ("dense block of the level design", bb, 2),
             ("group counts", hn, 1),
             ("group gram", hm, 3),
         ]:
             if x.type.ndim != ndim:
                 raise TypeError(f"{name} must have {ndim} dimension(s), got {x.type.ndim}")
-        for name, x in [("gi", gi), ("gp", gp), ("bi", bi), ("bp", bp)]:
+        for name, x in [("gi", gi), ("gp", gp), ("bi", bi), ("bp", bp), ("hg", hg)]:
             if x.type.ndim != 1 or x.type.dtype[:3] not in ("int", "uin"):
                 raise TypeError(f"{name} must be an integer vector, got {x.type}")
-        inputs = [theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm]
+        inputs = [
+            theta,
+            sigma,
+            tau,
+            lam,
+            yy,
+            wy,
+            ay,
+            counts,
+            gd,
+            gi,
+            gp,
+            bd,
+            bi,
+            bp,
+            bb,
+            hn,
+            hm,
+            hg,
+        ]
         outputs = [pt.dscalar(), theta.type(), pt.dscalar(), pt.dscalar(), lam.type()]
         return Apply(self, inputs, outputs)
 
@@ -351,12 +394,14 @@ class MarginalLogp(Op):
 marginal_logp = MarginalLogp()
 
 
-def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None):
+def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None, *, dense_block=None):
     """The marginal log density (a PyTensor scalar) at the coefficients ``theta`` (the
     statistics' ``theta0`` is subtracted here). ``lam`` (a vector of ``k`` prior variances,
     ``k`` known when the graph is built; ``None``: no block) integrates the last ``k``
     coordinates of ``theta`` out as well, ``theta`` holding their prior means there (module
-    docstring)."""
+    docstring). ``dense_block``: pass the block's columns of ``B`` as a dense ``(J, k)`` input
+    apart from the others (faster), or leave them in ``B``'s CSR vectors; ``None`` chooses
+    dense unless it holds more than four times the block's non-zeros and over 2**21 numbers."""
 
     def ints(a):  # the smallest type (column indices of a few thousand columns: uint16)
         a = np.asarray(a)
@@ -377,6 +422,22 @@ def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None):
             raise ValueError("logp: lam must have a static length (the block's size)") from None
         lam = pt.specify_shape(lam, (k,))
     group_counts, group_gram = block_groups(stats, k)
+    b, ay, counts = stats.level_design, stats.ay, stats.counts
+    n_levels, p = b.shape
+    dense = np.zeros((0, 0))
+    group_ptr = np.zeros(0, dtype=np.int64)
+    if k:  # levels sorted by size (the density sums over levels): group g is ptr[g]..ptr[g+1]
+        order = np.argsort(counts, kind="stable")
+        b, ay, counts = b[order].tocsr(), ay[order], counts[order]
+        b.sort_indices()
+        group_ptr = np.r_[np.searchsorted(counts, group_counts), n_levels]
+        if dense_block is None:
+            nnz_block = int(np.count_nonzero(b.indices >= p - k))
+            dense_block = n_levels * k <= max(4 * nnz_block, 2**21)
+        if dense_block:  # B = [B_a | dense]
+            dense = np.ascontiguousarray(b[:, p - k :].toarray())
+            b = b[:, : p - k].tocsr()
+            b.sort_indices()
     return marginal_logp(
         theta,
         sigma,
@@ -384,16 +445,18 @@ def logp(theta, sigma, tau, stats: MarginalStatistics, lam=None):
         lam,
         pt.as_tensor_variable(np.asarray(stats.yy, dtype=float)),
         pt.as_tensor_variable(stats.wy),
-        pt.as_tensor_variable(stats.ay),
-        pt.as_tensor_variable(stats.counts),
+        pt.as_tensor_variable(ay),
+        pt.as_tensor_variable(counts),
         pt.as_tensor_variable(np.asarray(stats.gram.data, dtype=float)),
         ints(stats.gram.indices),
         ints(stats.gram.indptr),
-        pt.as_tensor_variable(np.asarray(stats.level_design.data, dtype=float)),
-        ints(stats.level_design.indices),
-        ints(stats.level_design.indptr),
+        pt.as_tensor_variable(np.asarray(b.data, dtype=float)),
+        ints(b.indices),
+        ints(b.indptr),
+        pt.as_tensor_variable(dense),
         pt.as_tensor_variable(group_counts),
         pt.as_tensor_variable(group_gram),
+        ints(group_ptr),
     )[0]
 
 
@@ -420,7 +483,7 @@ def _register_numba() -> None:
     def numba_funcify_marginal_logp(op, node=None, **kwargs):
         @numba_basic.numba_njit  # no block: the kernel from before blocks (lam unused)
         def plain_kernel(
-            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
+            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, bb, hn, hm, hg
         ):
             p = theta.size
             n_levels = counts.size
@@ -491,11 +554,13 @@ def _register_numba() -> None:
 
         @numba_basic.numba_njit  # a block of nb = len(lam) >= 1 coordinates integrated out
         def block_kernel(
-            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
+            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, bb, hn, hm, hg
         ):
             p = theta.size
             n_levels = counts.size
             nb = lam.size
+            n_groups = hn.size
+            dense = bb.shape[1] > 0  # B's block columns in bb, not in (bd, bi, bp)
             if (
                 wy.size != p
                 or gp.size != p + 1
@@ -504,8 +569,15 @@ def _register_numba() -> None:
                 or nb > p
             ):
                 raise ValueError("MarginalLogp: theta and the statistics do not match")
-            if hm.shape[0] != hn.size or hm.shape[1] != nb or hm.shape[2] != nb:
+            if hm.shape[0] != n_groups or hm.shape[1] != nb or hm.shape[2] != nb:
                 raise ValueError("MarginalLogp: lam and the block's count-group Gram do not match")
+            if dense and (bb.shape[0] != n_levels or bb.shape[1] != nb):
+                raise ValueError("MarginalLogp: lam and the block's columns of B do not match")
+            if hg.size != n_groups + 1 or hg[0] != 0 or hg[n_groups] != n_levels:
+                raise ValueError("MarginalLogp: the levels' size groups do not match")
+            for g in range(n_groups):  # levels sorted by size: group g is hg[g] .. hg[g + 1] - 1
+                if hg[g + 1] < hg[g]:
+                    raise ValueError("MarginalLogp: the levels' size groups do not match")
             s2 = sigma * sigma
             t2 = tau * tau
             d_theta = np.empty(p)
@@ -522,6 +594,15 @@ def _register_numba() -> None:
                 for m in range(gp[k], gp[k + 1]):
                     acc += gd[m] * theta[gi[m]]
                 g_theta[k] = acc
+            # per size group: D = tau^2 / v, 1/v, 1/n (no division or log per level)
+            tab_d = np.empty(n_groups)
+            tab_inv_v = np.empty(n_groups)
+            tab_inv_n = np.empty(n_groups)
+            for g in range(n_groups):
+                v = s2 + hn[g] * t2
+                tab_d[g] = t2 / v
+                tab_inv_v[g] = 1.0 / v
+                tab_inv_n[g] = 1.0 / hn[g]
             # lower triangles of G_bb - B_b' D B_b (then P) and R = B_b' diag(1/v^2) B_b
             pm = np.zeros((nb, nb))
             rm = np.zeros((nb, nb))
@@ -533,20 +614,38 @@ def _register_numba() -> None:
                         pm[r - b0, gi[m] - b0] += gd[m]
                     m -= 1
             s1 = np.empty(n_levels)
-            for j in range(n_levels):  # S1 at theta; c from the block entries
-                s = ay[j]
-                for m in range(bp[j], bp[j + 1]):
-                    s -= bd[m] * theta[bi[m]]
-                s1[j] = s
-                ds = s * t2 / (s2 + counts[j] * t2)
-                m = bp[j + 1] - 1
-                while m >= bp[j] and bi[m] >= b0:  # the block entries close the row
-                    cb[bi[m] - b0] += ds * bd[m]
-                    m -= 1
-            for g in range(hn.size):  # B_b' D B_b and R from the count groups' sums
-                v = s2 + hn[g] * t2
-                dg = t2 / v
-                wg = 1.0 / (v * v)
+            theta_b = theta[b0:]
+            # S1 at theta and cb; dense and CSR block apart (one branch per level is slower)
+            if dense:
+                for g in range(n_groups):
+                    dg = tab_d[g]
+                    for j in range(hg[g], hg[g + 1]):
+                        s = ay[j]
+                        for m in range(bp[j], bp[j + 1]):
+                            s -= bd[m] * theta[bi[m]]
+                        row = bb[j]
+                        for a in range(nb):
+                            s -= row[a] * theta_b[a]
+                        s1[j] = s
+                        ds = s * dg
+                        for a in range(nb):
+                            cb[a] += ds * row[a]
+            else:
+                for g in range(n_groups):
+                    dg = tab_d[g]
+                    for j in range(hg[g], hg[g + 1]):
+                        s = ay[j]
+                        for m in range(bp[j], bp[j + 1]):
+                            s -= bd[m] * theta[bi[m]]
+                        s1[j] = s
+                        ds = s * dg
+                        m = bp[j + 1] - 1
+                        while m >= bp[j] and bi[m] >= b0:  # the block entries close the row
+                            cb[bi[m] - b0] += ds * bd[m]
+                            m -= 1
+            for g in range(n_groups):  # B_b' D B_b and R from the count groups' sums
+                dg = tab_d[g]
+                wg = tab_inv_v[g] * tab_inv_v[g]
                 for a in range(nb):
                     for b in range(a + 1):
                         x = hm[g, a, b]
@@ -622,35 +721,57 @@ def _register_numba() -> None:
                 lin += th * wy[k]
                 d_theta[k] = (wy[k] - acc) / s2
             rss = yy - 2.0 * lin + quad
-            n_total = 0.0
-            sum_log_v = 0.0
             sum_sq_n = 0.0
             sum_sq_nv = 0.0
-            sum_inv_v = 0.0
             sum_sq_nvv = 0.0
-            sum_n_v = 0.0
             sum_sq_vv = 0.0
-            for j in range(n_levels):  # the density at theta*, and -B' c into the gradient
-                s = s1[j]  # S1 at theta* = S1 - B_b mu
-                m = bp[j + 1] - 1
-                while m >= bp[j] and bi[m] >= b0:
-                    s -= bd[m] * mu[bi[m] - b0]
-                    m -= 1
-                n = counts[j]
-                v = s2 + n * t2
-                inv_v = 1.0 / v
-                sq = s * s
-                n_total += n
-                sum_log_v += np.log(v)
-                sum_sq_n += sq / n
-                sum_sq_nv += sq * inv_v / n
-                sum_inv_v += inv_v
-                sum_sq_nvv += sq * inv_v * inv_v / n
-                sum_n_v += n * inv_v
-                sum_sq_vv += sq * inv_v * inv_v
-                c = s * t2 * inv_v / s2
-                for m in range(bp[j], bp[j + 1]):
-                    d_theta[bi[m]] -= c * bd[m]
+            n_in_group = np.zeros(n_groups)
+            d_theta_b = np.zeros(nb)  # -B_b' c (dense)
+            for g in range(n_groups):  # the density at theta*, and -B' c into the gradient
+                cg = tab_d[g] / s2
+                sq_g = 0.0  # sum of S1^2 over the group's levels, S1 at theta* = S1 - B_b mu
+                if dense:
+                    for j in range(hg[g], hg[g + 1]):
+                        s = s1[j]
+                        row = bb[j]
+                        for a in range(nb):
+                            s -= row[a] * mu[a]
+                        sq_g += s * s
+                        c = s * cg
+                        for m in range(bp[j], bp[j + 1]):
+                            d_theta[bi[m]] -= c * bd[m]
+                        for a in range(nb):
+                            d_theta_b[a] += c * row[a]
+                else:
+                    for j in range(hg[g], hg[g + 1]):
+                        s = s1[j]
+                        m = bp[j + 1] - 1
+                        while m >= bp[j] and bi[m] >= b0:
+                            s -= bd[m] * mu[bi[m] - b0]
+                            m -= 1
+                        sq_g += s * s
+                        c = s * cg
+                        for m in range(bp[j], bp[j + 1]):
+                            d_theta[bi[m]] -= c * bd[m]
+                n_in_group[g] = hg[g + 1] - hg[g]
+                inv_v = tab_inv_v[g]
+                inv_n = tab_inv_n[g]
+                sum_sq_n += sq_g * inv_n
+                sum_sq_nv += sq_g * inv_v * inv_n
+                sum_sq_nvv += sq_g * inv_v * inv_v * inv_n
+                sum_sq_vv += sq_g * inv_v * inv_v
+            for a in range(nb):
+                d_theta[b0 + a] -= d_theta_b[a]
+            n_total = 0.0
+            sum_log_v = 0.0
+            sum_inv_v = 0.0
+            sum_n_v = 0.0
+            for g in range(n_groups):  # the sums over levels that depend on n alone
+                ng = n_in_group[g]
+                n_total += ng * hn[g]
+                sum_log_v += ng * np.log(s2 + hn[g] * t2)
+                sum_inv_v += ng * tab_inv_v[g]
+                sum_n_v += ng * hn[g] * tab_inv_v[g]
             within = rss - sum_sq_n
             value = (
                 -0.5 * n_total * 1.8378770664093453
@@ -676,14 +797,31 @@ def _register_numba() -> None:
 
         @numba_basic.numba_njit
         def marginal_logp_kernel(
-            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
+            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, bb, hn, hm, hg
         ):
             if lam.size == 0:
                 return plain_kernel(
-                    theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
+                    theta,
+                    sigma,
+                    tau,
+                    lam,
+                    yy,
+                    wy,
+                    ay,
+                    counts,
+                    gd,
+                    gi,
+                    gp,
+                    bd,
+                    bi,
+                    bp,
+                    bb,
+                    hn,
+                    hm,
+                    hg,
                 )
             return block_kernel(
-                theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
+                theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, bb, hn, hm, hg
             )
 
         # The block's length is usually static: compile only the kernel that runs (the block
@@ -729,24 +867,28 @@ def register_jax() -> None:
     @jax_funcify.register(MarginalLogp)
     def jax_funcify_marginal_logp(op, **kwargs):
         def marginal_logp_jax(
-            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, hn, hm
+            theta, sigma, tau, lam, yy, wy, ay, counts, gd, gi, gp, bd, bi, bp, bb, hn, hm, hg
         ):
             p, n_levels, nb = theta.shape[0], counts.shape[0], lam.shape[0]
             g_rows = jnp.repeat(jnp.arange(p), jnp.diff(gp), total_repeat_length=gd.shape[0])
             b_rows = jnp.repeat(jnp.arange(n_levels), jnp.diff(bp), total_repeat_length=bd.shape[0])
             g_theta = jax.ops.segment_sum(gd * theta[gi], g_rows, num_segments=p)
             s1 = ay - jax.ops.segment_sum(bd * theta[bi], b_rows, num_segments=n_levels)
+            dense = nb > 0 and bb.shape[1] > 0  # B's block columns given apart in bb
+            if dense:
+                s1 = s1 - bb @ theta[p - nb :]
             if nb:  # the block (module docstring); static shapes: masks, not row slices
                 b0 = p - nb
                 s2, t2 = sigma * sigma, tau * tau
                 v = s2 + counts * t2
                 dd = t2 / v
-                in_b = bi >= b0
-                bb = (
-                    jnp.zeros((n_levels, nb))
-                    .at[b_rows, jnp.where(in_b, bi - b0, 0)]
-                    .add(jnp.where(in_b, bd, 0.0))
-                )
+                if not dense:
+                    in_b = bi >= b0
+                    bb = (
+                        jnp.zeros((n_levels, nb))
+                        .at[b_rows, jnp.where(in_b, bi - b0, 0)]
+                        .add(jnp.where(in_b, bd, 0.0))
+                    )
                 in_g = (g_rows >= b0) & (gi >= b0)
                 gbb = (
                     jnp.zeros((nb, nb))
@@ -778,6 +920,8 @@ def register_jax() -> None:
             d_theta = (wy - g_theta) / (sigma * sigma) - jax.ops.segment_sum(
                 c[b_rows] * bd, bi, num_segments=p
             )
+            if dense:
+                d_theta = d_theta.at[p - nb :].add(-(bb.T @ c))
             if nb:
                 return (
                     value + extra,

@@ -226,8 +226,10 @@ def test_mismatched_coefficients_are_refused(mode):
         stats.level_design.indices,
         stats.level_design.indptr,
     ]
-    no_block = [np.zeros(0), np.zeros((0, 0, 0))]
-    value = _marginal_op.marginal_logp(theta, 1.0, 1.0, np.zeros(0), *data, *no_block)[0]
+    no_block = [np.zeros(0), np.zeros((0, 0, 0)), np.zeros(0, dtype=np.uint8)]
+    value = _marginal_op.marginal_logp(
+        theta, 1.0, 1.0, np.zeros(0), *data, np.zeros((0, 0)), *no_block
+    )[0]
     f = pytensor.function([theta], value, mode=mode)
     assert np.isfinite(f(np.zeros(w.shape[1])))
     with pytest.raises(ValueError, match="do not match"):
@@ -250,13 +252,14 @@ def _dense_oracle(y, w, s, k, theta, sigma, tau, lam) -> float:
     return scipy.stats.multivariate_normal(w @ theta, cov).logpdf(y)
 
 
-def _compiled_block(stats, mode, k, static=True):
+def _compiled_block(stats, mode, k, static=True, dense_block=None):
     """Value and gradient; ``lam`` of static length ``k`` (as :func:`logp` needs; numba then
     compiles the block kernel alone), or not (``static=False``: the Op called with a vector
-    of unknown length, numba's kernel choosing by ``len(lam)``)."""
+    of unknown length, numba's kernel choosing by ``len(lam)``); ``dense_block`` as in
+    :func:`logp` (the block's columns of B dense and apart, or in B's CSR vectors)."""
     theta, sigma, tau = pt.dvector("theta"), pt.dscalar("sigma"), pt.dscalar("tau")
     lam = pt.tensor("lam", shape=(k,), dtype="float64")
-    value = _marginal_op.logp(theta, sigma, tau, stats, lam)
+    value = _marginal_op.logp(theta, sigma, tau, stats, lam, dense_block=dense_block)
     if not static:
         lam = pt.dvector("lam")
         inputs = list(value.owner.inputs)
@@ -266,12 +269,17 @@ def _compiled_block(stats, mode, k, static=True):
     return pytensor.function([theta, sigma, tau, lam], [value, *grads], mode=mode)
 
 
-@pytest.mark.parametrize("mode", ["CVM", "FAST_COMPILE", "NUMBA", "NUMBA-dynamic", "JAX"])
-def test_block_value_and_gradient_equal_the_dense_normal(mode):
+@pytest.mark.parametrize(
+    ("mode", "dense_block"),
+    [(m, True) for m in ["CVM", "FAST_COMPILE", "NUMBA", "NUMBA-dynamic", "JAX"]]
+    + [("NUMBA", False), ("JAX", False)],  # perform's CSR layout is the one from before
+)
+def test_block_value_and_gradient_equal_the_dense_normal(mode, dense_block):
     """With the last k coordinates integrated out (prior N(m, diag(lam)), m in theta): value
     and gradient in theta, sigma, tau and lam (perform, numba, JAX) against scipy's dense
     multivariate normal and its central finite differences, at random points; numba with
-    ``lam`` of static and of unknown length."""
+    ``lam`` of static and of unknown length; the block's columns of B passed dense and apart
+    or left in B's CSR vectors."""
     if mode == "JAX":
         pytest.importorskip("jax")
         _marginal_op.register_jax()
@@ -288,9 +296,9 @@ def test_block_value_and_gradient_equal_the_dense_normal(mode):
     ]:
         stats = _marginal_op.statistics(y, w, s, s.max() + 1, dense_columns=dense)
         if mode == "NUMBA-dynamic":
-            f = _compiled_block(stats, "NUMBA", k, static=False)
+            f = _compiled_block(stats, "NUMBA", k, static=False, dense_block=dense_block)
         else:
-            f = _compiled_block(stats, mode, k)
+            f = _compiled_block(stats, mode, k, dense_block=dense_block)
         for _ in range(2):
             theta = rng.normal(0, 1, p)
             theta[dense[0]] += 40.0
