@@ -1510,6 +1510,17 @@ def marginal_unsupported(bambi_model: bmb.Model) -> str | None:
     return None
 
 
+def _zero_mean_normal(prior) -> bool:
+    """Whether a group-level term's prior is Bambi's ``Normal(mu=0, sigma=Prior(...))``, the
+    prior under which its effects can be integrated out (any prior on ``sigma``)."""
+    if not isinstance(prior, Prior) or prior.name != "Normal":
+        return False
+    if set(prior.args) - {"mu", "sigma"} or not isinstance(prior.args.get("sigma"), Prior):
+        return False
+    mu = prior.args.get("mu", 0.0)
+    return not (isinstance(mu, Prior) or np.any(np.asarray(mu, dtype=float) != 0))
+
+
 def marginal_candidates(
     bambi_model: bmb.Model, blocks: dict[str, BlockSpec] | None = None, exclude=()
 ) -> dict[str, _marginal.MarginalTerm]:
@@ -1529,13 +1540,7 @@ def marginal_candidates(
         predictor = np.asarray(term_predictor(term), dtype=float)
         if predictor.ndim != 1 or not np.all(predictor == 1.0):
             continue
-        prior = term.prior
-        if not isinstance(prior, Prior) or prior.name != "Normal":
-            continue
-        if set(prior.args) - {"mu", "sigma"} or not isinstance(prior.args.get("sigma"), Prior):
-            continue
-        mu = prior.args.get("mu", 0.0)
-        if isinstance(mu, Prior) or np.any(np.asarray(mu, dtype=float) != 0):
+        if not _zero_mean_normal(term.prior):
             continue
         sigma_key = term.hyperprior_alias.get("sigma", "sigma")
         out[key] = _marginal.MarginalTerm(
@@ -1665,13 +1670,7 @@ def choose_marginal_block(
             or len(term.groups) > _marginal.BLOCK_MAX_LEVELS
         ):
             continue
-        prior = term.prior
-        if not isinstance(prior, Prior) or prior.name != "Normal":
-            continue
-        if set(prior.args) - {"mu", "sigma"} or not isinstance(prior.args.get("sigma"), Prior):
-            continue
-        mu = prior.args.get("mu", 0.0)
-        if isinstance(mu, Prior) or np.any(np.asarray(mu, dtype=float) != 0):
+        if not _zero_mean_normal(term.prior):
             continue
         small.append((len(term.groups), key))
     for n_levels, key in sorted(small):
@@ -1991,13 +1990,7 @@ def choose_marginal_nested(
             continue
         if name.split("|", 1)[1] in explicit or np.any(term_predictor(term) != 1.0):
             continue
-        prior = term.prior
-        if not isinstance(prior, Prior) or prior.name != "Normal":
-            continue
-        if set(prior.args) - {"mu", "sigma"} or not isinstance(prior.args.get("sigma"), Prior):
-            continue
-        mu = prior.args.get("mu", 0.0)
-        if isinstance(mu, Prior) or np.any(np.asarray(mu, dtype=float) != 0):
+        if not _zero_mean_normal(term.prior):
             continue
         rows = np.bincount(np.asarray(term.group_index), minlength=len(term.groups))
         if np.median(rows) < NESTED_MIN_ROWS:

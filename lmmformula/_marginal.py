@@ -202,6 +202,20 @@ CHUNK = 256
 """Draws per block when the effects are drawn (a block's temporaries stay in cache)."""
 
 
+def _run_blocks(block, n_blocks: int, threads: int | None = None) -> None:
+    """``block(i)`` for every block, on one thread per CPU (or ``threads``); the blocks write
+    apart and take their own seeds, so the result does not depend on the threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(threads or os.cpu_count() or 1, n_blocks)
+    if workers <= 1:
+        for i in range(n_blocks):
+            block(i)
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(block, range(n_blocks)))
+
+
 def draw_effects(
     sums: LevelSums, counts, sigma, tau, seed: int, threads: int | None = None
 ) -> np.ndarray:
@@ -213,8 +227,6 @@ def draw_effects(
     the ``i``-th child of ``SeedSequence(seed)``, so the result does not depend on the number
     of threads.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     n_draws, n_levels = sums.shape
     counts = np.asarray(counts, dtype=float)
     effects = np.empty((n_draws, n_levels))
@@ -237,13 +249,7 @@ def draw_effects(
         noise *= inv_v
         out += noise
 
-    workers = min(threads or os.cpu_count() or 1, len(starts))
-    if workers <= 1:
-        for i in range(len(starts)):
-            block(i)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(block, range(len(starts))))
+    _run_blocks(block, len(starts), threads)
     return effects
 
 
@@ -299,8 +305,6 @@ def draw_block(
     numpy.ndarray
         (draws, k) the block's coefficients.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     n_draws, p = thetas.shape
     blk = slice(p - k, p)
     counts = np.asarray(stats.counts, dtype=float)[:, None]
@@ -353,13 +357,7 @@ def draw_block(
         noise = np.linalg.solve(np.swapaxes(chol, 1, 2), z)[:, :, 0]  # N(0, P^-1)
         out[start:stop] = thetas[start:stop, blk] + mu + noise
 
-    workers = min(threads or os.cpu_count() or 1, len(starts))
-    if workers <= 1:
-        for i in range(len(starts)):
-            block(i)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(block, range(len(starts))))
+    _run_blocks(block, len(starts), threads)
     return out
 
 
