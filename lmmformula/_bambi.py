@@ -1977,9 +1977,12 @@ def choose_marginal_nested(
     with ``tau_h`` and mixes slowly (InstEval's lecturers within departments); the sums ``w``
     are what the data fix. Only for factors with at least :data:`NESTED_MIN_ROWS` rows per
     level (median) whose centering the user did not set (``explicit``: factor names given to
-    ``noncentered``), and one inner factor per outer one.
+    ``noncentered``), one inner factor per outer one, and only when the intercept is in the
+    block (or absent): a sampled intercept and the sums' mean would form a ridge.
     """
-    if marginal is None or not block:
+    intercept = parent_component(bambi_model).intercept_term
+    if marginal is None or not block or (intercept is not None and intercept.name not in block):
+        # a sampled intercept (a prior that is not normal) would form a ridge with the sums
         return {}, block, False
     terms = parent_group_specific_terms(bambi_model)
     outers = [k for k in block if k in terms and np.all(term_predictor(terms[k]) == 1.0)]
@@ -1999,8 +2002,7 @@ def choose_marginal_nested(
             if outer not in nested.values() and nesting(bambi_model, key, outer) is not None:
                 nested[key] = outer
                 break
-    intercept = parent_component(bambi_model).intercept_term
-    absorbed = bool(nested) and intercept is not None and intercept.name in block
+    absorbed = bool(nested) and intercept is not None
     drop = set(nested.values()) | ({intercept.name} if absorbed else set())
     return nested, tuple(k for k in block if k not in drop), absorbed
 

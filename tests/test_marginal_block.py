@@ -193,6 +193,10 @@ def test_nested_factor_is_sampled_as_sums():
     assert lf.model(NESTED, few).marginal_nested == {}
     crossed = df.assign(dept=np.random.default_rng(0).permutation(df["dept"].to_numpy()))
     assert lf.model(NESTED, crossed).marginal_nested == {}
+    # brms' priors: the intercept's student_t keeps it sampled, and a sampled intercept with
+    # the sums would be a ridge (measured: R-hat 1.7), so nothing is nested
+    m = lf.model(NESTED, df, priors="brms")
+    assert m.marginal_nested == {} and "1|dept" in m.marginal_block
 
 
 def test_nested_logp_is_the_dense_normal():
