@@ -37,7 +37,11 @@ is exact (a Woodbury step of the block's size, :mod:`lmmformula._marginal_op`), 
 sampling each draw's block is drawn from its Gaussian conditional, then the factor's effects
 given it. The sampler is left with the scales and the large factors: with few groups, a
 factor's sd and its effects form a funnel and the intercept a ridge with the effects' mean
-(InstEval's 14 departments), which the sampler then never sees.
+(InstEval's 14 departments), which the sampler then never sees. A varying intercept nested in
+a factor of the block (InstEval's lecturers in departments) is sampled as the sums of the
+intercept, the outer and its own effects (:func:`nested_logp` is their prior given the scales;
+:func:`nested_intercept` and :func:`conditional` draw the intercept and the outer effects
+afterwards): the sums are what the data fix.
 
 Pure numpy and pytensor: the density, the conditional and the draws of the effects.
 :mod:`lmmformula._bambi` (the seam to Bambi) says which term qualifies, builds the graph (with
