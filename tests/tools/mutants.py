@@ -202,6 +202,34 @@ MUTANTS: list[Mutant] = [
         '    pooled = fit.ranef()[factor].loc[levels, ["Intercept", term]]',
         ("tests/test_plots.py::test_shrinkage_points_arrows_and_ellipses",),
     ),
+    Mutant(
+        "block-numba-tau-trace-sign",
+        "lmmformula/_marginal_op.py",
+        "            d_tau_extra = tau * tr_cov_r\n            for r in range(b0, p):",
+        "            d_tau_extra = -tau * tr_cov_r\n            for r in range(b0, p):",
+        ("tests/test_marginal_op.py::test_block_value_and_gradient_equal_the_dense_normal",),
+    ),
+    Mutant(
+        "block-draws-without-noise",
+        "lmmformula/_marginal.py",
+        "        out[start:stop] = thetas[start:stop, blk] + mu + noise\n",
+        "        out[start:stop] = thetas[start:stop, blk] + mu\n",
+        ("tests/test_marginal_block.py::test_block_draws_have_the_exact_conditional",),
+    ),
+    Mutant(
+        "nested-intercept-logdet-sign",
+        "lmmformula/_marginal.py",
+        "    return value - 0.5 * pt.log1p(lam * a) + 0.5 * lam",
+        "    return value + 0.5 * pt.log1p(lam * a) + 0.5 * lam",
+        ("tests/test_marginal_block.py::test_nested_logp_is_the_dense_normal",),
+    ),
+    Mutant(
+        "nested-outer-ignores-intercept",
+        "lmmformula/_bambi.py",
+        "            sums = sums - counts * a[:, None]\n",
+        "            sums = sums\n",
+        ("tests/test_marginal_block.py::test_nested_draws_have_the_exact_conditional",),
+    ),
 ]
 
 
