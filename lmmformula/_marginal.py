@@ -108,6 +108,11 @@ def logp(resid, index, counts: np.ndarray, sigma, tau):
     sigma, tau : TensorVariable
         Residual sd and the effects' sd.
     """
+    return _logp_parts(resid, index, counts, sigma, tau)[0]
+
+
+def _logp_parts(resid, index, counts, sigma, tau):
+    """:func:`logp`, with the level sums ``S1`` and ``v = sigma^2 + n tau^2`` it computed."""
     counts = np.asarray(counts, dtype=float)
     n, n_levels = float(counts.sum()), counts.size
     # the smallest unsigned type that holds the codes (uint16 for a few thousand levels): the
@@ -118,13 +123,14 @@ def logp(resid, index, counts: np.ndarray, sigma, tau):
     sigma2 = pt.square(sigma)
     v = sigma2 + counts * pt.square(tau)
     within = s2 - pt.sum(pt.square(s1) / counts)
-    return (
+    value = (
         -0.5 * n * np.log(2 * np.pi)
         - (n - n_levels) * pt.log(sigma)
         - 0.5 * pt.sum(pt.log(v))
         - 0.5 * within / sigma2
         - 0.5 * pt.sum(pt.square(s1) / (counts * v))
     )
+    return value, s1, v
 
 
 def logp_numpy(resid, index, counts, sigma: float, tau: float) -> float:
@@ -309,25 +315,17 @@ def draw_block(
     numpy.ndarray
         (draws, k) the block's coefficients.
     """
+    from lmmformula._marginal_op import block_groups
+
     n_draws, p = thetas.shape
     blk = slice(p - k, p)
     counts = np.asarray(stats.counts, dtype=float)[:, None]
     design = stats.level_design
-    b_blk = design[:, blk].tocsr()  # (J, k)
-    b_blk_t = b_blk.T.tocsr()
-    # every level's outer product b_j b_j' as a sparse (k * k, J) matrix
-    outer_rows, outer_cols, outer_vals = [np.zeros(0, dtype=int)], [np.zeros(0, dtype=int)], []
-    outer_vals.append(np.zeros(0))
-    for j in np.flatnonzero(np.diff(b_blk.indptr)):
-        lo, hi = b_blk.indptr[j], b_blk.indptr[j + 1]
-        c, v = b_blk.indices[lo:hi], b_blk.data[lo:hi]
-        outer_rows.append((c[:, None] * k + c[None, :]).ravel())
-        outer_cols.append(np.full(c.size * c.size, j))
-        outer_vals.append((v[:, None] * v[None, :]).ravel())
-    outer_t = sp.csr_matrix(
-        (np.concatenate(outer_vals), (np.concatenate(outer_rows), np.concatenate(outer_cols))),
-        shape=(k * k, counts.size),
-    )
+    b_blk_t = design[:, blk].T.tocsr()  # (k, J)
+    # B_b' diag(dd) B_b, with dd a function of the level size: a sum over the distinct sizes
+    sizes, group_gram = block_groups(stats, k)
+    sizes = sizes[:, None]
+    group_gram = group_gram.reshape(sizes.size, k * k)
     g_bb = stats.gram[blk][:, blk].toarray().reshape(k * k, 1)
     g_b = stats.gram[blk].tocsr()
     wy_b = np.asarray(stats.wy[blk], dtype=float)[:, None]
@@ -352,7 +350,7 @@ def draw_block(
         np.subtract(ay, s1, out=s1)
         s1 *= dd
         c = (wy_b - g_b @ theta - b_blk_t @ s1) / s2  # (k, c)
-        q = (g_bb - outer_t @ dd) / s2  # (k * k, c)
+        q = (g_bb - group_gram.T @ (t2 / (s2 + sizes * t2))) / s2  # (k * k, c)
         prec = np.ascontiguousarray(q.T).reshape(stop - start, k, k)
         prec[:, diag, diag] += 1.0 / lam[start:stop]
         chol = np.linalg.cholesky(prec)
@@ -375,15 +373,10 @@ def nested_logp(total, index, counts, tau_inner, tau_outer, mean=0.0, lam=None):
     ``v_k = tau_inner^2 + n_k tau_outer^2``, ``a = sum n_k / v_k`` and ``b = sum S_k / v_k``,
     the intercept adds ``-1/2 log(1 + lam a) + lam b^2 / (2 (1 + lam a))``.
     """
-    resid = total - mean
-    value = logp(resid, index, counts, tau_inner, tau_outer)
+    value, s1, v = _logp_parts(total - mean, index, counts, tau_inner, tau_outer)
     if lam is None:
         return value
-    counts = np.asarray(counts, dtype=float)
-    index = np.asarray(index).astype(np.min_scalar_type(max(counts.size - 1, 0)))
-    s1 = pt.inc_subtensor(pt.zeros(counts.size)[pt.as_tensor_variable(index)], resid)
-    v = pt.square(tau_inner) + counts * pt.square(tau_outer)
-    a = pt.sum(counts / v)
+    a = pt.sum(np.asarray(counts, dtype=float) / v)
     b = pt.sum(s1 / v)
     return value - 0.5 * pt.log1p(lam * a) + 0.5 * lam * pt.square(b) / (1.0 + lam * a)
 
