@@ -1688,7 +1688,9 @@ class MarginalDesign:
 
     ``theta`` (a PyTensor vector) is ``[sampled coefficients; block prior means]``: the last
     ``k`` columns of ``w`` belong to the block integrated out with the factor, whose prior
-    variances are ``lam`` (``k``,; ``None`` without a block). ``dense_columns`` are the
+    variances are ``lam`` (``k``,; ``None`` without a block); ``block_var`` holds, per block
+    term, its prior variances when they are numbers (population terms) or ``None`` (a
+    group-level term: its sd's square). ``dense_columns`` are the
     population columns (fitted by least squares for the statistics' origin); ``block`` lists
     the block's terms as ``(Bambi key, posterior name, width)`` in column order.
     """
@@ -1700,6 +1702,7 @@ class MarginalDesign:
     lam: Any = None
     block: list[tuple[str, str, int]] = field(default_factory=list)
     block_mean: np.ndarray | None = None
+    block_var: list[np.ndarray | None] = field(default_factory=list)
     sampled: list[tuple[str, int]] = field(default_factory=list)
 
     @property
@@ -1766,18 +1769,14 @@ def _marginal_design(
             return None
         if _mono.group_label(name) is not None:
             return None
-        if key in nested_totals:
-            n_levels = len(term.groups)
-            index = np.asarray(term.group_index)
-            columns = sp.sparse.csr_matrix((np.ones(n), (np.arange(n), index)), shape=(n, n_levels))
-            pieces.append((key, nested_total_name(term), columns, nested_totals[key], False))
-            continue
-        if key not in integrated and name not in model.named_vars:
-            return None
         predictor = np.asarray(term_predictor(term), dtype=float)
         n_levels, width = len(term.groups), (1 if predictor.ndim == 1 else predictor.shape[1])
         coef = None
-        if key not in integrated:
+        if key in nested_totals:  # the sums sampled in its place (choose_marginal_nested)
+            name, coef = nested_total_name(term), nested_totals[key]
+        elif key not in integrated:
+            if name not in model.named_vars:
+                return None
             coef = model[name]
             expected = (n_levels,) if predictor.ndim == 1 else (n_levels, width)
             if coef.type.ndim != len(expected) or any(
@@ -1808,7 +1807,7 @@ def _marginal_design(
     if len(in_block) != len(integrated):  # pragma: no cover - the plan and the terms disagree
         raise ModelError(f"the terms to integrate out ({integrated}) are not all in the model")
     coefs = [pt.cast(p[3], "float64") for p in sampled]
-    means, lams = [], []
+    means, lams, block_var = [], [], []
     for key, _name, cols, _coef, is_population in in_block:
         width = cols.shape[1]
         if is_population:
@@ -1819,9 +1818,11 @@ def _marginal_design(
             )
             mu, sd = _normal_prior_moments(term.prior, width)
             means.append(mu)
+            block_var.append(sd * sd)
             lams.append(pt.as_tensor_variable(sd * sd))
         else:
             means.append(np.zeros(width))
+            block_var.append(None)
             lams.append(pt.repeat(pt.square(block_sigmas[key]), width))
     mean = np.concatenate(means) if means else np.zeros(0)
     if mean.size:
@@ -1843,6 +1844,7 @@ def _marginal_design(
         lam=pt.concatenate(lams) if lams else None,
         block=[(p[0], p[1], p[2].shape[1]) for p in in_block],
         block_mean=mean,
+        block_var=block_var,
         sampled=[(p[1], p[2].shape[1]) for p in sampled],
     )
 
@@ -1873,9 +1875,7 @@ def _marginal_response(
     coefficient vector (integrating out ``integrated`` too), else row by row from ``eta``.
     Returns ``(design, statistics)`` on the statistics' path (the block's draws after sampling
     need them), else ``None``."""
-    y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
     index = np.asarray(term.group_index)
-    counts = np.bincount(index, minlength=len(term.groups))
     response = spec.response_term.alias or spec.response_term.name
     design = None
     if MARGINAL_STATISTICS:
@@ -1891,6 +1891,8 @@ def _marginal_response(
         return design, stats
     if integrated or skip:  # pragma: no cover - choose_marginal_block checks the same
         raise ModelError("the terms to integrate out need the statistics' likelihood")
+    y = np.asarray(np.squeeze(spec.response_term.data), dtype=float)
+    counts = np.bincount(index, minlength=len(term.groups))
     pm.Potential(f"{response}_marginal", _marginal.logp(y - eta, index, counts, sigma, tau))
     return None
 
@@ -1936,6 +1938,24 @@ def marginal_effect_names(bambi_model: bmb.Model, key: str | None) -> list[str]:
         return []
     term = parent_group_specific_terms(bambi_model)[key]
     return [term.alias or term.name]
+
+
+def _draws_array(posterior, values: np.ndarray, coords: dict):
+    """``values`` (chain * draw, ...) as a DataArray with the posterior's chain and draw and
+    Bambi's ``coords`` (a term's ``.coords``: name -> levels) for the other dims."""
+    import xarray as xr
+
+    dims = list(coords)
+    shape = [posterior.sizes["chain"], posterior.sizes["draw"], *(len(coords[d]) for d in dims)]
+    return xr.DataArray(
+        values.reshape(shape),
+        dims=("chain", "draw", *dims),
+        coords={
+            "chain": posterior["chain"].values,
+            "draw": posterior["draw"].values,
+            **{d: list(coords[d]) for d in dims},
+        },
+    )
 
 
 def _marginal_sigma_name(term) -> str:
@@ -2035,13 +2055,9 @@ def nested_total_name(term) -> str:
 def add_marginal_nested_draws(posterior, backend: _LkjPyMCModel):
     """The posterior with each nested pair's ``u_h`` drawn from its exact conditional given
     the sums ``w`` and ``u_g = w - u_h[g]``, under Bambi's names and dims, without ``w``."""
-    import xarray as xr
-
     spec = backend.spec
     terms = parent_group_specific_terms(spec)
     draws = _marginal.draws
-    chains, per_chain = posterior.sizes["chain"], posterior.sizes["draw"]
-    base = {"chain": posterior["chain"].values, "draw": posterior["draw"].values}
     new, drop = {}, []
     for i, (inner, outer) in enumerate(backend.marginal_nested.items()):
         of = nesting(spec, inner, outer)
@@ -2050,9 +2066,8 @@ def add_marginal_nested_draws(posterior, backend: _LkjPyMCModel):
         total_name = nested_total_name(terms[inner])
         total = draws(posterior, total_name, factor_first=True)
         sums = total @ np.eye(n_outer)[of]  # per draw and outer level, the sums of w
-        tau_inner = draws(posterior, _marginal_sigma_name(terms[inner]))
-        tau_outer = draws(posterior, _marginal_sigma_name(terms[outer]))
         scales = [_marginal_sigma_name(terms[inner]), _marginal_sigma_name(terms[outer])]
+        tau_inner, tau_outer = (draws(posterior, name) for name in scales)
         rng = np.random.default_rng(_marginal.seed_from(posterior, scales) ^ 0x0E57ED)
         if i == 0 and backend.marginal_nested_intercept:  # the intercept first, given w
             a_mean, a_sd = _marginal.nested_intercept(
@@ -2061,21 +2076,13 @@ def add_marginal_nested_draws(posterior, backend: _LkjPyMCModel):
             a = a_mean + a_sd * rng.standard_normal(a_mean.shape)
             total = total - a[:, None]
             sums = sums - counts * a[:, None]
-            name = _aliased(parent_component(spec).intercept_term)
-            new[name] = xr.DataArray(
-                a.reshape(chains, per_chain), dims=("chain", "draw"), coords=base
-            )
+            new[_aliased(parent_component(spec).intercept_term)] = _draws_array(posterior, a, {})
         mean, sd = _marginal.conditional(sums, counts, tau_inner, tau_outer)
         u_outer = mean + sd * rng.standard_normal(mean.shape)
         u_inner = total - u_outer[:, of]
         for key, values in ((outer, u_outer), (inner, u_inner)):
             coords = _BambiGroupSpecificTerm(terms[key], True).coords
-            dims = list(coords)
-            new[terms[key].alias or key] = xr.DataArray(
-                values.reshape(chains, per_chain, *[len(coords[d]) for d in dims]),
-                dims=("chain", "draw", *dims),
-                coords={**base, **{d: list(coords[d]) for d in dims}},
-            )
+            new[terms[key].alias or key] = _draws_array(posterior, values, coords)
         drop.append(total_name)
     return posterior.drop_vars(drop).assign(new)
 
@@ -2084,8 +2091,6 @@ def add_marginal_block_draws(posterior, backend: _LkjPyMCModel):
     """The posterior (the sampler's parametrisation) with the block integrated out with the
     factor (:func:`choose_marginal_block`) drawn from its exact conditional given each draw
     (:func:`lmmformula._marginal.draw_block`), under Bambi's names and dims."""
-    import xarray as xr
-
     design, stats = backend.marginal_design
     spec = backend.spec
     component = parent_component(spec)
@@ -2097,14 +2102,12 @@ def add_marginal_block_draws(posterior, backend: _LkjPyMCModel):
     thetas = np.concatenate([*parts, mean], axis=1)
     tau_name = _marginal_sigma_name(terms[backend.marginal])
     lam = []
-    for key, _name, width in design.block:
-        if key in terms:
+    for (key, _name, width), var in zip(design.block, design.block_var, strict=True):
+        if var is None:  # a group-level term: its sd's draws
             sd = draws(posterior, _marginal_sigma_name(terms[key]))
             lam.append(np.repeat(np.square(sd), width, axis=1))
         else:
-            term = component.common_terms.get(key, component.intercept_term)
-            sd = _normal_prior_moments(term.prior, width)[1]
-            lam.append(np.broadcast_to(np.square(sd), (n_draws, width)))
+            lam.append(np.broadcast_to(var, (n_draws, width)))
     values = _marginal.draw_block(
         stats,
         thetas,
@@ -2114,33 +2117,22 @@ def add_marginal_block_draws(posterior, backend: _LkjPyMCModel):
         np.concatenate(lam, axis=1),
         _marginal.seed_from(posterior, ["sigma", tau_name]) ^ 0x5EEDB10C,
     )
-    chains, per_chain = posterior.sizes["chain"], posterior.sizes["draw"]
-    base = {"chain": posterior["chain"].values, "draw": posterior["draw"].values}
     at = 0
     new = {}
     for key, name, width in design.block:
-        block = values[:, at : at + width]
-        at += width
         if key in terms:
             coords = _BambiGroupSpecificTerm(terms[key], True).coords
         elif key in component.common_terms:
             coords = CommonTerm(component.common_terms[key]).coords
         else:
             coords = {}
-        dims = list(coords)
-        shape = [len(coords[d]) for d in dims]
-        new[name] = xr.DataArray(
-            block.reshape(chains, per_chain, *shape),
-            dims=("chain", "draw", *dims),
-            coords={**base, **{d: list(coords[d]) for d in dims}},
-        )
+        new[name] = _draws_array(posterior, values[:, at : at + width], coords)
+        at += width
     return posterior.assign(new)
 
 
 def add_marginal_effect_draws(posterior, bambi_model: bmb.Model, key: str):
     """The posterior with ``1|g`` drawn from its exact conditional given each draw."""
-    import xarray as xr
-
     term = parent_group_specific_terms(bambi_model)[key]
     found = marginal_candidates(bambi_model)[key]
     counts = np.bincount(np.asarray(term.group_index), minlength=len(term.groups))
@@ -2151,19 +2143,11 @@ def add_marginal_effect_draws(posterior, bambi_model: bmb.Model, key: str):
         _marginal.draws(posterior, found.sigma_name),
         _marginal.seed_from(posterior, ["sigma", found.sigma_name]),
     )
-    chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
     # Bambi's dim for the levels (``g__factor_dim``), as the full model's ``1|g`` has it
     dim = next(d for d in _BambiGroupSpecificTerm(term, True).coords if d.endswith("__factor_dim"))
-    da = xr.DataArray(
-        effects.reshape(chains, n_draws, -1),
-        dims=("chain", "draw", dim),
-        coords={
-            "chain": posterior["chain"].values,
-            "draw": posterior["draw"].values,
-            dim: list(term.groups),
-        },
+    return posterior.assign(
+        {found.name: _draws_array(posterior, effects, {dim: list(term.groups)})}
     )
-    return posterior.assign({found.name: da})
 
 
 # Sampling without ``bambi.Model.fit`` (``lmmformula._nutpie.sample_bambi``): what Bambi's
