@@ -419,24 +419,21 @@ def case_csv(case: str, tmp: str) -> str:
     return path
 
 
+def _run_r(script: str, case: str, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """``Rscript -e script <case CSV> <formula> <factors> *args``, and its wall time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = case_csv(case, tmp)
+        cmd = ["Rscript", "-e", script, path, CASES[case]["formula"], ",".join(R_FACTORS[case])]
+        start = time.perf_counter()
+        proc = subprocess.run([*cmd, *args], capture_output=True, text=True)
+        return proc, time.perf_counter() - start
+
+
 def run_lme4(case: str, repeats: int = 2) -> dict:
     """Time ``lmer`` on the case's data in R (REML, lme4's default), ``repeats`` fits in one R
     process; the data are written to CSV first (reading excluded from the time)."""
     out: dict = {"case": case, "impl": "lme4", "load_start": os.getloadavg()}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = case_csv(case, tmp)
-        cmd = [
-            "Rscript",
-            "-e",
-            LME4_SCRIPT,
-            path,
-            CASES[case]["formula"],
-            ",".join(R_FACTORS[case]),
-            str(repeats),
-        ]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        out["process"] = time.perf_counter() - start
+    proc, out["process"] = _run_r(LME4_SCRIPT, case, str(repeats))
     if proc.returncode != 0:
         out["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return out
@@ -461,21 +458,11 @@ def run_brms(case: str, args) -> dict:
     benchmark's chains, draws and seed; divergences, min bulk ESS and max R-hat from
     ``posterior::summarise_draws`` over every parameter but ``lp__``/``lprior``."""
     out: dict = {"case": case, "impl": "brms", "load_start": os.getloadavg()}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = case_csv(case, tmp)
-        cmd = [
-            "Rscript",
-            "-e",
-            BRMS_SCRIPT,
-            path,
-            CASES[case]["formula"],
-            ",".join(R_FACTORS[case]),
-            str(args.chains),
-            str(args.tune + args.draws),
-            str(args.tune),
-            str(args.seed),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc, _ = _run_r(
+        BRMS_SCRIPT,
+        case,
+        *map(str, (args.chains, args.tune + args.draws, args.tune, args.seed)),
+    )
     out["load_end"] = os.getloadavg()
     if proc.returncode != 0:
         out["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
