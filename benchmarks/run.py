@@ -807,30 +807,23 @@ def main(argv=None) -> int:
                     f"load {r['load_start'][0]:.2f}-{r['load_end'][0]:.2f}",
                     flush=True,
                 )
-    lme4_results = []
-    if "lme4" in impls:
-        reason = r_package_missing("lme4")
+    r_results: dict[str, list[dict]] = {"lme4": [], "brms": []}
+    runners = {"lme4": run_lme4, "brms": lambda case: run_brms(case, args)}
+    for package, runner in runners.items():
+        if package not in impls:
+            continue
+        reason = r_package_missing(package)
         if reason is not None:
-            msg = f"lme4 not timed: {reason}"
+            msg = f"{package} not timed: {reason}"
             print(msg)
             notes.append(msg)
-        else:
-            for case in cases:
-                r = run_lme4(case)
-                lme4_results.append(r)
-                print(f"{case:>10} {'lme4':>16}: {r.get('fits', r.get('error'))}", flush=True)
-    brms_results = []
-    if "brms" in impls:
-        reason = r_package_missing("brms")
-        if reason is not None:
-            msg = f"brms not timed: {reason}"
-            print(msg)
-            notes.append(msg)
-        else:
-            for case in cases:
-                r = run_brms(case, args)
-                brms_results.append(r)
-                print(f"{case:>10} {'brms':>16}: {r}", flush=True)
+            continue
+        for case in cases:
+            r = runner(case)
+            r_results[package].append(r)
+            shown = r.get("fits", r.get("error")) if package == "lme4" else r
+            print(f"{case:>10} {package:>16}: {shown}", flush=True)
+    lme4_results, brms_results = r_results["lme4"], r_results["brms"]
     up_end = uptime()
     lines = [
         "# lmmformula benchmark",
