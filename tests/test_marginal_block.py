@@ -15,28 +15,15 @@ import pytensor
 import pytest
 import scipy.stats as st
 import xarray as xr
+from test_marginal_op import _crossed as _crossed_data  # tests/ is on sys.path under pytest
 
 import lmmformula as lf
 from lmmformula import _bambi, _marginal
 
 
 def _crossed(n=300, n_s=110, n_d=6, seed=3) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    s = np.concatenate([np.arange(n_s), rng.integers(0, n_s, n - n_s)])
-    d = rng.integers(0, n_d, n)
-    x = rng.normal(size=n)
-    off = rng.normal(0, 0.5, n)
-    y = 40.0 + 0.5 * x + off + rng.normal(0, 0.7, n_s)[s] + rng.normal(0, 0.5, n_d)[d]
-    y = y + rng.normal(0, 1.0, n)
-    return pd.DataFrame(
-        {
-            "y": y,
-            "x": x,
-            "off": off,
-            "s": [f"s{i:03d}" for i in s],
-            "d": [f"d{i:02d}" for i in d],
-        }
-    )
+    """Students crossed with departments, a slope and an offset (test_marginal_op's data)."""
+    return _crossed_data(n=n, n_s=n_s, n_d=n_d, seed=seed)
 
 
 def _levels(m, name):
