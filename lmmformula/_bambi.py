@@ -533,6 +533,18 @@ def _build_block(
     )
     pm.Deterministic(spec.corr_name, corr, dims=(row_dim, col_dim))
     mean = np.concatenate(means)
+    # what the whole-model kernel needs to know of the block (lmmformula._kernel)
+    pymc_backend.__dict__.setdefault("kernel_blocks", {})[spec.chol_name] = {
+        "spec": spec,
+        "n": size,
+        "eta": eta if spec.eta is None else spec.eta,
+        "sd_priors": sd_priors,
+        "mean": mean,
+        "slices": slices,
+        "noncentered": spec.noncentered,
+        "special": cov_chol is not None
+        or any(_mono.group_label(name) is not None for name in slices),
+    }
     has_mean = bool(np.any(mean != 0))
 
     if cov_chol is not None and not spec.noncentered:  # gr(g, cov = K)
@@ -822,6 +834,7 @@ class _LkjPyMCModel(PyMCModel):
         parent = spec.family.likelihood.parent
         self.model = pm.Model()
         self.components = {}
+        self.kernel_blocks: dict[str, dict] = {}
         for name, values in spec.response_term.coords.items():
             if name not in self.model.coords:
                 self.model.add_coords({name: values})

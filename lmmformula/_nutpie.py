@@ -56,6 +56,8 @@ from typing import Any
 
 import numpy as np
 
+from lmmformula import _kernel
+
 __all__ = ["CompileInfo", "compile_model", "nutpie_internals_available"]
 
 _WRAPPER_VERSION = "lmmformula-nutpie-wrapper-3"
@@ -121,6 +123,7 @@ class CompileInfo:
     seconds: dict[str, float] = field(default_factory=dict)
     cached_wrappers: bool = False
     lifted_constants: int = 0
+    kernel: str = "not tried"
 
 
 def nutpie_internals_available() -> bool:
@@ -783,7 +786,7 @@ def _data_unpack(arrays: list[np.ndarray], offset: int, n_ptrs: int) -> dict[str
 
 
 def compile_model(
-    model, var_names=None, initial_points: dict | None = None
+    model, var_names=None, initial_points: dict | None = None, backend=None
 ) -> tuple[Any, CompileInfo]:
     """Compile a PyMC model for nutpie (numba backend); see the module notes.
 
@@ -796,6 +799,9 @@ def compile_model(
         Starting values (or strategies) by variable name, as for
         ``nutpie.compile_pymc_model(initial_points=)``; the default is PyMC's support point,
         with the LKJ blocks' given as numbers (:func:`_support_point_overrides`).
+    backend : lmmformula's Bambi backend, optional
+        With it, a model the whole-model kernel covers is compiled as that kernel
+        (:mod:`lmmformula._kernel`, checked against PyMC's graph first).
 
     Returns
     -------
@@ -809,6 +815,17 @@ def compile_model(
     info = CompileInfo()
     fns = None
     t0 = time.perf_counter()
+    compiled = None
+    if (
+        backend is not None
+        and _kernel.ENABLED
+        and nutpie_internals_available()
+        and not _has_shared_data(model)
+    ):
+        compiled = _compile_kernel(model, backend, var_names, initial_points, info)
+    if compiled is not None:
+        info.seconds["total"] = time.perf_counter() - t0
+        return compiled, info
     if nutpie_internals_available() and not _has_shared_data(model):
         fns = _make_functions_lifted(
             model,
@@ -817,7 +834,6 @@ def compile_model(
         )
     t1 = time.perf_counter()
     info.seconds["graph"] = t1 - t0
-    compiled = None
     if fns is not None:
         try:
             compiled = _compile_lifted(model, fns, info)
@@ -834,6 +850,62 @@ def compile_model(
     info.seconds["numba"] = time.perf_counter() - t1
     info.seconds["total"] = time.perf_counter() - t0
     return compiled, info
+
+
+def _compile_kernel(model, backend, var_names, initial_points: dict, info: CompileInfo):
+    """The model as lmmformula's whole-model kernel (:mod:`lmmformula._kernel`), or ``None``
+    when the kernel does not cover it or disagrees with PyMC's graph (the reason is kept in
+    ``info.kernel``)."""
+    from nutpie import compile_pymc as ncp
+
+    t0 = time.perf_counter()
+    shapes = _static_shapes(model)
+    if shapes is None:
+        shapes = ncp._compute_shapes(model)
+    try:
+        plan = _kernel.plan_model(backend, model, var_names, shapes)
+    except _kernel.Unsupported as reason:
+        info.kernel = f"not used: {reason}"
+        return None
+    names, slices, shapes_ = plan.shape_info
+    n_free = len(model.free_RVs)
+    initial_point_fn = ncp._rv_dict_to_flat_array_wrapper(
+        _initial_point_fn(model, initial_points), names=names[:n_free], shapes=shapes_[:n_free]
+    )
+    t1 = time.perf_counter()
+    logp_cfunc, expand_cfunc = _cached_cfuncs(_kernel.callbacks())
+    t2 = time.perf_counter()
+    try:
+        _kernel.verify(model, plan, logp_cfunc, expand_cfunc, initial_point_fn(0))
+    except _kernel.KernelMismatch as err:
+        if _kernel.STRICT:
+            raise
+        info.kernel = f"not used: {err}"
+        return None
+    t3 = time.perf_counter()
+    info.path = "kernel"
+    info.kernel = "used"
+    info.seconds.update({"graph": t1 - t0, "numba": t2 - t1, "check": t3 - t2})
+    for arr in (plan.ints, plan.floats):
+        arr.flags.writeable = False
+    dims, coords = ncp._prepare_dims_and_coords(model, plan.shape_info, plan.reparameterized_names)
+    return ncp.CompiledPyMCModel(
+        _n_dim=plan.n_dim,
+        dims=dims,
+        _coords=coords,
+        _shapes={name: tuple(shape) for name, _, shape in zip(*plan.shape_info, strict=True)},
+        compiled_logp_func=logp_cfunc,
+        compiled_expand_func=expand_cfunc,
+        initial_point_func=initial_point_fn,
+        shared_data={"lmmformula_kernel_ints": plan.ints, "lmmformula_kernel_floats": plan.floats},
+        shared_var_keys={},
+        user_data=plan.pointers(),
+        n_expanded=plan.n_expanded,
+        shape_info=plan.shape_info,
+        logp_func=None,
+        expand_func=None,
+        reparameterized_names=plan.reparameterized_names,
+    )
 
 
 def _initial_point_fn(model, initial_points: dict):
@@ -983,7 +1055,7 @@ def sample_bambi(
     model = _bambi.pymc_model(bambi_model)
     var_names = _bambi.sampled_var_names(bambi_model)
     start = time.perf_counter()
-    compiled, info = compile_model(model, var_names=var_names)
+    compiled, info = compile_model(model, var_names=var_names, backend=bambi_model.backend)
     compiled_at = time.perf_counter()
 
     if cores is None:
@@ -1018,6 +1090,7 @@ def sample_bambi(
         "compile": compiled_at - start,
         "sample": sampled_at - compiled_at,
         **{f"compile_{k}": v for k, v in info.seconds.items() if k != "total"},
+        "compile_path": info.path,
     }
     return idata, timings
 
