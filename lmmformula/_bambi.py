@@ -89,7 +89,7 @@ from formulae.terms import terms as _formulae_terms
 from formulae.terms import variable as _formulae_variable
 from pytensor import sparse as ps
 
-from lmmformula import _marginal, _mono, _suffstats
+from lmmformula import _kernel, _marginal, _mono, _suffstats
 from lmmformula.errors import ModelError, PriorError, UnsupportedSyntaxError
 
 SUFFSTATS_Y = "suffstats_y"
@@ -1430,6 +1430,92 @@ def _suffstats_inputs(bambi_model: bmb.Model):
         for term in component.group_specific_terms.values()
     ]
     return y * scale, _scale_rows(x, scale), groups
+
+
+def kernel_model(backend) -> _kernel.KernelModel:
+    """A built gaussian model as lmmformula's whole-model kernel needs it
+    (:mod:`lmmformula._kernel`); raises ``_kernel.Unsupported`` saying what it does not
+    cover."""
+    spec = backend.spec
+    reason = suffstats_unsupported(spec)
+    if reason is not None:
+        raise _kernel.Unsupported(reason)
+    if getattr(spec, "lkj_precision_weights", None) is not None:
+        raise _kernel.Unsupported("precision weights")
+    if getattr(backend, "marginal", None):
+        raise _kernel.Unsupported("a group-level term is integrated out")
+    reduction = backend.reduction
+    if reduction is not None:
+        if backend.suffstats_shared:
+            raise _kernel.Unsupported("the sufficient statistics are shared data")
+        likelihood = "potential"
+    else:
+        if not backend.row_wise:
+            raise _kernel.Unsupported("the likelihood is neither row by row nor on statistics")
+        y, x, groups = _suffstats_inputs(spec)
+        reduction = _suffstats.Reduction(
+            n=int(y.size),
+            n_cells=int(y.size),
+            x=x,
+            z=tuple(g.predictor for g in groups),
+            group_index=tuple(np.asarray(g.group_index) for g in groups),
+            y=y,
+            rss=0.0,
+            names=tuple(g.name for g in groups),
+        )
+        likelihood = "rows"
+    component = parent_component(spec)
+    population = []
+    if component.intercept_term is not None:
+        population.append(_aliased(component.intercept_term))
+    population += [_aliased(term) for term in component.common_terms.values()]
+    gs = component.group_specific_terms
+    by_name = {_aliased(term): term for term in gs.values()}
+    blocks = []
+    for info in backend.kernel_blocks.values():
+        bspec = info["spec"]
+        if info["special"] or not info["noncentered"]:
+            raise _kernel.Unsupported("a centered block, gr(cov =) or mo()")
+        sds = {}
+        for name, sl in info["slices"].items():
+            term = by_name.get(name)
+            key = term.hyperprior_alias.get("sigma", "sigma") if term is not None else "sigma"
+            sds[f"{name}_{key}"] = sl
+        blocks.append(
+            _kernel.KernelBlock(
+                chol=bspec.chol_name,
+                offsets=bspec.offset_name,
+                corr=bspec.corr_name,
+                n=int(info["n"]),
+                eta=float(info["eta"]),
+                mean=np.asarray(info["mean"], dtype=float),
+                sd_dists=[
+                    (get_distribution_from_prior(prior).dist(**prior.args, shape=(ncol,)), ncol)
+                    for prior, ncol in info["sd_priors"]
+                ],
+                columns=dict(info["slices"]),
+                sds=sds,
+            )
+        )
+    in_blocks = {name for b in blocks for name in b.columns}
+    uncorrelated = {}
+    for name, term in by_name.items():
+        if name in in_blocks:
+            continue
+        prior = term.prior
+        mu = prior.args.get("mu", 0.0) if isinstance(prior, Prior) else None
+        if mu is None or isinstance(mu, Prior) or np.any(np.asarray(mu) != 0):
+            raise _kernel.Unsupported(f"the group-level term {name} has a mean")
+        sigma_key = term.hyperprior_alias.get("sigma", "sigma")
+        uncorrelated[name] = (f"{name}_{sigma_key}", f"{name}_offset")
+    return _kernel.KernelModel(
+        reduction=reduction,
+        population=population,
+        sigma=backend.components["sigma"].output.name,
+        blocks=blocks,
+        uncorrelated=uncorrelated,
+        likelihood=likelihood,
+    )
 
 
 def _scale_rows(a: np.ndarray, scale: np.ndarray) -> np.ndarray:

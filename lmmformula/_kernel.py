@@ -22,14 +22,13 @@ suite sets it).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["KernelPlan", "STRICT", "plan_model", "verify"]
+__all__ = ["STRICT", "KernelPlan", "plan_model", "verify"]
 
 KERNEL_VERSION = "lmmformula-model-kernel-1"
 
@@ -440,6 +439,19 @@ def prior_rows(rv, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
         return np.broadcast_to(v, shape).reshape(size).astype(float)
 
     zero = np.zeros(size)
+    positive = {
+        "NormalRV": (1,),
+        "HalfNormalRV": (1,),
+        "ExponentialRV": (0,),
+        "StudentTRV": (0, 2),
+        "HalfStudentTRV": (0, 1),
+        "CauchyRV": (1,),
+        "HalfCauchyRV": (0,),
+        "GammaRV": (0, 1),
+    }.get(name, ())
+    for i in positive:
+        if not np.all(np.isfinite(params[i])) or np.any(params[i] <= 0):
+            raise Unsupported(f"a parameter of the prior of {rv.name or name} is not positive")
     if name == "NormalRV":
         mu, sigma = map(bc, params)
         return NORMAL, np.column_stack([mu, sigma, zero, -np.log(sigma) - 0.5 * _LOG_2PI])
@@ -514,62 +526,58 @@ def _lkj_norm(eta: float, n: int) -> float:
     k = np.arange(1, n)
     return float(
         (n - 1) * math.lgamma(eta + 0.5 * (n - 1))
-        - np.sum(0.5 * k * np.log(np.pi) + np.array([math.lgamma(eta + 0.5 * (n - 1 - j)) for j in k]))
+        - np.sum(
+            0.5 * k * np.log(np.pi) + np.array([math.lgamma(eta + 0.5 * (n - 1 - j)) for j in k])
+        )
     )
 
 
-def _row_reduction(backend, model):
-    """Bambi's row-by-row gaussian likelihood as "pseudo observations" that are the rows
-    themselves (no residual sum of squares)."""
-    from lmmformula import _bambi, _suffstats
+@dataclass
+class KernelBlock:
+    """One correlated block as the kernel needs it (names of its PyMC variables)."""
 
-    spec = backend.spec
-    if not getattr(backend, "row_wise", False) or _bambi.suffstats_unsupported(spec) is not None:
-        raise Unsupported("the likelihood is not gaussian on the rows or their statistics")
-    if model.potentials or len(model.observed_RVs) != 1:
-        raise Unsupported("other likelihood terms or potentials")
-    if type(model.observed_RVs[0].owner.op).__name__ != "NormalRV":
-        raise Unsupported("the response is not a normal random variable")
-    y, x, groups = _bambi._suffstats_inputs(spec)
-    return _suffstats.Reduction(
-        n=int(y.size),
-        n_cells=int(y.size),
-        x=x,
-        z=tuple(g.predictor for g in groups),
-        group_index=tuple(np.asarray(g.group_index) for g in groups),
-        y=y,
-        rss=0.0,
-        names=tuple(g.name for g in groups),
-    )
+    chol: str  # the LKJCholeskyCov
+    offsets: str  # its (levels, n) standard normal offsets
+    corr: str  # the correlation matrix's deterministic
+    n: int
+    eta: float
+    mean: np.ndarray  # (n,)
+    sd_dists: list  # (PyMC distribution of the sds, number of columns), in column order
+    columns: dict[str, slice]  # group-level term -> its columns
+    sds: dict[str, slice]  # deterministic of a term's sds -> its columns
 
 
-def plan_model(backend, model, var_names, shapes: dict) -> KernelPlan:
-    """The kernel's description of a built model, or :class:`Unsupported` saying why not.
+@dataclass
+class KernelModel:
+    """A gaussian mixed model described for the kernel, read from lmmformula's backend by
+    ``lmmformula._bambi.kernel_model``: the likelihood's (pseudo) observations and the names of
+    the PyMC variables each part of the linear predictor comes from."""
 
-    ``backend`` is lmmformula's Bambi backend (``_bambi._LkjPyMCModel``), ``model`` its PyMC
-    model, ``var_names`` the variables stored in the trace and ``shapes`` every variable's
-    shape by name.
-    """
+    reduction: Any  # lmmformula._suffstats.Reduction (the rows themselves on the row path)
+    population: list[str]  # coefficients, in the order of the design's columns
+    sigma: str
+    blocks: list[KernelBlock]
+    uncorrelated: dict[str, tuple[str, str]]  # term -> (sd variable, offset variable)
+    likelihood: str  # "potential" (statistics) or "rows" (a normal observed variable)
+
+
+def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
+    """The kernel's tables for ``model`` (its PyMC model) as ``desc`` describes it, or
+    :class:`Unsupported` saying why not. ``var_names``: the variables stored in the trace;
+    ``shapes``: every variable's shape by name."""
     from pymc.distributions.multivariate import _LKJCholeskyCovRV
     from pymc.distributions.transforms import CholeskyCovPacked
     from pymc.logprob.transforms import LogTransform
 
-    from lmmformula import _bambi
-
-    spec = backend.spec
-    if getattr(spec, "lkj_precision_weights", None) is not None:
-        raise Unsupported("precision weights")
-    reduction = getattr(backend, "reduction", None)
-    if reduction is not None:
-        if getattr(backend, "suffstats_shared", False):
-            raise Unsupported("the sufficient statistics are shared data")
+    reduction = desc.reduction
+    if desc.likelihood == "potential":
         if model.observed_RVs or len(model.potentials) != 1:
             raise Unsupported("other likelihood terms or potentials")
     else:
-        reduction = _row_reduction(backend, model)
-    kblocks = getattr(backend, "kernel_blocks", {})
-    if any(info["special"] or not info["noncentered"] for info in kblocks.values()):
-        raise Unsupported("a centered block, gr(cov =) or mo()")
+        if model.potentials or len(model.observed_RVs) != 1:
+            raise Unsupported("other likelihood terms or potentials")
+        if type(model.observed_RVs[0].owner.op).__name__ != "NormalRV":
+            raise Unsupported("the response is not a normal random variable")
 
     tables = _Tables()
     # the sampled vector, laid out as nutpie lays it out
@@ -588,19 +596,13 @@ def plan_model(backend, model, var_names, shapes: dict) -> KernelPlan:
         start += size
     n_dim = start
 
-    parent = spec.family.likelihood.parent
-    component = spec.parameters[parent]
-    sigma_rv = backend.components["sigma"].output
+    sigma_rv = model[desc.sigma]
     if sigma_rv not in free or not isinstance(model.rvs_to_transforms.get(sigma_rv), LogTransform):
         raise Unsupported("sigma is not a free scale with a log transform")
 
     # population coefficients, in the order of the pseudo design's columns
     beta_pos: list[int] = []
-    population = []
-    if component.intercept_term is not None:
-        population.append(model[_bambi._aliased(component.intercept_term)])
-    for term in component.common_terms.values():
-        population.append(model[_bambi._aliased(term)])
+    population = [model[name] for name in desc.population]
     for var in population:
         if var not in free:
             raise Unsupported(f"the population coefficient {var.name} is not sampled")
@@ -613,46 +615,45 @@ def plan_model(backend, model, var_names, shapes: dict) -> KernelPlan:
     blocks = []
     block_of_chol = {}
     sd_segments: list[list[int]] = []
-    for info in kblocks.values():
-        bspec = info["spec"]
-        chol = model[bspec.chol_name]
+    for block in desc.blocks:
+        chol = model[block.chol]
         if chol not in free:
-            raise Unsupported(f"the block {bspec.chol_name} is not sampled")
+            raise Unsupported(f"the block {block.chol} is not sampled")
         if not isinstance(chol.owner.op, _LKJCholeskyCovRV) or not isinstance(
             model.rvs_to_transforms.get(chol), CholeskyCovPacked
         ):
-            raise Unsupported(f"the block {bspec.chol_name} is not an LKJCholeskyCov")
-        z = model[bspec.offset_name]
+            raise Unsupported(f"the block {block.chol} is not an LKJCholeskyCov")
+        z = model[block.offsets]
         if z not in free:
-            raise Unsupported(f"the offsets {bspec.offset_name} are not sampled")
-        n = int(info["n"])
+            raise Unsupported(f"the offsets {block.offsets} are not sampled")
+        n = int(block.n)
         zstart, zshape = layout[z.name]
         if len(zshape) != 2 or zshape[1] != n:
             raise Unsupported(f"the offsets {z.name} have shape {zshape}")
-        eta = float(info["eta"])
-        fo = tables.put_floats([_lkj_norm(eta, n), *np.asarray(info["mean"], dtype=float), eta])
+        eta = float(block.eta)
+        fo = tables.put_floats([_lkj_norm(eta, n), *np.asarray(block.mean, dtype=float), eta])
         levels = zshape[0]
         sdo = tables.take_scratch(2 * n)  # the sds and the log density's gradient in them
         so = tables.take_scratch(2 * n * n + levels * n)  # L, its gradient, coefficients
         c0 = 0
-        for prior, ncol in info["sd_priors"]:
-            dist = _bambi.get_distribution_from_prior(prior).dist(**prior.args, shape=(ncol,))
+        for dist, ncol in block.sd_dists:
             kind, rows = prior_rows(dist, (ncol,))
-            sd_segments.append([sdo + c0, ncol, kind, SCRATCH, tables.put_floats(rows), 4, sdo + n + c0])
+            sd_segments.append(
+                [sdo + c0, ncol, kind, SCRATCH, tables.put_floats(rows), 4, sdo + n + c0]
+            )
             c0 += ncol
         if c0 != n:
-            raise Unsupported(f"the sd priors of {bspec.chol_name}")
+            raise Unsupported(f"the sd priors of {block.chol}")
         record = [layout[chol.name][0], n, levels, zstart, fo, sdo, 0, so]
-        block_of_chol[bspec.chol_name] = len(blocks)
-        blocks.append((record, info, z))
-    handled = {b[1]["spec"].chol_name for b in blocks} | {b[2].name for b in blocks}
+        block_of_chol[block.chol] = len(blocks)
+        blocks.append((record, block, z))
+    handled = {b[1].chol for b in blocks} | {b[2].name for b in blocks}
 
     # group-level terms, in the order of the reduction
     terms = []
-    gs = component.group_specific_terms
     of_term = {}
-    for bi, (_, info, _) in enumerate(blocks):
-        for name, sl in info["slices"].items():
+    for bi, (_, block, _) in enumerate(blocks):
+        for name, sl in block.columns.items():
             of_term[name] = (bi, sl)
     for name, zcol, index in zip(reduction.names, reduction.z, reduction.group_index, strict=True):
         e = 1 if zcol.ndim == 1 else zcol.shape[1]
@@ -666,15 +667,9 @@ def plan_model(backend, model, var_names, shapes: dict) -> KernelPlan:
             n, levels = record[1], record[2]
             terms.append([0, e, levels, gidx, zf, record[7] + 2 * n * n, n, sl.start, 0, 0, 0, bi])
             continue
-        term = next((t for t in gs.values() if _bambi._aliased(t) == name), None)
-        if term is None:
+        if name not in desc.uncorrelated:
             raise Unsupported(f"the group-level term {name}")
-        prior = term.prior
-        mu = prior.args.get("mu", 0.0) if hasattr(prior, "args") else None
-        if mu is None or np.any(np.asarray(mu) != 0):
-            raise Unsupported(f"the group-level term {name} has a mean")
-        sigma_name = f"{name}_{term.hyperprior_alias.get('sigma', 'sigma')}"
-        offset_name = f"{name}_offset"
+        sigma_name, offset_name = desc.uncorrelated[name]
         if sigma_name not in model.named_vars or offset_name not in model.named_vars:
             raise Unsupported(f"the group-level term {name} is not non-centered")
         sd_rv, off_rv = model[sigma_name], model[offset_name]
@@ -691,7 +686,9 @@ def plan_model(backend, model, var_names, shapes: dict) -> KernelPlan:
         if sd_size not in (1, e):
             raise Unsupported(f"the sd of {name}")
         cs = tables.take_scratch(levels * e)
-        terms.append([1, e, levels, gidx, zf, cs, e, 0, off_at, sd_at, 0 if sd_size == 1 else 1, -1])
+        terms.append(
+            [1, e, levels, gidx, zf, cs, e, 0, off_at, sd_at, 0 if sd_size == 1 else 1, -1]
+        )
         handled |= {sd_rv.name, off_rv.name}
 
     # priors on slices of x: everything sampled that is not a block's Cholesky factor
@@ -707,7 +704,7 @@ def plan_model(backend, model, var_names, shapes: dict) -> KernelPlan:
             tr = LOG
         else:
             raise Unsupported(f"the transform of {rv.name}")
-        if rv in population or rv is sigma_rv or rv.name in handled:
+        if rv.name in desc.population or rv is sigma_rv or rv.name in handled:
             kind, rows = prior_rows(rv, shape)
             uniform = bool(np.all(rows == rows[0]))
             fo = tables.put_floats(rows[:1] if uniform else rows)
@@ -738,14 +735,12 @@ def plan_model(backend, model, var_names, shapes: dict) -> KernelPlan:
         elif name in term_index:
             out = [OUT_COEF, term_index[name], 0, 0, 0, size]
         else:
-            for bi, (_, info, _) in enumerate(blocks):
-                if name == info["spec"].corr_name:
+            for bi, (_, block, _) in enumerate(blocks):
+                if name == block.corr:
                     out = [OUT_CORR, bi, 0, 0, 0, size]
-                for tname, sl in info["slices"].items():
-                    term = gs[tname] if tname in gs else None
-                    key = term.hyperprior_alias.get("sigma", "sigma") if term else "sigma"
-                    if name == f"{tname}_{key}":
-                        out = [OUT_STDS, bi, sl.start, sl.stop - sl.start, 0, size]
+                elif name in block.sds:
+                    sl = block.sds[name]
+                    out = [OUT_STDS, bi, sl.start, sl.stop - sl.start, 0, size]
         if out is None:
             raise Unsupported(f"the stored variable {name}")
         outputs.append(out)
@@ -802,7 +797,14 @@ def plan_model(backend, model, var_names, shapes: dict) -> KernelPlan:
         ),
         reparameterized_names=reparameterized,
         value_slices={
-            model.rvs_to_values[rv].name: (slice(layout[rv.name][0], layout[rv.name][0] + (int(np.prod(layout[rv.name][1])) if layout[rv.name][1] else 1)), layout[rv.name][1])
+            model.rvs_to_values[rv].name: (
+                slice(
+                    layout[rv.name][0],
+                    layout[rv.name][0]
+                    + (int(np.prod(layout[rv.name][1])) if layout[rv.name][1] else 1),
+                ),
+                layout[rv.name][1],
+            )
             for rv in free
         },
         expanded_vars=remaining,
@@ -813,45 +815,8 @@ def plan_model(backend, model, var_names, shapes: dict) -> KernelPlan:
 # Compiling (once per machine) and checking against PyMC
 
 
-@dataclass
-class KernelCallback:
-    """The kernel's callback source under a fixed cache key (what a fresh process needs to
-    compile it; the interface of ``lmmformula._nutpie._Callback``)."""
-
-    src: str
-    name: str
-    cache_key: str
-    kind: str
-    _fn: Any = field(default=None, repr=False, compare=False)
-
-    def python_function(self):
-        from pytensor.link.numba.cache import compile_numba_function_src
-
-        from lmmformula._nutpie import _wrapper_env
-
-        if self._fn is None:
-            self._fn = compile_numba_function_src(
-                self.src, self.name, global_env=_wrapper_env(None), cache_key=self.cache_key
-            )
-        return self._fn
-
-    def signature(self):
-        from lmmformula._nutpie import _signatures
-
-        logp_sig, expand_sig = _signatures()
-        return logp_sig if self.kind == "logp" else expand_sig
-
-    def __getstate__(self):
-        return {**self.__dict__, "_fn": None}
-
-
-def callbacks() -> list[KernelCallback]:
-    out = []
-    for kind, src in (("logp", _LOGP_SRC), ("expand", _EXPAND_SRC)):
-        digest = hashlib.sha256("\n".join([KERNEL_VERSION, src]).encode()).hexdigest()
-        name = src.split("(", 1)[0].split()[-1]
-        out.append(KernelCallback(src, name, f"lmmformula_{digest}", kind))
-    return out
+SOURCES = {"logp": _LOGP_SRC, "expand": _EXPAND_SRC}
+"""The callbacks' sources (compiled by ``lmmformula._nutpie``, cached under their hash)."""
 
 
 def call_logp(cfunc, plan: KernelPlan, x: np.ndarray) -> tuple[float, np.ndarray, int]:
@@ -901,9 +866,11 @@ def reference_functions(model, plan: KernelPlan):
     logp = model.logp()
     grads = pytensor.grad(logp, values)
     fn = pytensor.function(values, [logp, *grads], mode=mode, on_unused_input="ignore")
-    expand = pytensor.function(
-        values, plan.expanded_vars, mode=mode, on_unused_input="ignore"
-    ) if plan.expanded_vars else None
+    expand = (
+        pytensor.function(values, plan.expanded_vars, mode=mode, on_unused_input="ignore")
+        if plan.expanded_vars
+        else None
+    )
 
     def split(x):
         return [
@@ -921,10 +888,13 @@ def reference_functions(model, plan: KernelPlan):
     return logp_grad, expanded
 
 
-def verify(model, plan: KernelPlan, logp_cfunc, expand_cfunc, x0: np.ndarray, seed: int = 0):
+def verify(
+    model, plan: KernelPlan, logp_cfunc, expand_cfunc, x0: np.ndarray, seed: int = 0, reference=None
+):
     """Compare the kernel with PyMC's graph at ``x0`` and at a point scattered around it;
-    raise :class:`KernelMismatch` saying where they differ."""
-    logp_grad, expanded = reference_functions(model, plan)
+    raise :class:`KernelMismatch` saying where they differ. ``reference``: the result of
+    :func:`reference_functions`, when already made."""
+    logp_grad, expanded = reference or reference_functions(model, plan)
     rng = np.random.default_rng(seed)
     for x in (x0, x0 + rng.normal(0.0, 0.3, size=x0.shape)):
         ref_lp, ref_grad = logp_grad(x)
@@ -935,10 +905,12 @@ def verify(model, plan: KernelPlan, logp_cfunc, expand_cfunc, x0: np.ndarray, se
         bad = np.abs(grad - ref_grad) > 1e-8 * scale
         if np.any(bad):
             i = int(np.argmax(bad))
-            raise KernelMismatch(
-                f"gradient element {i} {grad[i]!r} against PyMC's {ref_grad[i]!r}"
-            )
+            raise KernelMismatch(f"gradient element {i} {grad[i]!r} against PyMC's {ref_grad[i]!r}")
         out, status = call_expand(expand_cfunc, plan, x)
         ref = expanded(x)
-        if status != 0 or out.shape != ref.shape or not np.allclose(out, ref, rtol=1e-9, atol=1e-10):
+        if (
+            status != 0
+            or out.shape != ref.shape
+            or not np.allclose(out, ref, rtol=1e-9, atol=1e-10)
+        ):
             raise KernelMismatch("the stored variables differ from PyMC's")

@@ -246,6 +246,99 @@ def _wrapper_source(src_template: str, function, kind: str, **fmt) -> _Callback 
     return _Callback(src, name, f"lmmformula_{digest}", function, kind)
 
 
+_KERNEL_FUNCTIONS: dict = {}  # id of a kernel's Python function -> (function, cache dir, key)
+_KERNEL_LOCATOR = False
+
+
+def _register_kernel_locator() -> None:
+    """Point numba's cache at PyTensor's compile directory for the kernel's functions (made
+    from source, so numba's own locators cannot place them); keyed by the source's hash."""
+    global _KERNEL_LOCATOR
+    if _KERNEL_LOCATOR:
+        return
+    import os
+
+    from numba.core.caching import CacheImpl, _CacheLocator
+
+    class KernelCacheLocator(_CacheLocator):
+        def __init__(self, py_func, py_file, path, key):
+            self._py_func = py_func
+            self._py_file = py_file
+            self._path = path
+            self._key = key
+
+        def ensure_cache_path(self):
+            os.makedirs(self._path, exist_ok=True)
+
+        def get_cache_path(self):
+            return self._path
+
+        def get_source_stamp(self):
+            return 0
+
+        def get_disambiguator(self):
+            return self._key
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            entry = _KERNEL_FUNCTIONS.get(id(py_func))
+            if entry is None or entry[0] is not py_func:
+                return None
+            return cls(py_func, py_file, entry[1], entry[2])
+
+    CacheImpl._locator_classes.insert(0, KernelCacheLocator)
+    _KERNEL_LOCATOR = True
+
+
+@dataclass
+class KernelCallback:
+    """The kernel's callback source under a fixed cache key (what a fresh process needs to
+    compile it; the interface of ``lmmformula._nutpie._Callback``). A child process compiling
+    it imports numba, not PyTensor."""
+
+    src: str
+    name: str
+    cache_key: str
+    kind: str
+    cache_dir: str
+    _fn: Any = field(default=None, repr=False, compare=False)
+
+    def python_function(self):
+        if self._fn is None:
+            _register_kernel_locator()
+            env = _wrapper_env(None)
+            exec(compile(self.src, f"<lmmformula {self.name}>", "exec"), env)
+            self._fn = env[self.name]
+            _KERNEL_FUNCTIONS[id(self._fn)] = (self._fn, self.cache_dir, self.cache_key)
+        return self._fn
+
+    def signature(self):
+        logp_sig, expand_sig = _signatures()
+        return logp_sig if self.kind == "logp" else expand_sig
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fn": None}
+
+
+_KERNEL_CALLBACKS: dict[str, list[KernelCallback]] = {}
+
+
+def kernel_callbacks() -> list[KernelCallback]:
+    """The logp and expand callbacks, cached in PyTensor's compile directory (made once per
+    process)."""
+    from pytensor.link.numba.cache import NUMBA_CACHE_PATH
+
+    if str(NUMBA_CACHE_PATH) in _KERNEL_CALLBACKS:
+        return _KERNEL_CALLBACKS[str(NUMBA_CACHE_PATH)]
+    out = _KERNEL_CALLBACKS.setdefault(str(NUMBA_CACHE_PATH), [])
+    for kind, src in _kernel.SOURCES.items():
+        digest = hashlib.sha256("\n".join([_kernel.KERNEL_VERSION, src]).encode()).hexdigest()
+        name = src.split("(", 1)[0].split()[-1]
+        key = f"lmmformula_{digest}"
+        out.append(KernelCallback(src, name, key, kind, str(NUMBA_CACHE_PATH)))
+    return out
+
+
 def _load_cached(fn, sig):
     """The callback for ``fn`` loaded from numba's cache, or ``None`` when it is not there
     (nothing is compiled); the same steps as ``numba.core.ccallback.CFunc.compile``."""
@@ -287,10 +380,11 @@ sys.exit(_child_main(sys.argv[2]))
 """
 
 
-def _compile_in_child(jobs: list[_Callback]) -> bool | None:
-    """Compile and cache callbacks in a fresh Python process: ``True`` when it succeeded,
-    ``False`` when numba failed there, ``None`` when no child process could do the work (the
-    jobs cannot be pickled, no interpreter starts, the child cannot import what it needs).
+def _compile_in_child(jobs: list, meanwhile=None) -> bool | None:
+    """Compile and cache callbacks in fresh Python processes, one per callback and all at
+    once: ``True`` when it succeeded, ``False`` when numba failed there, ``None`` when no
+    child process could do the work (the jobs cannot be pickled, no interpreter starts, the
+    child cannot import what it needs). ``meanwhile()`` runs here while the children work.
 
     A process that compiles numba code runs the freshly generated machine code, which can
     differ in the last bits from the code numba saves and every later process loads; summed
@@ -306,30 +400,46 @@ def _compile_in_child(jobs: list[_Callback]) -> bool | None:
     import sys
     import tempfile
 
+    def run_meanwhile():
+        if meanwhile is not None:
+            meanwhile()
+
     if not sys.executable:
+        run_meanwhile()
         return None
     try:
-        payload = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
+        payloads = [pickle.dumps([job], protocol=pickle.HIGHEST_PROTOCOL) for job in jobs]
     except Exception:
+        run_meanwhile()
         return None
     package_dir = os.path.dirname(os.path.abspath(__file__))
+    codes = []
     with tempfile.TemporaryDirectory(prefix="lmmformula-compile-") as tmp:
-        path = os.path.join(tmp, "jobs.pickle")
-        with open(path, "wb") as f:
-            f.write(payload)
+        children = []
         try:
-            done = subprocess.run(
-                [sys.executable, "-c", _CHILD_CODE, package_dir, path],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            for i, payload in enumerate(payloads):
+                path = os.path.join(tmp, f"job{i}.pickle")
+                with open(path, "wb") as f:
+                    f.write(payload)
+                children.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", _CHILD_CODE, package_dir, path],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    )
+                )
         except OSError:
-            return None
-    if done.returncode == _CHILD_COMPILE_FAILED:
+            codes.append(None)
+        try:
+            run_meanwhile()
+        finally:
+            for child in children:
+                child.communicate()
+                codes.append(child.returncode)
+    if _CHILD_COMPILE_FAILED in codes:
         return False
-    return True if done.returncode == 0 else None
+    return True if all(code == 0 for code in codes) else None
 
 
 def _child_main(path: str) -> int:
@@ -355,15 +465,18 @@ def _child_main(path: str) -> int:
     return 0
 
 
-def _cached_cfuncs(jobs: list[_Callback]):
-    """``numba.cfunc`` callbacks from numba's cache, compiling the missing ones in a child
-    process first (see :func:`_compile_in_child`)."""
+def _cached_cfuncs(jobs: list, meanwhile=None):
+    """``numba.cfunc`` callbacks from numba's cache, compiling the missing ones in child
+    processes first (see :func:`_compile_in_child`); ``meanwhile()`` runs while they work
+    (or right away when nothing is missing)."""
     import numba
 
     out = [_load_cached(job.python_function(), job.signature()) for job in jobs]
     missing = [job for job, cf in zip(jobs, out, strict=True) if cf is None]
+    if not missing and meanwhile is not None:
+        meanwhile()
     if missing:
-        status = _compile_in_child(missing)
+        status = _compile_in_child(missing, meanwhile)
         if status is False:
             raise CompileFailed("numba could not compile the model's callbacks")
         if status:
@@ -852,6 +965,25 @@ def compile_model(
     return compiled, info
 
 
+def kernel_functions(bambi_model, var_names=None):
+    """``(plan, logp callback, expand callback)`` of the whole-model kernel for a built
+    Bambi model (:mod:`lmmformula._kernel`); raises ``_kernel.Unsupported`` when it does not
+    cover the model. Nothing is checked against PyMC here."""
+    from nutpie import compile_pymc as ncp
+
+    from lmmformula import _bambi
+
+    model = _bambi.pymc_model(bambi_model)
+    if var_names is None:
+        var_names = _bambi.sampled_var_names(bambi_model)
+    shapes = _static_shapes(model)
+    if shapes is None:
+        shapes = ncp._compute_shapes(model)
+    plan = _kernel.plan_model(_bambi.kernel_model(bambi_model.backend), model, var_names, shapes)
+    logp_cfunc, expand_cfunc = _cached_cfuncs(kernel_callbacks())
+    return plan, logp_cfunc, expand_cfunc
+
+
 def _compile_kernel(model, backend, var_names, initial_points: dict, info: CompileInfo):
     """The model as lmmformula's whole-model kernel (:mod:`lmmformula._kernel`), or ``None``
     when the kernel does not cover it or disagrees with PyMC's graph (the reason is kept in
@@ -862,29 +994,40 @@ def _compile_kernel(model, backend, var_names, initial_points: dict, info: Compi
     shapes = _static_shapes(model)
     if shapes is None:
         shapes = ncp._compute_shapes(model)
+    from lmmformula import _bambi
+
     try:
-        plan = _kernel.plan_model(backend, model, var_names, shapes)
+        plan = _kernel.plan_model(_bambi.kernel_model(backend), model, var_names, shapes)
     except _kernel.Unsupported as reason:
         info.kernel = f"not used: {reason}"
         return None
-    names, slices, shapes_ = plan.shape_info
-    n_free = len(model.free_RVs)
-    initial_point_fn = ncp._rv_dict_to_flat_array_wrapper(
-        _initial_point_fn(model, initial_points), names=names[:n_free], shapes=shapes_[:n_free]
-    )
     t1 = time.perf_counter()
-    logp_cfunc, expand_cfunc = _cached_cfuncs(_kernel.callbacks())
-    t2 = time.perf_counter()
+    ready = {}
+
+    def prepare_check():  # while the callbacks compile in child processes
+        names, _, shapes_ = plan.shape_info
+        n_free = len(model.free_RVs)
+        ready["initial_point_fn"] = ncp._rv_dict_to_flat_array_wrapper(
+            _initial_point_fn(model, initial_points), names=names[:n_free], shapes=shapes_[:n_free]
+        )
+        ready["x0"] = ready["initial_point_fn"](0)
+        ready["reference"] = _kernel.reference_functions(model, plan)
+
     try:
-        _kernel.verify(model, plan, logp_cfunc, expand_cfunc, initial_point_fn(0))
-    except _kernel.KernelMismatch as err:
+        logp_cfunc, expand_cfunc = _cached_cfuncs(kernel_callbacks(), meanwhile=prepare_check)
+        t2 = time.perf_counter()
+        _kernel.verify(
+            model, plan, logp_cfunc, expand_cfunc, ready["x0"], reference=ready["reference"]
+        )
+    except Exception as err:  # a mismatch, or anything that kept the check from running
         if _kernel.STRICT:
             raise
-        info.kernel = f"not used: {err}"
+        info.kernel = f"not used: {type(err).__name__}: {err}"
         return None
     t3 = time.perf_counter()
     info.path = "kernel"
     info.kernel = "used"
+    # numba: compiling (or loading) the callbacks, with the check's reference made meanwhile
     info.seconds.update({"graph": t1 - t0, "numba": t2 - t1, "check": t3 - t2})
     for arr in (plan.ints, plan.floats):
         arr.flags.writeable = False
@@ -896,7 +1039,7 @@ def _compile_kernel(model, backend, var_names, initial_points: dict, info: Compi
         _shapes={name: tuple(shape) for name, _, shape in zip(*plan.shape_info, strict=True)},
         compiled_logp_func=logp_cfunc,
         compiled_expand_func=expand_cfunc,
-        initial_point_func=initial_point_fn,
+        initial_point_func=ready["initial_point_fn"],
         shared_data={"lmmformula_kernel_ints": plan.ints, "lmmformula_kernel_floats": plan.floats},
         shared_var_keys={},
         user_data=plan.pointers(),
@@ -1090,7 +1233,6 @@ def sample_bambi(
         "compile": compiled_at - start,
         "sample": sampled_at - compiled_at,
         **{f"compile_{k}": v for k, v in info.seconds.items() if k != "total"},
-        "compile_path": info.path,
     }
     return idata, timings
 

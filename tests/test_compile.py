@@ -221,7 +221,9 @@ def test_a_failed_compile_with_data_inputs_falls_back_to_constants(sleepstudy, m
     m = _built(SLEEP, sleepstudy)
     calls = []
 
-    def failing_child(jobs):
+    def failing_child(jobs, meanwhile=None):
+        if meanwhile is not None:
+            meanwhile()
         calls.append(len(jobs))
         return False if len(calls) == 1 else None  # the data-input compile fails once
 
@@ -257,9 +259,9 @@ def test_a_cache_miss_is_compiled_in_a_fresh_process_and_loaded_here(sleepstudy,
     statuses, keys = [], []
     compile_in_child = _nutpie._compile_in_child
 
-    def spy(jobs):
+    def spy(jobs, meanwhile=None):
         keys.extend(job.cache_key for job in jobs)
-        statuses.append(compile_in_child(jobs))
+        statuses.append(compile_in_child(jobs, meanwhile))
         return statuses[-1]
 
     monkeypatch.setattr(_nutpie, "_compile_in_child", spy)

@@ -144,9 +144,10 @@ def test_compiled_model_fields_are_the_ones_filled_in():
     import dataclasses
 
     fields = {f.name for f in dataclasses.fields(ncp.CompiledPyMCModel)}
-    source = inspect.getsource(_nutpie._compile_lifted)
-    filled = {f for f in fields if f"{f}=" in source}
-    assert fields - filled <= {"_transform_adapt_args"}, sorted(fields - filled)
+    for function in (_nutpie._compile_lifted, _nutpie._compile_kernel):
+        source = inspect.getsource(function)
+        filled = {f for f in fields if f"{f}=" in source}
+        assert fields - filled <= {"_transform_adapt_args"}, (function, sorted(fields - filled))
 
 
 def test_the_trace_holds_the_variables_bambis_own_fit_would_store(monkeypatch):

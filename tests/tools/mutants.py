@@ -230,6 +230,34 @@ MUTANTS: list[Mutant] = [
         "            sums = sums\n",
         ("tests/test_marginal_block.py::test_nested_draws_have_the_exact_conditional",),
     ),
+    Mutant(
+        "kernel-lkj-exponent-off-by-one",
+        "lmmformula/_kernel.py",
+        "            ai = 2.0 * eta - 2.0 + n - i\n",
+        "            ai = 2.0 * eta - 3.0 + n - i\n",
+        ("tests/test_kernel.py::test_kernel_log_density_equals_the_equations",),
+    ),
+    Mutant(
+        "kernel-student-t-gradient-without-nu",
+        "lmmformula/_kernel.py",
+        "                dj = -(a + 1.0) * dd / (a * c * c + dd * dd)\n",
+        "                dj = -(a + 1.0) * dd / (c * c + dd * dd)\n",
+        ("tests/test_kernel.py::test_kernel_log_density_equals_the_equations",),
+    ),
+    Mutant(
+        "kernel-uncorrelated-sd-chain-rule",
+        "lmmformula/_kernel.py",
+        "                out[sdx + cc * sds] += gv * x[xo + g * e + cc] * sd\n",
+        "                out[sdx + cc * sds] += gv * x[xo + g * e + cc]\n",
+        ("tests/test_kernel.py::test_kernel_log_density_equals_the_equations",),
+    ),
+    Mutant(
+        "kernel-cholesky-gradient-transposed",
+        "lmmformula/_kernel.py",
+        "                    S[dl + cc * n + k] += gv * x[zs + g * n + k]\n",
+        "                    S[dl + k * n + cc] += gv * x[zs + g * n + k]\n",
+        ("tests/test_kernel.py::test_kernel_log_density_equals_the_equations",),
+    ),
 ]
 
 
