@@ -37,8 +37,8 @@ timed apart and excluded from the end-to-end figure, which is build + compile + 
 each measured process a compile-only process for the same case and implementation fills the
 on-disk compile caches (PyTensor's numba cache, and lmmformula's cached nutpie callbacks), so
 the table shows the warm-cache cost of re-running an analysis; ``--cold`` measures with an empty
-PyTensor cache instead (a first run on a fresh machine: it includes compiling PyTensor's C
-helpers). Wall and CPU seconds are both recorded; the machine load (``os.getloadavg``) is recorded
+PyTensor compile directory, ``NUMBA_CACHE_DIR`` and ``HOME`` for every process instead (a first
+run on a fresh machine: it includes compiling PyTensor's C helpers and lmmformula's kernel). Wall and CPU seconds are both recorded; the machine load (``os.getloadavg``) is recorded
 before and after every process, because other work on the machine inflates wall times.
 
 ``--fresh-data`` drops a few rows from each measured process's data after the warm-up: the cost
@@ -783,6 +783,10 @@ def main(argv=None) -> int:
                 env["PYTENSOR_FLAGS"] = ",".join(
                     filter(None, [env.get("PYTENSOR_FLAGS"), f"base_compiledir={tmp.name}"])
                 )
+                # numba's own cache and anything kept under HOME start empty too
+                env["NUMBA_CACHE_DIR"] = os.path.join(tmp.name, "numba-cache")
+                env["HOME"] = os.path.join(tmp.name, "home")
+                os.makedirs(env["HOME"])
                 warm = None
             else:
                 warm = run_worker(args, case, impl, compile_only=True, env=env)
@@ -833,7 +837,7 @@ def main(argv=None) -> int:
         f"- settings: {args.chains} chains x ({args.tune} tune + {args.draws} draws), seed "
         f"{args.seed}, nutpie (numba backend) for every implementation; "
         + (
-            "**cold** PyTensor cache (empty compile directory per process)"
+            "**cold** caches (empty PyTensor compile directory, NUMBA_CACHE_DIR and HOME per process)"
             if args.cold
             else "warm compile caches (a compile-only process ran first for each row)"
         )
