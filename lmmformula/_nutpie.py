@@ -1031,23 +1031,13 @@ def _compile_kernel(model, backend, var_names, initial_points: dict, info: Compi
     info.seconds.update({"graph": t1 - t0, "numba": t2 - t1, "check": t3 - t2})
     for arr in (plan.ints, plan.floats):
         arr.flags.writeable = False
-    dims, coords = ncp._prepare_dims_and_coords(model, plan.shape_info, plan.reparameterized_names)
-    return ncp.CompiledPyMCModel(
-        _n_dim=plan.n_dim,
-        dims=dims,
-        _coords=coords,
-        _shapes={name: tuple(shape) for name, _, shape in zip(*plan.shape_info, strict=True)},
-        compiled_logp_func=logp_cfunc,
-        compiled_expand_func=expand_cfunc,
-        initial_point_func=ready["initial_point_fn"],
-        shared_data={"lmmformula_kernel_ints": plan.ints, "lmmformula_kernel_floats": plan.floats},
-        shared_var_keys={},
-        user_data=plan.pointers(),
-        n_expanded=plan.n_expanded,
-        shape_info=plan.shape_info,
-        logp_func=None,
-        expand_func=None,
-        reparameterized_names=plan.reparameterized_names,
+    return _compiled_pymc_model(
+        model,
+        plan,
+        (logp_cfunc, expand_cfunc),
+        ready["initial_point_fn"],
+        {"lmmformula_kernel_ints": plan.ints, "lmmformula_kernel_floats": plan.floats},
+        plan.pointers(),
     )
 
 
@@ -1113,7 +1103,6 @@ def _compile_lifted(model, fns: _Functions, info: CompileInfo):
     """Callbacks for functions whose data arrive through ``user_data`` (an array of pointers
     to the data arrays, kept alive by the compiled model)."""
     import numba
-    from nutpie import compile_pymc as ncp
 
     arrays = [*fns.logp_data, *fns.expand_data]
     storage = {f"lmmformula_data_{i}": arr for i, arr in enumerate(arrays)}
@@ -1140,24 +1129,45 @@ def _compile_lifted(model, fns: _Functions, info: CompileInfo):
             warnings.filterwarnings("ignore", category=numba.NumbaWarning)
             logp_cfunc = _uncached_cfunc(_LOGP_SRC, logp_fn, logp_sig, **logp_fmt)
             expand_cfunc = _uncached_cfunc(_EXPAND_SRC, expand_fn, expand_sig, **expand_fmt)
-    dims, coords = ncp._prepare_dims_and_coords(model, fns.shape_info, fns.reparameterized_names)
     info.lifted_constants = len(arrays)
+    return _compiled_pymc_model(
+        model,
+        fns,
+        (logp_cfunc, expand_cfunc),
+        fns.initial_point_fn,
+        storage,
+        pointers,
+        (fns.logp_fn_pt, fns.expand_fn_pt),
+    )
+
+
+def _compiled_pymc_model(
+    model, layout, cfuncs, initial_point_fn, storage: dict, pointers, pytensor_fns=(None, None)
+):
+    """nutpie's compiled model from the callbacks and what they read: ``layout`` has
+    ``n_dim``, ``n_expanded``, ``shape_info`` and ``reparameterized_names``; ``storage`` the
+    arrays behind ``pointers`` (nutpie's ``user_data``), kept alive by the model."""
+    from nutpie import compile_pymc as ncp
+
+    dims, coords = ncp._prepare_dims_and_coords(
+        model, layout.shape_info, layout.reparameterized_names
+    )
     return ncp.CompiledPyMCModel(
-        _n_dim=fns.n_dim,
+        _n_dim=layout.n_dim,
         dims=dims,
         _coords=coords,
-        _shapes={name: tuple(shape) for name, _, shape in zip(*fns.shape_info, strict=True)},
-        compiled_logp_func=logp_cfunc,
-        compiled_expand_func=expand_cfunc,
-        initial_point_func=fns.initial_point_fn,
+        _shapes={name: tuple(shape) for name, _, shape in zip(*layout.shape_info, strict=True)},
+        compiled_logp_func=cfuncs[0],
+        compiled_expand_func=cfuncs[1],
+        initial_point_func=initial_point_fn,
         shared_data=storage,
         shared_var_keys={},
         user_data=pointers,
-        n_expanded=fns.n_expanded,
-        shape_info=fns.shape_info,
-        logp_func=fns.logp_fn_pt,
-        expand_func=fns.expand_fn_pt,
-        reparameterized_names=fns.reparameterized_names,
+        n_expanded=layout.n_expanded,
+        shape_info=layout.shape_info,
+        logp_func=pytensor_fns[0],
+        expand_func=pytensor_fns[1],
+        reparameterized_names=layout.reparameterized_names,
     )
 
 
