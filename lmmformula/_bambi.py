@@ -1444,6 +1444,9 @@ def kernel_model(backend) -> _kernel.KernelModel:
         raise _kernel.Unsupported("precision weights")
     if getattr(backend, "marginal", None):
         raise _kernel.Unsupported("a group-level term is integrated out")
+    plan = getattr(spec, "plan", None)
+    if getattr(plan, "special", None) or getattr(plan, "cov_chol", None):
+        raise _kernel.Unsupported("gp() or gr(g, cov = K) terms")
     reduction = backend.reduction
     if reduction is not None:
         if backend.suffstats_shared:
@@ -1502,6 +1505,8 @@ def kernel_model(backend) -> _kernel.KernelModel:
     for name, term in by_name.items():
         if name in in_blocks:
             continue
+        if _mono.group_label(name) is not None:
+            raise _kernel.Unsupported(f"the monotonic group-level term {name}")
         prior = term.prior
         mu = prior.args.get("mu", 0.0) if isinstance(prior, Prior) else None
         if mu is None or isinstance(mu, Prior) or np.any(np.asarray(mu) != 0):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from oracle import log_density
 from test_oracle_logp import DATA, SHAPES, _model, _oracle, _points
@@ -196,3 +197,19 @@ def test_a_kernel_that_disagrees_with_pymc_is_refused(where, monkeypatch):
         m.pymc_model, var_names=_bambi.sampled_var_names(m.bambi), backend=m.bambi.backend
     )
     assert info.path != "kernel" and "not used" in info.kernel
+
+
+@pytest.mark.parametrize("rhs", ["(1 | gr(Subject, cov = K))", "(1 + Days | gr(Subject, cov = K))"])
+def test_kernel_refuses_known_covariances(rhs):
+    """``gr(g, cov = K)`` multiplies the effects by chol(K): not the kernel's model."""
+    data = lf.load_dataset("sleepstudy")
+    levels = sorted(data["Subject"].astype(str).unique())
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(len(levels), len(levels)))
+    k = pd.DataFrame(a @ a.T / len(levels) + np.eye(len(levels)), index=levels, columns=levels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = lf.model(f"Reaction ~ Days + {rhs}", data, data2={"K": k})
+        m.build()
+    with pytest.raises(_kernel.Unsupported, match="cov = K"):
+        _nutpie.kernel_functions(m.bambi)
