@@ -1402,12 +1402,28 @@ def suffstats_unsupported(bambi_model: bmb.Model) -> str | None:
 
 def _suffstats_inputs(bambi_model: bmb.Model):
     """``(y - offsets, fixed design as it enters the linear predictor, group columns)``."""
-    component = parent_component(bambi_model)
     y = np.asarray(np.squeeze(bambi_model.response_term.data), dtype=float)
-    for offset in component.offset_terms.values():
-        y = y - np.asarray(offset.data, dtype=float).squeeze()
-    n = y.size
+    y = y - _offsets(bambi_model, y.size)
     weights = getattr(bambi_model, "lkj_precision_weights", None)
+    scale = np.ones(y.size) if weights is None else np.sqrt(weights)
+    # precision weights: row i's sd is sigma / sqrt(w_i), so sqrt(w_i) times the row (response
+    # and every design column) has sd sigma, and the reduction applies as it is
+    x, groups = _design_inputs(bambi_model, y.size, scale)
+    return y * scale, x, groups
+
+
+def _offsets(bambi_model: bmb.Model, n: int) -> np.ndarray:
+    """The sum of the linear predictor's offset terms, row by row."""
+    total = np.zeros(n)
+    for offset in parent_component(bambi_model).offset_terms.values():
+        total = total + np.asarray(offset.data, dtype=float).squeeze()
+    return total
+
+
+def _design_inputs(bambi_model: bmb.Model, n: int, scale: np.ndarray):
+    """``(fixed design as it enters the linear predictor, group columns)``, rows times
+    ``scale``."""
+    component = parent_component(bambi_model)
     columns = []
     if component.common_terms:
         data = np.column_stack([term.data for term in component.common_terms.values()])
@@ -1418,9 +1434,6 @@ def _suffstats_inputs(bambi_model: bmb.Model):
     if component.intercept_term is not None:
         columns.insert(0, np.ones((n, 1)))
     x = np.concatenate(columns, axis=1) if columns else np.zeros((n, 0))
-    scale = np.ones(n) if weights is None else np.sqrt(weights)
-    # precision weights: row i's sd is sigma / sqrt(w_i), so sqrt(w_i) times the row (response
-    # and every design column) has sd sigma, and the reduction applies as it is
     groups = [
         _suffstats.GroupColumns(
             _aliased(term),
@@ -1429,7 +1442,7 @@ def _suffstats_inputs(bambi_model: bmb.Model):
         )
         for term in component.group_specific_terms.values()
     ]
-    return y * scale, _scale_rows(x, scale), groups
+    return _scale_rows(x, scale), groups
 
 
 def kernel_model(backend) -> _kernel.KernelModel:
@@ -1437,7 +1450,9 @@ def kernel_model(backend) -> _kernel.KernelModel:
     (:mod:`lmmformula._kernel`); raises ``_kernel.Unsupported`` saying what it does not
     cover."""
     spec = backend.spec
-    reason = suffstats_unsupported(spec)
+    family = spec.family.name
+    glm = _KERNEL_GLMS.get(family)
+    reason = suffstats_unsupported(spec) if glm is None else _glm_unsupported(spec, *glm)
     if reason is not None:
         raise _kernel.Unsupported(reason)
     if getattr(spec, "lkj_precision_weights", None) is not None:
@@ -1448,7 +1463,30 @@ def kernel_model(backend) -> _kernel.KernelModel:
     if getattr(plan, "special", None) or getattr(plan, "cov_chol", None):
         raise _kernel.Unsupported("gp() or gr(g, cov = K) terms")
     reduction = backend.reduction
-    if reduction is not None:
+    trials = offset = None
+    if glm is not None:
+        if not backend.row_wise:
+            raise _kernel.Unsupported("the likelihood is not row by row")
+        response = np.asarray(spec.response_term.data, dtype=float)
+        y = response[:, 0] if response.ndim == 2 else response.ravel()
+        if family == "binomial":
+            if response.ndim != 2 or response.shape[1] != 2:
+                raise _kernel.Unsupported("the binomial response has no trials column")
+            trials = response[:, 1]
+        offset = _offsets(spec, y.size)
+        x, groups = _design_inputs(spec, y.size, np.ones(y.size))
+        reduction = _suffstats.Reduction(
+            n=int(y.size),
+            n_cells=int(y.size),
+            x=x,
+            z=tuple(g.predictor for g in groups),
+            group_index=tuple(np.asarray(g.group_index) for g in groups),
+            y=y,
+            rss=0.0,
+            names=tuple(g.name for g in groups),
+        )
+        likelihood = "rows"
+    elif reduction is not None:
         if backend.suffstats_shared:
             raise _kernel.Unsupported("the sufficient statistics are shared data")
         likelihood = "potential"
@@ -1516,11 +1554,36 @@ def kernel_model(backend) -> _kernel.KernelModel:
     return _kernel.KernelModel(
         reduction=reduction,
         population=population,
-        sigma=backend.components["sigma"].output.name,
+        sigma=backend.components["sigma"].output.name if glm is None else "",
         blocks=blocks,
         uncorrelated=uncorrelated,
         likelihood=likelihood,
+        family=family,
+        trials=trials,
+        offset=offset,
     )
+
+
+_KERNEL_GLMS = {"bernoulli": ("p", "logit"), "binomial": ("p", "logit"), "poisson": ("mu", "log")}
+"""Families beside the gaussian that the kernel covers, with the parameter and link."""
+
+
+def _glm_unsupported(bambi_model: bmb.Model, parent: str, link: str) -> str | None:
+    """Why the kernel cannot take this bernoulli, binomial or poisson model (``None``: it can)."""
+    family = bambi_model.family
+    if family.likelihood.parent != parent or family.link[parent].name != link:
+        return f"the link is {family.link[family.likelihood.parent].name!r}, not {link}"
+    if set(bambi_model.conditional_parameters) != {parent}:
+        return "a parameter other than the mean is modelled by a formula"
+    response = bambi_model.response_term
+    for kind in ("weighted", "censored", "truncated", "constrained"):
+        if getattr(response, f"is_{kind}", False):
+            return f"the response is {kind}"
+    if parent_component(bambi_model).hsgp_terms:
+        return "the model has HSGP terms"
+    if hasattr(family, "transform_backend_eta"):
+        return "the family transforms the linear predictor"
+    return None
 
 
 def _scale_rows(a: np.ndarray, scale: np.ndarray) -> np.ndarray:

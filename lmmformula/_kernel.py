@@ -45,10 +45,19 @@ FLAT, HALFFLAT = 8, 9
 # where a prior segment's values are: x (identity or log scale) or the blocks' sds in S
 IDENTITY, LOG, SCRATCH = 0, 1, 2
 
+# likelihoods
+_FAMILY_CODE = {"gaussian": 0, "bernoulli": 1, "binomial": 2, "poisson": 3}
+_FAMILY_RV = {
+    "gaussian": "NormalRV",
+    "bernoulli": "BernoulliRV",
+    "binomial": "BinomialRV",
+    "poisson": "PoissonRV",
+}
+
 # expanded outputs
 OUT_EXP, OUT_LKJ, OUT_CORR, OUT_STDS, OUT_COEF, OUT_COPY = range(6)
 
-_HEADER = 24
+_HEADER = 32
 _SEG = 7  # start, length, kind, transform, F offset of (a, b, c, const) rows, stride, gradient
 _BLK = 8  # packed start, n, levels, offsets start, F offset (norm, mean[n], eta), sds S, -, L S
 _TRM = 12  # kind, e, levels, gidx I, z F, coef S, stride, c0, offsets x, sd x, sd stride, block
@@ -215,7 +224,8 @@ def lmmformula_kernel_logp(dim, x_, out_, logp_, user_data_):
             w = S[sdo + n + i] / S[sdo + i]
             for k in range(i + 1):
                 S[dl + i * n + k] += w * S[so + i * n + k]
-    # the gaussian likelihood of the pseudo observations
+    # the likelihood: gaussian on the (pseudo) observations, or bernoulli / binomial (logit)
+    # and poisson (log) on the rows; S[rs + t] holds the residual (gaussian) or d loglik / d eta
     rows = I[1]
     p = I[2]
     bo = I[9]
@@ -223,9 +233,13 @@ def lmmformula_kernel_logp(dim, x_, out_, logp_, user_data_):
     yf = I[12]
     cf = I[13]
     rs = I[15]
+    family = I[22]
+    tf = I[23]
+    of = I[24]
     ss = 0.0
+    ll = F[cf + 1]
     for t in range(rows):
-        eta_t = 0.0
+        eta_t = F[of + t]
         for j in range(p):
             eta_t += F[xf + t * p + j] * x[I[bo + j]]
         for ti in range(n_terms):
@@ -238,16 +252,37 @@ def lmmformula_kernel_logp(dim, x_, out_, logp_, user_data_):
             c0 = I[r + 7]
             for cc in range(e):
                 eta_t += F[zf + t * e + cc] * S[cs + g * st + c0 + cc]
-        res = F[yf + t] - eta_t
-        S[rs + t] = res
-        ss += res * res
-    sig_pos = I[10]
-    sigma = math.exp(x[sig_pos])
-    s2 = sigma * sigma
-    nobs = F[cf]
-    rss = F[cf + 1]
-    lp += -nobs * x[sig_pos] - 0.5 * nobs * math.log(2.0 * math.pi) - (ss + rss) / (2.0 * s2)
-    out[sig_pos] += -nobs + (ss + rss) / s2
+        yt = F[yf + t]
+        if family == 0:
+            res = yt - eta_t
+            S[rs + t] = res
+            ss += res * res
+        elif family == 3:
+            mu = math.exp(eta_t)
+            ll += yt * eta_t - mu
+            S[rs + t] = yt - mu
+        else:
+            if eta_t > 0.0:
+                ex = math.exp(-eta_t)
+                softplus = eta_t + math.log1p(ex)
+                prob = 1.0 / (1.0 + ex)
+            else:
+                ex = math.exp(eta_t)
+                softplus = math.log1p(ex)
+                prob = ex / (1.0 + ex)
+            ll += yt * eta_t - F[tf + t] * softplus
+            S[rs + t] = yt - F[tf + t] * prob
+    s2 = 1.0
+    if family == 0:
+        sig_pos = I[10]
+        sigma = math.exp(x[sig_pos])
+        s2 = sigma * sigma
+        nobs = F[cf]
+        rss = F[cf + 1]
+        lp += -nobs * x[sig_pos] - 0.5 * nobs * math.log(2.0 * math.pi) - (ss + rss) / (2.0 * s2)
+        out[sig_pos] += -nobs + (ss + rss) / s2
+    else:
+        lp += ll
     # gradient of the likelihood in the coefficients: into S, mirrored I[16] - I[18] further on
     shift = I[16] - I[18]
     for t in range(rows):
@@ -558,7 +593,10 @@ class KernelModel:
     sigma: str
     blocks: list[KernelBlock]
     uncorrelated: dict[str, tuple[str, str]]  # term -> (sd variable, offset variable)
-    likelihood: str  # "potential" (statistics) or "rows" (a normal observed variable)
+    likelihood: str  # "potential" (statistics) or "rows" (an observed variable)
+    family: str = "gaussian"  # or "bernoulli", "binomial" (logit link), "poisson" (log link)
+    trials: np.ndarray | None = None  # binomial: trials per row
+    offset: np.ndarray | None = None  # added to the linear predictor (not gaussian: in y)
 
 
 def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
@@ -576,8 +614,9 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
     else:
         if model.potentials or len(model.observed_RVs) != 1:
             raise Unsupported("other likelihood terms or potentials")
-        if type(model.observed_RVs[0].owner.op).__name__ != "NormalRV":
-            raise Unsupported("the response is not a normal random variable")
+        expected = _FAMILY_RV[desc.family]
+        if type(model.observed_RVs[0].owner.op).__name__ != expected:
+            raise Unsupported(f"the response is not a {expected}")
 
     tables = _Tables()
     # the sampled vector, laid out as nutpie lays it out
@@ -596,9 +635,13 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
         start += size
     n_dim = start
 
-    sigma_rv = model[desc.sigma]
-    if sigma_rv not in free or not isinstance(model.rvs_to_transforms.get(sigma_rv), LogTransform):
-        raise Unsupported("sigma is not a free scale with a log transform")
+    sigma_rv = None
+    if desc.family == "gaussian":
+        sigma_rv = model[desc.sigma]
+        if sigma_rv not in free or not isinstance(
+            model.rvs_to_transforms.get(sigma_rv), LogTransform
+        ):
+            raise Unsupported("sigma is not a free scale with a log transform")
 
     # population coefficients, in the order of the pseudo design's columns
     beta_pos: list[int] = []
@@ -768,10 +811,28 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
     h[7] = len(terms)
     h[8] = tables.put_ints(np.array(terms).ravel() if terms else [])
     h[9] = tables.put_ints(beta_pos)
-    h[10] = layout[sigma_rv.name][0]
+    h[10] = layout[sigma_rv.name][0] if sigma_rv is not None else -1
     h[11] = tables.put_floats(np.asarray(reduction.x, dtype=float))
     h[12] = tables.put_floats(np.asarray(reduction.y, dtype=float))
-    h[13] = tables.put_floats([float(reduction.n), float(reduction.rss)])
+    y = np.asarray(reduction.y, dtype=float)
+    trials = np.ones(rows) if desc.trials is None else np.asarray(desc.trials, dtype=float)
+    if desc.family == "gaussian":
+        const = float(reduction.rss)
+    elif desc.family == "poisson":
+        const = -float(np.sum([math.lgamma(v + 1.0) for v in y]))
+    else:  # log binomial coefficients (0 for bernoulli)
+        const = float(
+            np.sum(
+                [
+                    math.lgamma(n + 1.0) - math.lgamma(k + 1.0) - math.lgamma(n - k + 1.0)
+                    for n, k in zip(trials, y, strict=True)
+                ]
+            )
+        )
+    h[13] = tables.put_floats([float(reduction.n), const])
+    h[22] = _FAMILY_CODE[desc.family]
+    h[23] = tables.put_floats(trials)
+    h[24] = tables.put_floats(np.zeros(rows) if desc.offset is None else desc.offset)
     h[14] = tables.scratch
     h[15] = resid
     h[16] = gco

@@ -22,7 +22,10 @@ from test_oracle_logp import DATA, SHAPES, _model, _oracle, _points
 import lmmformula as lf
 from lmmformula import _bambi, _kernel, _nutpie
 
-GAUSSIAN = [(s, ss) for s in SHAPES for ss in (False, True)]
+CASES = [
+    *[(s, "gaussian", ss) for s in SHAPES for ss in (False, True)],
+    *[(s, family, False) for s in SHAPES for family in ("binomial", "poisson")],
+]
 
 
 def _flat(plan, point: dict) -> np.ndarray:
@@ -37,16 +40,19 @@ def _point(plan, x: np.ndarray) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("shape", "suffstats"),
-    GAUSSIAN,
-    ids=[f"{s}-{'suffstats' if ss else 'rows'}" for s, ss in GAUSSIAN],
+    ("shape", "family", "suffstats"),
+    CASES,
+    ids=[f"{s}-{f}-{'suffstats' if ss else 'rows'}" for s, f, ss in CASES],
 )
-def test_kernel_log_density_equals_the_equations(shape, suffstats):
-    m = _model(SHAPES[shape], "gaussian", DATA, suffstats=suffstats, noncentered=True)
+def test_kernel_log_density_equals_the_equations(shape, family, suffstats):
+    m = _model(SHAPES[shape], family, DATA, suffstats=suffstats, noncentered=True)
     m.build()
     plan, logp_cf, _ = _nutpie.kernel_functions(m.bambi)
-    oracle = _oracle(SHAPES[shape], "gaussian", DATA)
-    for point in _points(m.pymc_model, 3, seed=GAUSSIAN.index((shape, suffstats))):
+    oracle = _oracle(SHAPES[shape], family, DATA)
+    # binomial and poisson: smaller steps keep the linear predictor moderate (see the oracle)
+    scales = (0.3, 0.8, 1.2) if family == "gaussian" else (0.2, 0.4, 0.6)
+    seed = CASES.index((shape, family, suffstats))
+    for point in _points(m.pymc_model, 3, seed=seed, scales=scales):
         x = _flat(plan, point)
         lp, grad, status = _kernel.call_logp(logp_cf, plan, x)
         assert status == 0
@@ -66,15 +72,17 @@ def test_kernel_log_density_equals_the_equations(shape, suffstats):
                 assert grad[i] == pytest.approx(fd, rel=1e-5, abs=1e-5), (name, i)
 
 
+@pytest.mark.parametrize("family", ["gaussian", "binomial", "poisson"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_kernel_gradient_and_draws_equal_pymc(shape):
+def test_kernel_gradient_and_draws_equal_pymc(shape, family):
     """Every gradient element and every stored variable (coefficients, sds, correlations)
     against PyMC's graph of the same model, in PyTensor's Python mode."""
-    m = _model(SHAPES[shape], "gaussian", DATA, noncentered=True)
+    m = _model(SHAPES[shape], family, DATA, noncentered=True)
     m.build()
     plan, logp_cf, expand_cf = _nutpie.kernel_functions(m.bambi)
     logp_grad, expanded = _kernel.reference_functions(m.pymc_model, plan)
-    for point in _points(m.pymc_model, 2, seed=11):
+    scales = (0.3, 0.8) if family == "gaussian" else (0.2, 0.4)
+    for point in _points(m.pymc_model, 2, seed=11, scales=scales):
         x = _flat(plan, point)
         ref_lp, ref_grad = logp_grad(x)
         lp, grad, _ = _kernel.call_logp(logp_cf, plan, x)
@@ -85,6 +93,20 @@ def test_kernel_gradient_and_draws_equal_pymc(shape):
         np.testing.assert_allclose(out, expanded(x), rtol=1e-10, atol=1e-12)
     stored = [v.name for v in plan.expanded_vars]
     assert any("sigma" in name for name in stored)
+
+
+def test_kernel_bernoulli_with_an_offset_equals_pymc():
+    """A 0/1 response (logit link) with an offset in the linear predictor."""
+    df = DATA.assign(y01=(DATA["y"] > DATA["y"].median()).astype(int), off=0.1 * DATA["z"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = lf.model("y01 ~ x + offset(off) + (1 + x|g)", df, "bernoulli")
+        m.build()
+    plan, logp_cf, expand_cf = _nutpie.kernel_functions(m.bambi)
+    assert plan.ints[22] == 1 and np.any(plan.floats[plan.ints[24] :][: len(df)] != 0)
+    for seed in (1, 2):
+        x0 = _flat(plan, _points(m.pymc_model, 1, seed=seed, scales=(0.3,))[0])
+        _kernel.verify(m.pymc_model, plan, logp_cf, expand_cf, x0, seed=seed)
 
 
 def _sleep_model(formula="Reaction ~ Days + (Days|Subject)", **kwargs):
@@ -140,14 +162,14 @@ def test_kernel_is_used_for_the_first_fits_and_checked():
     ("formula", "kwargs", "reason"),
     [
         ("Reaction ~ Days + (Days|Subject)", {"noncentered": False}, "centered"),
-        ("Reaction ~ Days + (1|Subject)", {"family": "poisson"}, "gaussian"),
+        ("Reaction ~ Days + (1|Subject)", {"family": "negativebinomial"}, "gaussian"),
         (
             "Reaction ~ Days + (Days|Subject)",
             {"priors": [lf.prior("lognormal(0, 1)", cls="sigma")]},
             "LogNormal",
         ),
     ],
-    ids=["centered", "poisson", "lognormal-sigma"],
+    ids=["centered", "negativebinomial", "lognormal-sigma"],
 )
 def test_kernel_refuses_what_it_does_not_cover(formula, kwargs, reason):
     data = lf.load_dataset("sleepstudy").assign(Reaction=lambda d: (d.Reaction // 10).astype(int))
