@@ -3,10 +3,11 @@
 PyTensor's numba backend compiles a model's log density and gradient one operation at a time:
 about 300 small numba compilations for ``Reaction ~ Days + (Days|Subject)``, 20-30 s on a
 machine whose compile caches are empty (benchmarks/RESULTS.md, sections 8 and 10). Most
-first fits are of one shape: a gaussian response on sufficient statistics
-(:mod:`lmmformula._suffstats`), population coefficients, correlated blocks (one
-``LKJCholeskyCov`` each, non-centered) and uncorrelated group-level terms, with the usual
-priors. For those the density and its gradient are written out here once, as loops over
+first fits are of one shape: a gaussian response (on sufficient statistics,
+:mod:`lmmformula._suffstats`, or row by row) or a bernoulli, binomial (logit) or poisson (log)
+one, population coefficients and offsets, correlated blocks (one ``LKJCholeskyCov`` each,
+non-centered) and uncorrelated non-centered group-level terms, with the usual priors. For
+those the density and its gradient are written out here once, as loops over
 arrays that describe the model (:class:`KernelPlan`), and compiled as one numba callback with
 nutpie's signature. The source is fixed, so numba compiles it once per machine and every
 later model of this shape, of any size, loads it from the cache.

@@ -258,6 +258,13 @@ MUTANTS: list[Mutant] = [
         "                    S[dl + k * n + cc] += gv * x[zs + g * n + k]\n",
         ("tests/test_kernel.py::test_kernel_log_density_equals_the_equations",),
     ),
+    Mutant(
+        "kernel-binomial-gradient-without-trials",
+        "lmmformula/_kernel.py",
+        "            S[rs + t] = yt - F[tf + t] * prob\n",
+        "            S[rs + t] = yt - prob\n",
+        ("tests/test_kernel.py::test_kernel_log_density_equals_the_equations",),
+    ),
 ]
 
 
