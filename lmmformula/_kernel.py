@@ -58,6 +58,16 @@ _FAMILY_RV = {
 # expanded outputs
 OUT_EXP, OUT_LKJ, OUT_CORR, OUT_STDS, OUT_COEF, OUT_COPY = range(6)
 
+# The integer table I starts with a header of _HEADER slots (offsets are into I, F or the
+# per-call scratch array S, as named):
+#   0 n_dim, 1 rows, 2 population columns p, 3-4 prior segments (count, I offset),
+#   5-6 blocks (count, I offset), 7-8 group-level terms (count, I offset),
+#   9 I offset of the population coefficients' positions in x, 10 position of log sigma in x,
+#   11 F offset of the (rows, p) design, 12 F offset of y, 13 F offset of (n, constant),
+#   14 length of S, 15 S offset of the residuals, 16-18 the likelihood gradient's mirror of the
+#   coefficients in S (start, length, start of the region mirrored), 19-20 stored outputs
+#   (count, I offset), 21 n_expanded, 22 family, 23 F offset of binomial trials, 24 F offset
+#   of the linear predictor's offsets. Records are _SEG, _BLK, _TRM and _OUT integers wide.
 _HEADER = 32
 _SEG = 7  # start, length, kind, transform, F offset of (a, b, c, const) rows, stride, gradient
 _BLK = 8  # packed start, n, levels, offsets start, F offset (norm, mean[n], eta), sds S, -, L S
@@ -801,6 +811,9 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
     tables.scratch += g_len
     rows = reduction.rows
     resid = tables.take_scratch(rows)
+    for records, width in ((segments, _SEG), ([b[0] for b in blocks], _BLK), (terms, _TRM)):
+        assert all(len(r) == width for r in records)
+    assert all(len(o) == _OUT for o in outputs)
     h = tables.ints
     h[0] = n_dim
     h[1] = rows
