@@ -24,7 +24,17 @@ from lmmformula import _bambi, _kernel, _nutpie
 
 CASES = [
     *[(s, "gaussian", ss) for s in SHAPES for ss in (False, True)],
-    *[(s, family, False) for s in SHAPES for family in ("binomial", "poisson")],
+    *[
+        (s, family, False)
+        for s in ("(x|g)", "(f|g)", "(x||g)", "nested")
+        for family in ("binomial", "poisson")
+    ],
+]
+# the gradient and the stored draws against PyMC: every shape for the gaussian family, the
+# likelihood's part for the others
+PYMC_CASES = [
+    *[(s, "gaussian") for s in SHAPES],
+    *[(s, f) for s in ("(1 + x + z|g)", "crossed") for f in ("binomial", "poisson")],
 ]
 
 
@@ -72,8 +82,7 @@ def test_kernel_log_density_equals_the_equations(shape, family, suffstats):
                 assert grad[i] == pytest.approx(fd, rel=1e-5, abs=1e-5), (name, i)
 
 
-@pytest.mark.parametrize("family", ["gaussian", "binomial", "poisson"])
-@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize(("shape", "family"), PYMC_CASES, ids=[f"{s}-{f}" for s, f in PYMC_CASES])
 def test_kernel_gradient_and_draws_equal_pymc(shape, family):
     """Every gradient element and every stored variable (coefficients, sds, correlations)
     against PyMC's graph of the same model, in PyTensor's Python mode."""
@@ -212,6 +221,8 @@ def test_a_kernel_that_disagrees_with_pymc_is_refused(where, monkeypatch):
     x0 = _flat(plan, m.pymc_model.initial_point())
     with pytest.raises(_kernel.KernelMismatch):
         _kernel.verify(m.pymc_model, plan, logp_cf, expand_cf, x0)
+    if where != "prior":
+        return
     # and compile_model falls back to PyTensor's path (or raises in strict mode)
     monkeypatch.setattr(_kernel, "plan_model", lambda *a, **k: plan)
     monkeypatch.setattr(_kernel, "STRICT", False)
