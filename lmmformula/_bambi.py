@@ -1475,16 +1475,7 @@ def kernel_model(backend) -> _kernel.KernelModel:
             trials = response[:, 1]
         offset = _offsets(spec, y.size)
         x, groups = _design_inputs(spec, y.size, np.ones(y.size))
-        reduction = _suffstats.Reduction(
-            n=int(y.size),
-            n_cells=int(y.size),
-            x=x,
-            z=tuple(g.predictor for g in groups),
-            group_index=tuple(np.asarray(g.group_index) for g in groups),
-            y=y,
-            rss=0.0,
-            names=tuple(g.name for g in groups),
-        )
+        reduction = _suffstats.rows_as_reduction(y, x, groups)
         likelihood = "rows"
     elif reduction is not None:
         if backend.suffstats_shared:
@@ -1494,16 +1485,7 @@ def kernel_model(backend) -> _kernel.KernelModel:
         if not backend.row_wise:
             raise _kernel.Unsupported("the likelihood is neither row by row nor on statistics")
         y, x, groups = _suffstats_inputs(spec)
-        reduction = _suffstats.Reduction(
-            n=int(y.size),
-            n_cells=int(y.size),
-            x=x,
-            z=tuple(g.predictor for g in groups),
-            group_index=tuple(np.asarray(g.group_index) for g in groups),
-            y=y,
-            rss=0.0,
-            names=tuple(g.name for g in groups),
-        )
+        reduction = _suffstats.rows_as_reduction(y, x, groups)
         likelihood = "rows"
     component = parent_component(spec)
     population = []

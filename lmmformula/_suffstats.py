@@ -41,6 +41,7 @@ __all__ = [
     "gaussian_logp",
     "plan_cells",
     "reduce_cells",
+    "rows_as_reduction",
 ]
 
 DEFAULT_MAX_FRACTION = 0.5
@@ -250,6 +251,21 @@ def reduce_cells(
         group_index=tuple(gidx),
         y=np.ascontiguousarray(y_all),
         rss=rss,
+        names=tuple(g.name for g in groups),
+    )
+
+
+def rows_as_reduction(y: np.ndarray, x: np.ndarray, groups: Sequence[GroupColumns]) -> Reduction:
+    """The rows themselves in a :class:`Reduction`'s layout (every row its own cell, no
+    residual sum of squares): for code that reads a reduction and the rows alike."""
+    return Reduction(
+        n=int(y.size),
+        n_cells=int(y.size),
+        x=x,
+        z=tuple(g.predictor for g in groups),
+        group_index=tuple(np.asarray(g.group_index) for g in groups),
+        y=y,
+        rss=0.0,
         names=tuple(g.name for g in groups),
     )
 
