@@ -13,6 +13,7 @@ while the in-process fits do:
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -58,31 +59,48 @@ def _fit(model_or_formula, seed):
 
 @pytest.fixture(scope="module")
 def fits(tmp_path_factory):
-    out = tmp_path_factory.mktemp("reproducibility") / "other_process.npz"
-    other = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    tmp = tmp_path_factory.mktemp("reproducibility")
+    out = tmp / "other_process.npz"
+    fresh_out = tmp / "fresh_process.npz"
+    # a process on a machine that never compiled anything: its first fit compiles the model
+    # (lmmformula's kernel for this one) and must draw what every later process draws
+    fresh_env = dict(
+        os.environ,
+        PYTENSOR_FLAGS=f"base_compiledir={tmp / 'compiledir'}",
+        NUMBA_CACHE_DIR=str(tmp / "numba"),
     )
+    others = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for path, env in ((out, None), (fresh_out, fresh_env))
+    ]
     try:
         first = _fit(FORMULA, SEED)
         second = _fit(FORMULA, SEED)
         refit = _fit(first.model, SEED)
         other_seed = _fit(first.model, SEED + 1)
-        _, stderr = other.communicate(timeout=600)
+        errors = [other.communicate(timeout=600)[1] for other in others]
     finally:
-        if other.poll() is None:
-            other.kill()
-    assert other.returncode == 0, stderr[-3000:]
-    with np.load(out) as stored:
-        elsewhere = {name: stored[name] for name in stored.files}
+        for other in others:
+            if other.poll() is None:
+                other.kill()
+    for other, stderr in zip(others, errors, strict=True):
+        assert other.returncode == 0, stderr[-3000:]
+    stored = {}
+    for key, path in (("elsewhere", out), ("fresh", fresh_out)):
+        with np.load(path) as data:
+            stored[key] = {name: data[name] for name in data.files}
     return {
         "first": first,
         "second": second,
         "refit": refit,
         "other_seed": other_seed,
-        "elsewhere": elsewhere,
+        **stored,
     }
 
 
@@ -108,6 +126,16 @@ def test_the_same_seed_gives_identical_draws_in_another_process(fits):
     assert sorted(here) == sorted(elsewhere)
     for name, values in here.items():
         np.testing.assert_array_equal(values, elsewhere[name], err_msg=name)
+
+
+def test_a_first_fit_with_empty_compile_caches_draws_the_same(fits):
+    """The first fit on a fresh machine (empty PyTensor and numba caches, so the model is
+    compiled in that process's run) gives the draws every other process gives."""
+    here = _draws(fits["first"])
+    fresh = fits["fresh"]
+    assert sorted(here) == sorted(fresh)
+    for name, values in here.items():
+        np.testing.assert_array_equal(values, fresh[name], err_msg=name)
 
 
 def test_another_seed_gives_other_draws(fits):
