@@ -38,8 +38,9 @@ each measured process a compile-only process for the same case and implementatio
 on-disk compile caches (PyTensor's numba cache, and lmmformula's cached nutpie callbacks), so
 the table shows the warm-cache cost of re-running an analysis; ``--cold`` measures with an empty
 PyTensor compile directory, ``NUMBA_CACHE_DIR`` and ``HOME`` for every process instead (a first
-run on a fresh machine: it includes compiling PyTensor's C helpers and lmmformula's kernel). Wall and CPU seconds are both recorded; the machine load (``os.getloadavg``) is recorded
-before and after every process, because other work on the machine inflates wall times.
+run on a fresh machine: it includes compiling PyTensor's C helpers and lmmformula's kernel).
+Wall and CPU seconds are both recorded; the machine load (``os.getloadavg``) is recorded before
+and after every process, because other work on the machine inflates wall times.
 
 ``--fresh-data`` drops a few rows from each measured process's data after the warm-up: the cost
 of the first fit of a model on new data on a machine that has compiled the model before.
@@ -837,7 +838,8 @@ def main(argv=None) -> int:
         f"- settings: {args.chains} chains x ({args.tune} tune + {args.draws} draws), seed "
         f"{args.seed}, nutpie (numba backend) for every implementation; "
         + (
-            "**cold** caches (empty PyTensor compile directory, NUMBA_CACHE_DIR and HOME per process)"
+            "**cold** caches (empty PyTensor compile directory, NUMBA_CACHE_DIR and HOME per "
+            "process)"
             if args.cold
             else "warm compile caches (a compile-only process ran first for each row)"
         )
