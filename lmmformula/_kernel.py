@@ -479,7 +479,7 @@ def prior_rows(rv, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
     op = rv.owner.op
     name = type(op).__name__
     params = [_const(p) for p in op.dist_params(rv.owner)]
-    size = int(np.prod(shape)) if shape else 1
+    size = int(np.prod(shape))
 
     def bc(v):
         return np.broadcast_to(v, shape).reshape(size).astype(float)
@@ -544,27 +544,38 @@ def prior_rows(rv, shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
 
 
 class _Tables:
-    """Growing integer and float tables with named offsets."""
+    """Growing integer and float tables (numpy chunks, joined at the end) and the scratch
+    array's layout; ``header`` is the integer table's first _HEADER slots."""
 
     def __init__(self) -> None:
-        self.ints: list[int] = [0] * _HEADER
-        self.floats: list[float] = []
+        self.header = [0] * _HEADER
+        self._ints: list[np.ndarray] = []
+        self._floats: list[np.ndarray] = []
+        self._n_ints = _HEADER
+        self._n_floats = 0
         self.scratch = 0
 
     def put_ints(self, values) -> int:
-        at = len(self.ints)
-        self.ints.extend(int(v) for v in np.asarray(values).ravel())
-        return at
+        chunk = np.asarray(values, dtype=np.int64).ravel()
+        self._ints.append(chunk)
+        self._n_ints += chunk.size
+        return self._n_ints - chunk.size
 
     def put_floats(self, values) -> int:
-        at = len(self.floats)
-        self.floats.extend(float(v) for v in np.asarray(values, dtype=float).ravel())
-        return at
+        chunk = np.asarray(values, dtype=np.float64).ravel()
+        self._floats.append(chunk)
+        self._n_floats += chunk.size
+        return self._n_floats - chunk.size
 
     def take_scratch(self, size: int) -> int:
         at = self.scratch
         self.scratch += int(size)
         return at
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        ints = np.concatenate([np.array(self.header, dtype=np.int64), *self._ints])
+        floats = np.concatenate([np.zeros(0), *self._floats]) if self._floats else np.zeros(1)
+        return ints, floats
 
 
 def _lkj_norm(eta: float, n: int) -> float:
@@ -638,7 +649,7 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
     for rv in free:
         value = model.rvs_to_values[rv]
         shape = tuple(int(s) for s in shapes[value.name])
-        size = int(np.prod(shape)) if shape else 1
+        size = int(np.prod(shape))
         layout[rv.name] = (start, shape)
         joined_names.append(value.name)
         joined_slices.append(slice(start, start + size))
@@ -661,7 +672,7 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
         if var not in free:
             raise Unsupported(f"the population coefficient {var.name} is not sampled")
         at, shape = layout[var.name]
-        beta_pos.extend(range(at, at + (int(np.prod(shape)) if shape else 1)))
+        beta_pos.extend(range(at, at + (int(np.prod(shape)))))
     if len(beta_pos) != reduction.x.shape[1]:
         raise Unsupported("the population coefficients do not match the design")
 
@@ -736,7 +747,7 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
         levels = off_shape[0]
         if int(np.prod(off_shape)) != levels * e:
             raise Unsupported(f"the offsets of {name}")
-        sd_size = int(np.prod(sd_shape)) if sd_shape else 1
+        sd_size = int(np.prod(sd_shape))
         if sd_size not in (1, e):
             raise Unsupported(f"the sd of {name}")
         cs = tables.take_scratch(levels * e)
@@ -778,7 +789,7 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
     for var in remaining:
         name = var.name
         shape = tuple(int(s) for s in shapes[name])
-        size = int(np.prod(shape)) if shape else 1
+        size = int(np.prod(shape))
         out = None
         if name in layout and model[name] in free:
             rv = model[name]
@@ -814,7 +825,7 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
     for records, width in ((segments, _SEG), ([b[0] for b in blocks], _BLK), (terms, _TRM)):
         assert all(len(r) == width for r in records)
     assert all(len(o) == _OUT for o in outputs)
-    h = tables.ints
+    h = tables.header
     h[0] = n_dim
     h[1] = rows
     h[2] = reduction.x.shape[1]
@@ -855,8 +866,7 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
     h[19] = len(outputs)
     h[20] = tables.put_ints(np.array(outputs).ravel())
     h[21] = n_expanded
-    ints = np.array(tables.ints, dtype=np.int64)
-    floats = np.array(tables.floats or [0.0], dtype=np.float64)
+    ints, floats = tables.arrays()
     reparameterized = [
         model.rvs_to_values[rv].name for rv in free if model.rvs_to_transforms.get(rv) is not None
     ]
@@ -872,15 +882,8 @@ def plan_model(desc: KernelModel, model, var_names, shapes: dict) -> KernelPlan:
         ),
         reparameterized_names=reparameterized,
         value_slices={
-            model.rvs_to_values[rv].name: (
-                slice(
-                    layout[rv.name][0],
-                    layout[rv.name][0]
-                    + (int(np.prod(layout[rv.name][1])) if layout[rv.name][1] else 1),
-                ),
-                layout[rv.name][1],
-            )
-            for rv in free
+            name: (sl, shape)
+            for name, sl, shape in zip(joined_names, joined_slices, joined_shapes, strict=True)
         },
         expanded_vars=remaining,
     )

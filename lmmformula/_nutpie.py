@@ -969,19 +969,26 @@ def kernel_functions(bambi_model, var_names=None):
     """``(plan, logp callback, expand callback)`` of the whole-model kernel for a built
     Bambi model (:mod:`lmmformula._kernel`); raises ``_kernel.Unsupported`` when it does not
     cover the model. Nothing is checked against PyMC here."""
-    from nutpie import compile_pymc as ncp
-
     from lmmformula import _bambi
 
     model = _bambi.pymc_model(bambi_model)
     if var_names is None:
         var_names = _bambi.sampled_var_names(bambi_model)
+    plan = _kernel_plan(model, bambi_model.backend, var_names)
+    logp_cfunc, expand_cfunc = _cached_cfuncs(kernel_callbacks())
+    return plan, logp_cfunc, expand_cfunc
+
+
+def _kernel_plan(model, backend, var_names):
+    """The kernel's tables for a built model (``_kernel.Unsupported`` when not covered)."""
+    from nutpie import compile_pymc as ncp
+
+    from lmmformula import _bambi
+
     shapes = _static_shapes(model)
     if shapes is None:
         shapes = ncp._compute_shapes(model)
-    plan = _kernel.plan_model(_bambi.kernel_model(bambi_model.backend), model, var_names, shapes)
-    logp_cfunc, expand_cfunc = _cached_cfuncs(kernel_callbacks())
-    return plan, logp_cfunc, expand_cfunc
+    return _kernel.plan_model(_bambi.kernel_model(backend), model, var_names, shapes)
 
 
 def _compile_kernel(model, backend, var_names, initial_points: dict, info: CompileInfo):
@@ -991,13 +998,8 @@ def _compile_kernel(model, backend, var_names, initial_points: dict, info: Compi
     from nutpie import compile_pymc as ncp
 
     t0 = time.perf_counter()
-    shapes = _static_shapes(model)
-    if shapes is None:
-        shapes = ncp._compute_shapes(model)
-    from lmmformula import _bambi
-
     try:
-        plan = _kernel.plan_model(_bambi.kernel_model(backend), model, var_names, shapes)
+        plan = _kernel_plan(model, backend, var_names)
     except _kernel.Unsupported as reason:
         info.kernel = f"not used: {reason}"
         return None
